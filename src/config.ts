@@ -1,0 +1,138 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { z } from 'zod';
+
+/** Parses a duration like `30d`, `10m`, `5s`, `250ms` or a bare number of milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) throw new Error(`invalid duration "${text}" (use e.g. 30d, 12h, 10m, 5s, 250ms)`);
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[(m[2] ?? 'ms') as 'ms'];
+  const ms = Math.round(n * unit);
+  if (ms <= 0) throw new Error(`duration "${text}" must be positive`);
+  return ms;
+}
+
+const duration = z.string().transform((s, ctx) => {
+  try {
+    return parseDuration(s);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const MAX_RETENTION_MS = 30 * 86400e3;
+
+const schema = z.object({
+  prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, 'SEALPOST_PREFIX: letters, digits, _ . - only').default('sp'),
+  redisUrl: z.string().url().optional(),
+  dataDir: z.string().default('.data'),
+  host: z.string().default('127.0.0.1'),
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  platformPort: z.coerce.number().int().min(0).max(65535).default(8081),
+  platformUrl: z.string().url().optional(),
+  apiUrl: z.string().url().optional(),
+  adminToken: z.string().min(16, 'SEALPOST_ADMIN_TOKEN must be at least 16 characters').optional(),
+  masterKey: z.string().optional(),
+  masterKeyFile: z.string().optional(),
+  retentionMs: duration.default(MAX_RETENTION_MS).refine((ms) => ms <= MAX_RETENTION_MS, 'SEALPOST_RETENTION is at most 30d'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  workerConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
+  webhookConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
+  webhookBackoffBaseMs: z.coerce.number().int().min(1).default(1000),
+  webhookBackoffMaxMs: z.coerce.number().int().min(1).default(3600e3),
+  webhookMaxAgeMs: duration.default(7 * 86400e3),
+  webhookTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  bundleRetryMs: z.coerce.number().int().min(1).default(5000),
+});
+
+/** The validated configuration: read once at start; nothing else reads `process.env`. */
+export type Config = z.infer<typeof schema>;
+
+/** Command-line flags that override the environment. */
+export interface ConfigOverrides {
+  redisUrl?: string;
+  platformUrl?: string;
+  apiUrl?: string;
+  port?: number | string;
+  dataDir?: string;
+  prefix?: string;
+}
+
+/** Raised for invalid configuration; the message is one line naming the bad setting. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads and validates the configuration from the environment plus CLI overrides.
+ * @example const config = loadConfig(process.env, { redisUrl: opts.redisUrl });
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: ConfigOverrides = {}): Config {
+  const raw = {
+    prefix: overrides.prefix ?? env.SEALPOST_PREFIX,
+    redisUrl: overrides.redisUrl ?? env.REDIS_URL,
+    dataDir: overrides.dataDir ?? env.SEALPOST_DATA_DIR,
+    host: env.HOST,
+    port: overrides.port ?? env.PORT,
+    platformPort: env.PLATFORM_PORT,
+    platformUrl: overrides.platformUrl ?? env.PLATFORM_URL,
+    apiUrl: overrides.apiUrl ?? env.SEALPOST_API_URL,
+    adminToken: env.SEALPOST_ADMIN_TOKEN,
+    masterKey: env.SEALPOST_MASTER_KEY,
+    masterKeyFile: env.SEALPOST_MASTER_KEY_FILE,
+    retentionMs: env.SEALPOST_RETENTION,
+    logLevel: env.LOG_LEVEL,
+    workerConcurrency: env.SEALPOST_WORKER_CONCURRENCY,
+    webhookConcurrency: env.SEALPOST_WEBHOOK_CONCURRENCY,
+    webhookBackoffBaseMs: env.SEALPOST_WEBHOOK_BACKOFF_BASE_MS,
+    webhookBackoffMaxMs: env.SEALPOST_WEBHOOK_BACKOFF_MAX_MS,
+    webhookMaxAgeMs: env.SEALPOST_WEBHOOK_MAX_AGE,
+    webhookTimeoutMs: env.SEALPOST_WEBHOOK_TIMEOUT_MS,
+    bundleRetryMs: env.SEALPOST_BUNDLE_RETRY_MS,
+  };
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && v !== '')));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`invalid configuration: ${issue.path.join('.') || 'value'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/** The platform URL: --platform-url / PLATFORM_URL, else the default local port. */
+export function platformUrlOf(config: Config): string {
+  return config.platformUrl ?? `http://127.0.0.1:${config.platformPort}`;
+}
+
+/** The API URL: --api-url / SEALPOST_API_URL, else the default local port. */
+export function apiUrlOf(config: Config): string {
+  return config.apiUrl ?? `http://127.0.0.1:${config.port}`;
+}
+
+/**
+ * The 32-byte master key: SEALPOST_MASTER_KEY (base64), else the key file, else `<dataDir>/master.key`,
+ * generated on first use (`generated` tells the caller to say so).
+ */
+export function loadMasterKey(config: Config): { key: Buffer; source: string; generated: boolean } {
+  const check = (key: Buffer, where: string) => {
+    if (key.length !== 32) throw new ConfigError(`${where}: the master key must be 32 bytes, base64-encoded`);
+    return key;
+  };
+  if (config.masterKey) {
+    return { key: check(Buffer.from(config.masterKey, 'base64'), 'SEALPOST_MASTER_KEY'), source: 'SEALPOST_MASTER_KEY', generated: false };
+  }
+  const file = config.masterKeyFile ?? path.join(config.dataDir, 'master.key');
+  if (existsSync(file)) {
+    return { key: check(Buffer.from(readFileSync(file, 'utf8').trim(), 'base64'), file), source: file, generated: false };
+  }
+  if (config.masterKeyFile) throw new ConfigError(`SEALPOST_MASTER_KEY_FILE ${file} does not exist`);
+  mkdirSync(path.dirname(file), { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(file, key.toString('base64') + '\n', { mode: 0o600 });
+  return { key, source: file, generated: true };
+}

@@ -1,0 +1,33 @@
+/**
+ * The interfaces the API layer calls into the runtime with. The API validates and authorizes; the runtime
+ * accepts durably and answers with ids.
+ */
+
+/** A validated send request, as the API hands it over. */
+export interface OutboundRequest {
+  businessId: string;
+  phoneNumberId: string;
+  /** The recipient's wa_id: digits only, already normalised from `to`. */
+  waId: string;
+  /** The Cloud API message object without envelope fields: `{ type: 'text', text: { body, preview_url? }, context? }`. */
+  message: Record<string, unknown> & { type: string };
+  bizOpaqueCallbackData?: string;
+  /** Delivery TTL in ms (message_send_ttl_seconds), bounded by the business's retention. */
+  ttlMs?: number;
+  /** A client-chosen idempotency key (direct enqueue); the same key returns the same wamid. */
+  idempotencyKey?: string;
+}
+
+/** The outcome of accepting a message. */
+export interface Accepted {
+  wamid: string;
+  waId: string;
+}
+
+/** What the API needs from the runtime to send and to mark messages read. */
+export interface OutboundPort {
+  /** Stores the message durably (encrypted) and queues it for its conversation; resolves once durable. */
+  accept(req: OutboundRequest): Promise<Accepted>;
+  /** Marks an inbound message read; false when the business has no such message. */
+  markRead(businessId: string, phoneNumberId: string, messageId: string): Promise<boolean>;
+}

@@ -1,0 +1,208 @@
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { IdentityKeyPair } from '@signalapp/libsignal-client';
+import type { Keys } from './keys.ts';
+import { open, openBytes, seal, type DataKeys } from './sealer.ts';
+
+/** What `business create` prints (CONTRACT.md). */
+export interface CreatedBusiness {
+  business_id: string;
+  waba_id: string;
+  phone_number_id: string;
+  display_phone_number: string;
+  access_token: string;
+}
+
+/** Settings given when a business is provisioned. */
+export interface BusinessInput {
+  name: string;
+  webhookUrl: string;
+  appSecret: string;
+  verifyToken: string;
+  region?: string;
+  retentionMs?: number;
+}
+
+/** A business phone number as the API and the runtime see it. */
+export interface PhoneNumber {
+  phone_number_id: string;
+  business_id: string;
+  waba_id: string;
+  display_phone_number: string;
+  verified_name: string;
+  quality_rating: 'GREEN' | 'YELLOW' | 'RED';
+  throughput: { level: string };
+}
+
+/** Where a business's webhooks go, with the secret to sign them. */
+export interface WebhookTarget {
+  url: string;
+  appSecret: string;
+  wabaId: string;
+  displayPhoneNumber: string;
+}
+
+/** The Signal identity of one business phone number (private key unsealed, in memory only). */
+export interface NumberIdentity {
+  identity: IdentityKeyPair;
+  registrationId: number;
+}
+
+/** The business's non-secret settings. */
+export interface BusinessInfo {
+  business_id: string;
+  name: string;
+  waba_id: string;
+  retention_ms: number | null;
+  region: string | null;
+}
+
+const digits = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 ? randomInt(1, 10) : randomInt(0, 10))).join('');
+
+/** SHA-256 of an access token: the only form in which tokens are stored. */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/**
+ * Businesses, their phone numbers and access tokens on Redis. Secrets (app secret, verify token, Signal
+ * private keys) are sealed with the business's data key; tokens are stored only as hashes.
+ */
+export class BusinessStore {
+  private readonly numbers = new Map<string, PhoneNumber>();
+  private readonly identities = new Map<string, NumberIdentity>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly dataKeys: DataKeys,
+  ) {}
+
+  /** Provisions a business with one phone number, a Signal identity for it, and an access token. */
+  async create(input: BusinessInput): Promise<CreatedBusiness> {
+    const businessId = digits(15);
+    const wabaId = digits(15);
+    const phoneNumberId = digits(15);
+    let display = '';
+    for (let i = 0; i < 20 && !display; i++) {
+      const candidate = `1555${digits(7)}`;
+      if (await this.redis.set(this.keys.displayNumber(candidate), phoneNumberId, 'NX')) display = candidate;
+    }
+    if (!display) throw new Error('could not allocate a display phone number');
+    const dk = await this.dataKeys.create(businessId);
+    const identity = IdentityKeyPair.generate();
+    const registrationId = randomInt(1, 16381);
+    const token = `EAAS${randomBytes(32).toString('base64url')}`;
+    const bizKey = this.keys.business(businessId);
+    const pnKey = this.keys.phoneNumber(phoneNumberId);
+    await this.redis
+      .multi()
+      .hset(bizKey, {
+        name: input.name,
+        waba_id: wabaId,
+        webhook_url: input.webhookUrl,
+        app_secret: seal(dk, input.appSecret, `${bizKey}:app_secret`),
+        verify_token: seal(dk, input.verifyToken, `${bizKey}:verify_token`),
+        region: input.region ?? '',
+        retention_ms: input.retentionMs ? String(input.retentionMs) : '',
+        created_at: String(Date.now()),
+      })
+      .hset(pnKey, {
+        business_id: businessId,
+        waba_id: wabaId,
+        display_phone_number: display,
+        verified_name: input.name,
+        quality_rating: 'GREEN',
+        registration_id: String(registrationId),
+        identity: seal(dk, identity.serialize(), `${pnKey}:identity`),
+      })
+      .hset(this.keys.token(hashToken(token)), { business_id: businessId, created_at: String(Date.now()) })
+      .sadd(this.keys.businesses, businessId)
+      .exec();
+    return { business_id: businessId, waba_id: wabaId, phone_number_id: phoneNumberId, display_phone_number: display, access_token: token };
+  }
+
+  /** The business a valid access token belongs to, or null (unknown or revoked token). */
+  async authenticate(token: string): Promise<string | null> {
+    const row = await this.redis.hgetall(this.keys.token(hashToken(token)));
+    if (!row.business_id) return null;
+    if (row.revoked_at) return null;
+    if (row.expires_at && Number(row.expires_at) <= Date.now()) return null;
+    return row.business_id;
+  }
+
+  /** A business phone number, or null. Cached: its routing data does not change. */
+  async phoneNumber(phoneNumberId: string): Promise<PhoneNumber | null> {
+    const hit = this.numbers.get(phoneNumberId);
+    if (hit) return hit;
+    if (!/^\d{1,20}$/.test(phoneNumberId)) return null;
+    const row = await this.redis.hgetall(this.keys.phoneNumber(phoneNumberId));
+    if (!row.business_id) return null;
+    const pn: PhoneNumber = {
+      phone_number_id: phoneNumberId,
+      business_id: row.business_id,
+      waba_id: row.waba_id ?? '',
+      display_phone_number: row.display_phone_number ?? '',
+      verified_name: row.verified_name ?? '',
+      quality_rating: (row.quality_rating as PhoneNumber['quality_rating']) ?? 'GREEN',
+      throughput: { level: 'STANDARD' },
+    };
+    this.numbers.set(phoneNumberId, pn);
+    return pn;
+  }
+
+  /** The phone number whose display number (digits) is `display`, or null. */
+  async phoneNumberByDisplay(display: string): Promise<PhoneNumber | null> {
+    const id = await this.redis.get(this.keys.displayNumber(display.replace(/\D/g, '')));
+    return id ? this.phoneNumber(id) : null;
+  }
+
+  /** The Signal identity of a business phone number. */
+  async identity(phoneNumberId: string): Promise<NumberIdentity> {
+    const hit = this.identities.get(phoneNumberId);
+    if (hit) return hit;
+    const pnKey = this.keys.phoneNumber(phoneNumberId);
+    const [businessId, sealed, reg] = await this.redis.hmget(pnKey, 'business_id', 'identity', 'registration_id');
+    if (!businessId || !sealed || !reg) throw new Error(`unknown phone number ${phoneNumberId}`);
+    const dk = await this.dataKeys.get(businessId);
+    const id: NumberIdentity = { identity: IdentityKeyPair.deserialize(openBytes(dk, sealed, `${pnKey}:identity`)), registrationId: Number(reg) };
+    this.identities.set(phoneNumberId, id);
+    return id;
+  }
+
+  /** A business's non-secret settings, or null. */
+  async info(businessId: string): Promise<BusinessInfo | null> {
+    const row = await this.redis.hgetall(this.keys.business(businessId));
+    if (!row.waba_id) return null;
+    return {
+      business_id: businessId,
+      name: row.name ?? '',
+      waba_id: row.waba_id,
+      retention_ms: row.retention_ms ? Number(row.retention_ms) : null,
+      region: row.region || null,
+    };
+  }
+
+  /** Where the business's webhooks go, with its app secret unsealed; null if unknown. */
+  async webhookTarget(businessId: string, phoneNumberId: string): Promise<WebhookTarget | null> {
+    const bizKey = this.keys.business(businessId);
+    const row = await this.redis.hgetall(bizKey);
+    const pn = await this.phoneNumber(phoneNumberId);
+    if (!row.webhook_url || !row.app_secret || !pn) return null;
+    const dk = await this.dataKeys.get(businessId);
+    return {
+      url: row.webhook_url,
+      appSecret: open(dk, row.app_secret, `${bizKey}:app_secret`).toString(),
+      wabaId: row.waba_id ?? '',
+      displayPhoneNumber: pn.display_phone_number,
+    };
+  }
+
+  /** The business's verify token for the subscription check. */
+  async verifyToken(businessId: string): Promise<string | null> {
+    const bizKey = this.keys.business(businessId);
+    const sealed = await this.redis.hget(bizKey, 'verify_token');
+    if (!sealed) return null;
+    return open(await this.dataKeys.get(businessId), sealed, `${bizKey}:verify_token`).toString();
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Every Redis key Sealpost writes, in one place. Keys of one conversation share the hash tag
+ * `{c:<conversationId>}` so the atomic commit (one Lua call) works on Redis Cluster.
+ */
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  /** BullMQ's `prefix` option: queue keys start with the Sealpost prefix too. */
+  get bullPrefix(): string {
+    return `${this.prefix}:q`;
+  }
+
+  /** A queue name carrying its own hash tag, so each queue's keys live in one cluster slot. */
+  queueName(kind: 'conversations' | 'outbound' | 'timers' | 'webhooks' | 'inbound'): string {
+    return `{${this.prefix}:${kind}}`;
+  }
+
+  // --- businesses, phone numbers, tokens -------------------------------------------------------
+  /** Set of all business ids. */
+  get businesses(): string { return `${this.prefix}:businesses`; }
+  /** Hash: one business's settings (secrets sealed). */
+  business(businessId: string): string { return `${this.prefix}:biz:${businessId}`; }
+  /** The business's data key, wrapped by the master key. */
+  dataKey(businessId: string): string { return `${this.prefix}:biz:${businessId}:dk`; }
+  /** Hash: one business phone number (routing data and its Signal identity, private part sealed). */
+  phoneNumber(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}`; }
+  /** String: display phone number digits → phone_number_id (routes transport events). */
+  displayNumber(digits: string): string { return `${this.prefix}:pnd:${digits}`; }
+  /** Hash: an access token, by the SHA-256 of the token (the token itself is never stored). */
+  token(tokenHash: string): string { return `${this.prefix}:tok:${tokenHash}`; }
+
+  // --- conversations -----------------------------------------------------------------------------
+  private conv(id: string): string { return `${this.prefix}:{c:${id}}`; }
+  /** Sealed actor snapshot plus its version. */
+  snapshot(id: string): string { return `${this.conv(id)}:snap`; }
+  /** Sealed conversation metadata: who the conversation is with (phone_number_id, wa_id). */
+  meta(id: string): string { return `${this.conv(id)}:meta`; }
+  /** Sealed Signal session record and remote identity. */
+  session(id: string): string { return `${this.conv(id)}:sess`; }
+  /** List: FIFO mailbox of events waiting for the actor. */
+  mailbox(id: string): string { return `${this.conv(id)}:mbox`; }
+  /** List: commands committed but maybe not yet executed (the transactional outbox). */
+  outbox(id: string): string { return `${this.conv(id)}:outbox`; }
+  /** List: the conversation's trace, JSON Lines, bounded. */
+  trace(id: string): string { return `${this.conv(id)}:trace`; }
+  /** String: the single-writer lease token. */
+  lease(id: string): string { return `${this.conv(id)}:lease`; }
+  /** Hash: one message row (sealed body, Signal ciphertext for retransmission, status). */
+  message(id: string, wamid: string): string { return `${this.conv(id)}:m:${wamid}`; }
+  /** String: inbound message id → conversation id. */
+  messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
+}
