@@ -1,0 +1,29 @@
+/**
+ * Commands the conversation machine emits and the actor host executes. They carry ids, never content;
+ * the results come back to the machine as events.
+ */
+
+/** A Cloud API status the business is told about. */
+export type StatusName = 'sent' | 'delivered' | 'read' | 'failed';
+
+/** Every command the machine can emit. */
+export type Command =
+  /** Fetch the device's prekey bundle and build a session (PQXDH); answers BUNDLE_FETCHED or BUNDLE_FAILED. */
+  | { type: 'bundle.fetch' }
+  /** Encrypt the stored message under the current session; answers ENCRYPTED or ENCRYPT_FAILED. */
+  | { type: 'message.encrypt'; wamid: string; seq: number }
+  /** Hand the stored ciphertext to the transport; answers TRANSPORT_ACCEPTED or TRANSPORT_REJECTED. */
+  | { type: 'transport.send'; wamid: string }
+  /** Tell the business about a status change (a signed webhook). */
+  | { type: 'webhook.status'; wamid: string; status: StatusName; at: number; errorCode?: number }
+  /** A durable timer: at `at` the host delivers `event` to this conversation. */
+  | { type: 'timer.schedule'; id: string; at: number; event: 'BUNDLE_RETRY_DUE' | 'RETRANSMIT_DUE'; wamid?: string }
+  /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK (later: MESSAGE_RECEIVED) or DECRYPT_FAILED. */
+  | { type: 'envelope.decrypt'; id: string }
+  /** The message's content is no longer needed: delete its body and ciphertext, keep its status. */
+  | { type: 'message.forget'; wamid: string };
+
+/** The commands one transition emitted, as the `params` of the machine's `emitCommands` action. */
+export interface CommandBatch {
+  list: Command[];
+}

@@ -1,0 +1,430 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
+import type { Command, CommandBatch } from '../../machines/commands.ts';
+import { conversationMachine, type ConversationEvent } from '../../machines/conversation.ts';
+import { ConversationCrypto } from '../signal/conversation-crypto.ts';
+import { classifySignalError } from '../signal/classify.ts';
+import { decodeContent, encodeContent } from '../signal/content.ts';
+import type { BusinessStore } from '../store/businesses.ts';
+import type { Keys } from '../store/keys.ts';
+import { open, seal, type DataKeys } from '../store/sealer.ts';
+import type { MailboxEvent } from './mailbox.ts';
+import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
+import type { TraceLine } from '../trace/format.ts';
+
+const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
+
+/** A status change for the business, as the host hands it to the webhook layer. */
+export interface StatusUpdate {
+  wamid: string;
+  status: 'sent' | 'delivered' | 'read' | 'failed';
+  at: number;
+  recipientId: string;
+  bizOpaqueCallbackData?: string;
+  errorCode?: number;
+}
+
+/** Where the host sends what leaves the conversation besides the transport. */
+export interface HostSinks {
+  /** Queues status webhooks (idempotent by `jobId`). */
+  statuses(businessId: string, phoneNumberId: string, updates: StatusUpdate[], jobId: string): Promise<void>;
+  /** Schedules a durable timer that posts `event` to the conversation's mailbox at `at`. */
+  timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
+}
+
+/** Settings of the actor host. */
+export interface HostOptions {
+  retentionMs: number;
+  bundleRetryMs: number;
+  leaseMs?: number;
+  batchSize?: number;
+  traceMax?: number;
+  /** Upper bound of one drain, so one busy conversation cannot hold a worker slot forever. */
+  maxStepsPerDrain?: number;
+}
+
+/** Another process holds the conversation's lease; the wake job should be retried. */
+export class LeaseBusyError extends Error {
+  constructor(readonly conversationId: string) {
+    super('conversation lease held by another worker');
+    this.name = 'LeaseBusyError';
+  }
+}
+
+/** The lease was lost or the snapshot changed under us: nothing was committed; the job is retried. */
+export class CommitConflictError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'CommitConflictError';
+  }
+}
+
+interface Meta {
+  businessId: string;
+  phoneNumberId: string;
+  waId: string;
+  display: string;
+}
+
+interface RowOp {
+  wamid: string;
+  set?: Record<string, string>;
+  del?: string[];
+}
+
+/** The state of one conversation while a worker runs it. */
+interface Loaded {
+  id: string;
+  meta: Meta;
+  dk: Buffer;
+  snapshot: AnyMachineSnapshot;
+  version: string;
+  traceSeq: number;
+  crypto: ConversationCrypto;
+  outbox: Command[];
+  /** Ciphertexts made in this drain, so a send needs no read-back. */
+  ciphertexts: Map<string, { type: number; body: string }>;
+  /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */
+  envelopes: Map<string, { messageType: number; body: string }>;
+}
+
+const commandsOf = (actions: { type: string; params?: unknown }[]): Command[] =>
+  actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
+
+/**
+ * The actor host: hydrates a conversation from Redis, runs its mailbox through the pure machine one event at
+ * a time, executes the commands, and commits snapshot + Signal session + message rows + trace atomically
+ * under a fenced single-writer lease. Nothing stays in memory between drains.
+ */
+export class ActorHost {
+  private readonly leaseMs: number;
+  private readonly batchSize: number;
+  private readonly traceMax: number;
+  private readonly maxSteps: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly dataKeys: DataKeys,
+    private readonly businesses: BusinessStore,
+    private readonly transport: TransportClient,
+    private readonly sinks: HostSinks,
+    private readonly log: Logger,
+    private readonly opts: HostOptions,
+  ) {
+    this.leaseMs = opts.leaseMs ?? 30_000;
+    this.batchSize = opts.batchSize ?? 64;
+    this.traceMax = opts.traceMax ?? 1000;
+    this.maxSteps = opts.maxStepsPerDrain ?? 50;
+    redis.defineCommand('sealpostCommit', { lua: COMMIT_LUA });
+  }
+
+  private get keyTtlMs(): number {
+    // Backstop only: deletion jobs remove data at retention; the TTL catches whatever they miss.
+    return this.opts.retentionMs + 86_400_000;
+  }
+
+  /** Runs everything waiting in the conversation's mailbox. Returns the number of events handled. */
+  async drain(conversationId: string): Promise<number> {
+    const token = randomUUID();
+    const leaseKey = this.keys.lease(conversationId);
+    if (!(await this.redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'))) throw new LeaseBusyError(conversationId);
+    let handled = 0;
+    try {
+      const loaded = await this.load(conversationId);
+      if (!loaded) {
+        // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
+        await this.redis.del(this.keys.mailbox(conversationId));
+        return 0;
+      }
+      let pending: ConversationEvent[] = [];
+      if (loaded.outbox.length) pending = await this.executeEffects(loaded, loaded.outbox, token);
+      for (let step = 0; step < this.maxSteps; step++) {
+        const raw = await this.redis.lrange(this.keys.mailbox(conversationId), 0, this.batchSize - 1);
+        const fromMailbox = raw.map((r) => this.toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
+        const events = [...pending, ...fromMailbox];
+        pending = [];
+        if (!events.length) break;
+        const effects = await this.step(loaded, events, raw.length, token);
+        handled += events.length;
+        pending = await this.executeEffects(loaded, effects, token);
+      }
+      if (pending.length) {
+        // Out of steps with results still to record: commit them so the outbox is not replayed needlessly.
+        const effects = await this.step(loaded, pending, 0, token);
+        await this.executeEffects(loaded, effects, token);
+      }
+      return handled;
+    } finally {
+      await this.redis.eval(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        1, leaseKey, token,
+      );
+    }
+  }
+
+  /** True when events still wait (the worker re-wakes the conversation). */
+  async hasPending(conversationId: string): Promise<boolean> {
+    return (await this.redis.llen(this.keys.mailbox(conversationId))) > 0;
+  }
+
+  private async load(id: string): Promise<Loaded | null> {
+    const [metaRow, snapRow, sess, outbox] = await Promise.all([
+      this.redis.hgetall(this.keys.meta(id)),
+      this.redis.hgetall(this.keys.snapshot(id)),
+      this.redis.get(this.keys.session(id)),
+      this.redis.lrange(this.keys.outbox(id), 0, -1),
+    ]);
+    if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
+    const dk = await this.dataKeys.get(metaRow.business_id);
+    const waId = open(dk, metaRow.wa, `${this.keys.meta(id)}:wa`).toString();
+    const pn = await this.businesses.phoneNumber(metaRow.phone_number_id);
+    if (!pn) return null;
+    const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
+    let snapshot: AnyMachineSnapshot;
+    if (snapRow.s) {
+      const persisted = JSON.parse(open(dk, snapRow.s, `${this.keys.snapshot(id)}:s`).toString());
+      snapshot = conversationMachine.resolveState(persisted) as AnyMachineSnapshot;
+    } else {
+      [snapshot] = initialTransition(conversationMachine, { conversationId: id, retryBaseMs: this.opts.bundleRetryMs }) as unknown as [AnyMachineSnapshot];
+    }
+    let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
+    if (sess) {
+      const parsed = JSON.parse(open(dk, sess, `${this.keys.session(id)}:s`).toString()) as { s?: string; i?: string };
+      keys = {
+        session: parsed.s ? new Uint8Array(Buffer.from(parsed.s, 'base64')) : null,
+        remoteIdentity: parsed.i ? new Uint8Array(Buffer.from(parsed.i, 'base64')) : null,
+      };
+    }
+    const identity = await this.businesses.identity(meta.phoneNumberId);
+    return {
+      id,
+      meta,
+      dk,
+      snapshot,
+      version: snapRow.v ?? '0',
+      traceSeq: Number(snapRow.t ?? 0),
+      crypto: new ConversationCrypto(identity, meta.display, waId, keys),
+      outbox: outbox.map((o) => JSON.parse(o) as Command),
+      ciphertexts: new Map(),
+      envelopes: new Map(),
+    };
+  }
+
+  private toMachineEvent(c: Loaded, e: MailboxEvent): ConversationEvent {
+    if (e.type === 'ENVELOPE') {
+      c.envelopes.set(e.id, { messageType: e.messageType, body: e.body });
+      return { type: 'ENVELOPE', id: e.id, at: e.at, messageType: e.messageType };
+    }
+    return e;
+  }
+
+  /**
+   * Runs events through the machine (local commands such as encrypt are executed at once and their results
+   * fed back), then commits. Returns the effects to execute after the commit.
+   */
+  private async step(c: Loaded, events: ConversationEvent[], mailboxCount: number, token: string): Promise<Command[]> {
+    const queue = [...events];
+    const effects: Command[] = [];
+    const rowOps = new Map<string, RowOp>();
+    const traceLines: string[] = [];
+    const rowOp = (wamid: string) => {
+      let op = rowOps.get(wamid);
+      if (!op) rowOps.set(wamid, (op = { wamid }));
+      return op;
+    };
+    while (queue.length) {
+      const event = queue.shift()!;
+      const [next, actions] = transition(conversationMachine, c.snapshot as never, event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
+      c.snapshot = next;
+      const commands = commandsOf(actions);
+      c.traceSeq += 1;
+      const line: TraceLine = {
+        conversation_id: c.id,
+        seq: c.traceSeq,
+        at: event.at,
+        event,
+        state: next.value as string,
+        commands,
+      };
+      traceLines.push(JSON.stringify(line));
+      const results: ConversationEvent[] = [];
+      for (const cmd of commands) {
+        switch (cmd.type) {
+          case 'bundle.fetch':
+            results.push(await this.fetchBundle(c, event.at));
+            break;
+          case 'message.encrypt':
+            results.push(await this.encrypt(c, cmd.wamid, cmd.seq, event.at, rowOp(cmd.wamid)));
+            break;
+          case 'envelope.decrypt':
+            results.push(await this.decrypt(c, cmd.id, event.at));
+            break;
+          case 'message.forget': {
+            const op = rowOp(cmd.wamid);
+            op.del = ['c', 'ct', 'ty'];
+            c.ciphertexts.delete(cmd.wamid);
+            break;
+          }
+          default:
+            effects.push(cmd);
+        }
+      }
+      // Results of local commands are the next events, ahead of the rest of the batch.
+      queue.unshift(...results);
+    }
+    await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()]);
+    return effects;
+  }
+
+  private async fetchBundle(c: Loaded, at: number): Promise<ConversationEvent> {
+    try {
+      const bundle = await this.transport.fetchBundle(c.meta.waId);
+      const { identityChanged } = await c.crypto.processBundle(bundle, new Date(at));
+      return { type: 'BUNDLE_FETCHED', at, ...(identityChanged ? { identityChanged } : {}) };
+    } catch (e) {
+      if (e instanceof UnknownAddressError) return { type: 'BUNDLE_FAILED', at, reason: 'unknown_recipient' };
+      if (e instanceof TransportUnavailableError) return { type: 'BUNDLE_FAILED', at, reason: 'unavailable' };
+      this.log.warn({ conversation_id: c.id, failure: classifySignalError(e), err: (e as Error).message }, 'bundle rejected');
+      return { type: 'BUNDLE_FAILED', at, reason: 'bad_bundle' };
+    }
+  }
+
+  private async encrypt(c: Loaded, wamid: string, seq: number, at: number, op: RowOp): Promise<ConversationEvent> {
+    const rowKey = this.keys.message(c.id, wamid);
+    const sealed = await this.redis.hget(rowKey, 'c');
+    if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
+    const stored = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as { message: Record<string, unknown> & { type: string }; ts: string };
+    const plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
+    try {
+      const ct = await c.crypto.encrypt(plaintext, new Date(at));
+      const body = Buffer.from(ct.body).toString('base64');
+      c.ciphertexts.set(wamid, { type: ct.type, body });
+      op.set = { ...op.set, ct: body, ty: String(ct.type) };
+      return { type: 'ENCRYPTED', wamid, at, messageType: ct.type };
+    } catch (e) {
+      const reason = classifySignalError(e);
+      if (reason === 'no_session' || reason === 'untrusted_identity') c.crypto.archive();
+      return { type: 'ENCRYPT_FAILED', wamid, at, reason };
+    }
+  }
+
+  private async decrypt(c: Loaded, id: string, at: number): Promise<ConversationEvent> {
+    const env = c.envelopes.get(id);
+    if (!env) return { type: 'DECRYPT_FAILED', id, at, reason: 'envelope_missing' };
+    try {
+      const bytes = await c.crypto.decrypt({ type: env.messageType, body: Buffer.from(env.body, 'base64') });
+      const content = decodeContent(bytes);
+      if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
+      return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
+    } catch (e) {
+      return { type: 'DECRYPT_FAILED', id, at, reason: classifySignalError(e) };
+    }
+  }
+
+  private async commit(c: Loaded, token: string, pops: number, outbox: Command[], trace: string[], rows: RowOp[]): Promise<void> {
+    const snapKey = this.keys.snapshot(c.id);
+    const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
+    const sealedSnap = seal(c.dk, JSON.stringify(persisted), `${snapKey}:s`);
+    let sealedSession = '';
+    if (c.crypto.dirty) {
+      const k = c.crypto.snapshot();
+      const json = JSON.stringify({
+        s: k.session ? Buffer.from(k.session).toString('base64') : undefined,
+        i: k.remoteIdentity ? Buffer.from(k.remoteIdentity).toString('base64') : undefined,
+      });
+      sealedSession = seal(c.dk, json, `${this.keys.session(c.id)}:s`);
+    }
+    const rowKeys = rows.map((r) => this.keys.message(c.id, r.wamid));
+    const ops = rows.map((r, i) => ({ k: i + 1, ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}) }));
+    const keys = [
+      snapKey, this.keys.lease(c.id), this.keys.mailbox(c.id), this.keys.session(c.id),
+      this.keys.outbox(c.id), this.keys.trace(c.id), this.keys.meta(c.id), ...rowKeys,
+    ];
+    const args = [
+      token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
+      JSON.stringify(outbox.map((o) => JSON.stringify(o))), JSON.stringify(trace), String(this.traceMax),
+      String(this.leaseMs), String(this.keyTtlMs), JSON.stringify(ops),
+    ];
+    try {
+      c.version = (await (this.redis as any).sealpostCommit(keys.length, ...keys, ...args)) as string;
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg.includes('LEASE_LOST') || msg.includes('VERSION_CONFLICT')) throw new CommitConflictError(msg);
+      throw e;
+    }
+    c.crypto.markClean();
+    c.outbox = outbox;
+  }
+
+  /** Executes committed effects; returns the result events. Effects are idempotent: a replay after a crash is safe. */
+  private async executeEffects(c: Loaded, effects: Command[], _token: string): Promise<ConversationEvent[]> {
+    if (!effects.length) return [];
+    const results: ConversationEvent[] = [];
+    const now = Date.now();
+    const sends: OutgoingEnvelope[] = [];
+    const statuses: StatusUpdate[] = [];
+    const opaque = new Map<string, string | undefined>();
+    for (const cmd of effects) {
+      if (cmd.type === 'transport.send') {
+        const ct = c.ciphertexts.get(cmd.wamid) ?? (await this.readCiphertext(c, cmd.wamid));
+        if (!ct) continue;
+        sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
+      } else if (cmd.type === 'webhook.status') {
+        if (!opaque.has(cmd.wamid)) opaque.set(cmd.wamid, await this.readOpaque(c, cmd.wamid));
+        const bo = opaque.get(cmd.wamid);
+        statuses.push({
+          wamid: cmd.wamid, status: cmd.status, at: cmd.at, recipientId: c.meta.waId,
+          ...(bo ? { bizOpaqueCallbackData: bo } : {}), ...(cmd.errorCode ? { errorCode: cmd.errorCode } : {}),
+        });
+      } else if (cmd.type === 'timer.schedule') {
+        const event: MailboxEvent = cmd.event === 'RETRANSMIT_DUE'
+          ? { type: 'RETRANSMIT_DUE', wamid: cmd.wamid ?? '', at: cmd.at }
+          : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
+        await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+      }
+    }
+    if (statuses.length) {
+      const jobId = `${c.id}-${statuses.map((s) => `${s.wamid}:${s.status}`).join(',')}`;
+      await this.sinks.statuses(c.meta.businessId, c.meta.phoneNumberId, statuses, hashId(jobId));
+    }
+    if (sends.length) {
+      try {
+        const { unknown } = await this.transport.send(sends);
+        for (const s of sends) {
+          results.push(unknown.has(s.id)
+            ? { type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unknown_recipient' }
+            : { type: 'TRANSPORT_ACCEPTED', wamid: s.id, at: now });
+        }
+      } catch (e) {
+        if (!(e instanceof TransportUnavailableError)) throw e;
+        for (const s of sends) results.push({ type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unavailable' });
+      }
+    }
+    if (!results.length) {
+      // Nothing will commit after these effects: clear the outbox so a later drain does not replay them.
+      await this.redis.del(this.keys.outbox(c.id));
+      c.outbox = [];
+    }
+    return results;
+  }
+
+  private async readCiphertext(c: Loaded, wamid: string): Promise<{ type: number; body: string } | null> {
+    const [body, type] = await this.redis.hmget(this.keys.message(c.id, wamid), 'ct', 'ty');
+    return body && type ? { type: Number(type), body } : null;
+  }
+
+  private async readOpaque(c: Loaded, wamid: string): Promise<string | undefined> {
+    const rowKey = this.keys.message(c.id, wamid);
+    const sealed = await this.redis.hget(rowKey, 'bo');
+    return sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined;
+  }
+}
+
+/** A stable, short BullMQ job id for a set of status updates (a replayed outbox adds no duplicate job). */
+function hashId(s: string): string {
+  return `st-${createHash('sha256').update(s).digest('hex').slice(0, 40)}`;
+}

@@ -1,0 +1,31 @@
+import { randomBytes } from 'node:crypto';
+import type { DataKeys } from '../store/sealer.ts';
+
+const CONV_BYTES = 15;
+
+/**
+ * The conversation id of (business phone number, user): a keyed hash under the business's data key, so ids
+ * in logs, traces and keys reveal no phone number and cannot be linked across businesses.
+ */
+export async function conversationId(dataKeys: DataKeys, businessId: string, phoneNumberId: string, waId: string): Promise<string> {
+  const mac = await dataKeys.mac(businessId, `conv:${phoneNumberId}:${waId}`);
+  return mac.subarray(0, CONV_BYTES).toString('hex');
+}
+
+/** A new outbound message id (`wamid.` + base64url) that carries its conversation id, so receipts route without a lookup. */
+export function newWamid(convId: string): string {
+  return `wamid.${Buffer.concat([Buffer.from(convId, 'hex'), randomBytes(9)]).toString('base64url')}`;
+}
+
+/** The conversation id inside an outbound wamid, or null for ids Sealpost did not make. */
+export function conversationOfWamid(wamid: string): string | null {
+  if (!wamid.startsWith('wamid.')) return null;
+  const raw = Buffer.from(wamid.slice(6), 'base64url');
+  if (raw.length !== CONV_BYTES + 9) return null;
+  return raw.subarray(0, CONV_BYTES).toString('hex');
+}
+
+/** True for a string shaped like a conversation id. */
+export function isConversationId(s: string): boolean {
+  return /^[0-9a-f]{30}$/.test(s);
+}

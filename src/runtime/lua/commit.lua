@@ -1,0 +1,79 @@
+--[[
+  Atomic commit of one actor step: the conversation's snapshot, Signal session, message rows, mailbox
+  consumption, outbox and trace, written together or not at all. All keys share the hash tag {c:<id>}.
+
+  Input:
+    KEYS[1] snapshot hash (fields v = version, s = sealed snapshot, t = trace sequence)
+    KEYS[2] lease
+    KEYS[3] mailbox list
+    KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
+    KEYS[5] outbox list
+    KEYS[6] trace list
+    KEYS[7] meta hash (only its TTL is refreshed)
+    KEYS[8..] message rows, addressed by index from ARGV[12]
+
+    ARGV[1]  lease token: the commit fails unless the lease still holds it (fencing)
+    ARGV[2]  expected snapshot version ('0' = no snapshot yet)
+    ARGV[3]  new sealed snapshot
+    ARGV[4]  trace sequence after this step
+    ARGV[5]  new sealed session ('' = unchanged)
+    ARGV[6]  number of mailbox entries consumed (LPOP count)
+    ARGV[7]  outbox entries as a JSON array of strings ('[]' = empty outbox)
+    ARGV[8]  trace lines as a JSON array of strings
+    ARGV[9]  trace length bound
+    ARGV[10] lease duration (ms), renewed on success
+    ARGV[11] key TTL backstop (ms)
+    ARGV[12] row operations, JSON: [{"k": key index from 8, "set": {field: value}?, "del": [field]?, "drop": true?}]
+
+  Output:
+    the new version, or an error reply 'LEASE_LOST' / 'VERSION_CONFLICT'
+]]
+local snap, lease, mbox, sess, outbox, trace, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+if redis.call('GET', lease) ~= ARGV[1] then
+  return redis.error_reply('LEASE_LOST')
+end
+local current = redis.call('HGET', snap, 'v') or '0'
+if current ~= ARGV[2] then
+  return redis.error_reply('VERSION_CONFLICT')
+end
+local ttl = tonumber(ARGV[11])
+local version = tostring(tonumber(current) + 1)
+redis.call('HSET', snap, 'v', version, 's', ARGV[3], 't', ARGV[4])
+redis.call('PEXPIRE', snap, ttl)
+if ARGV[5] ~= '' then
+  redis.call('SET', sess, ARGV[5], 'PX', ttl)
+end
+local pops = tonumber(ARGV[6])
+if pops > 0 then
+  redis.call('LTRIM', mbox, pops, -1)
+end
+redis.call('DEL', outbox)
+for _, entry in ipairs(cjson.decode(ARGV[7])) do
+  redis.call('RPUSH', outbox, entry)
+end
+local lines = cjson.decode(ARGV[8])
+if #lines > 0 then
+  for _, line in ipairs(lines) do
+    redis.call('RPUSH', trace, line)
+  end
+  redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
+  redis.call('PEXPIRE', trace, ttl)
+end
+for _, op in ipairs(cjson.decode(ARGV[12])) do
+  local key = KEYS[7 + op.k]
+  if op.drop then
+    redis.call('DEL', key)
+  else
+    if op.del then
+      for _, f in ipairs(op.del) do redis.call('HDEL', key, f) end
+    end
+    if op.set then
+      for f, v in pairs(op.set) do redis.call('HSET', key, f, v) end
+    end
+  end
+end
+if redis.call('EXISTS', meta) == 1 then
+  redis.call('PEXPIRE', meta, ttl)
+end
+redis.call('PEXPIRE', lease, tonumber(ARGV[10]))
+return version

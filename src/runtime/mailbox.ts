@@ -1,0 +1,52 @@
+import type { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
+import type { Keys } from '../store/keys.ts';
+
+/** An event as it waits in a conversation's mailbox (the host turns it into a machine event). */
+export type MailboxEvent =
+  | { type: 'SEND'; wamid: string; at: number }
+  | { type: 'DELIVERED' | 'READ'; wamid: string; at: number }
+  | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string }
+  | { type: 'BUNDLE_RETRY_DUE'; at: number }
+  | { type: 'RETRANSMIT_DUE'; wamid: string; at: number };
+
+/** Job data of a wake-up job: only the conversation id. */
+export interface WakeJob {
+  conversationId: string;
+}
+
+/**
+ * Per-conversation FIFO mailboxes plus a deduplicated wake-up job: at most one job per conversation is
+ * active and at most one waits (BullMQ `keepLastIfActive`), so one conversation's events are handled by one
+ * worker at a time, in mailbox order, across any number of processes.
+ */
+export class Mailboxes {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly wakeQueue: Queue<WakeJob>,
+  ) {}
+
+  /** Appends events to the conversation's mailbox and makes sure a wake-up job exists. */
+  async post(conversationId: string, events: MailboxEvent[], ttlMs: number): Promise<void> {
+    if (!events.length) return;
+    const key = this.keys.mailbox(conversationId);
+    await this.redis
+      .multi()
+      .rpush(key, ...events.map((e) => JSON.stringify(e)))
+      .pexpire(key, ttlMs)
+      .exec();
+    await this.wake(conversationId);
+  }
+
+  /** Adds the conversation's wake-up job unless one is already waiting. */
+  async wake(conversationId: string): Promise<void> {
+    await this.wakeQueue.add('wake', { conversationId }, {
+      deduplication: { id: conversationId, keepLastIfActive: true },
+      removeOnComplete: true,
+      removeOnFail: 1000,
+      attempts: 20,
+      backoff: { type: 'exponential', delay: 200 },
+    });
+  }
+}

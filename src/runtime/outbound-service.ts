@@ -1,0 +1,71 @@
+import type { Redis } from 'ioredis';
+import type { BusinessStore } from '../store/businesses.ts';
+import type { Keys } from '../store/keys.ts';
+import { seal, type DataKeys } from '../store/sealer.ts';
+import { conversationId, newWamid } from './ids.ts';
+import type { Mailboxes, MailboxEvent } from './mailbox.ts';
+import type { Accepted, OutboundPort, OutboundRequest } from './ports.ts';
+
+const MAX_RETENTION_MS = 30 * 86_400_000;
+
+/**
+ * Accepts outbound messages: the message row (content sealed with the business's data key), the
+ * conversation's metadata and the SEND event are written in one MULTI on keys of one hash slot, then the
+ * conversation is woken. The API answers only after that, so an accepted message is durable and the
+ * mailbox order is the API's acceptance order.
+ */
+export class OutboundService implements OutboundPort {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly dataKeys: DataKeys,
+    private readonly businesses: BusinessStore,
+    private readonly mailboxes: Mailboxes,
+    private readonly defaultRetentionMs: number,
+  ) {}
+
+  /** How long the business keeps messages. */
+  async retentionOf(businessId: string): Promise<number> {
+    const info = await this.businesses.info(businessId);
+    return Math.min(info?.retention_ms ?? this.defaultRetentionMs, MAX_RETENTION_MS);
+  }
+
+  async accept(req: OutboundRequest): Promise<Accepted> {
+    const conv = await conversationId(this.dataKeys, req.businessId, req.phoneNumberId, req.waId);
+    const dk = await this.dataKeys.get(req.businessId);
+    const retention = await this.retentionOf(req.businessId);
+    const wamid = newWamid(conv);
+    const now = Date.now();
+    const metaKey = this.keys.meta(conv);
+    const rowKey = this.keys.message(conv, wamid);
+    const row: Record<string, string> = {
+      c: seal(dk, JSON.stringify({ message: req.message, ts: String(Math.floor(now / 1000)) }), `${rowKey}:c`),
+      at: String(now),
+    };
+    if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
+    const event: MailboxEvent = { type: 'SEND', wamid, at: now };
+    const keepMs = retention + 86_400_000;
+    await this.redis
+      .multi()
+      .hsetnx(metaKey, 'business_id', req.businessId)
+      .hsetnx(metaKey, 'phone_number_id', req.phoneNumberId)
+      .hsetnx(metaKey, 'wa', seal(dk, req.waId, `${metaKey}:wa`))
+      .pexpire(metaKey, keepMs)
+      .hset(rowKey, row)
+      .pexpire(rowKey, retention)
+      .rpush(this.keys.mailbox(conv), JSON.stringify(event))
+      .pexpire(this.keys.mailbox(conv), keepMs)
+      .exec();
+    await this.mailboxes.wake(conv);
+    return { wamid, waId: req.waId };
+  }
+
+  async markRead(businessId: string, _phoneNumberId: string, messageId: string): Promise<boolean> {
+    // Inbound messages are indexed by id when they arrive ({c: conversation, b: business}); an id with no
+    // entry, or another business's, is answered the same way so ids cannot be probed.
+    const raw = await this.redis.get(this.keys.messageIndex(messageId));
+    if (!raw) return false;
+    const entry = JSON.parse(raw) as { c: string; b: string };
+    return entry.b === businessId;
+  }
+}

@@ -1,0 +1,88 @@
+import type { Logger } from 'pino';
+import type { BusinessStore } from '../store/businesses.ts';
+import type { DataKeys } from '../store/sealer.ts';
+import { conversationId, conversationOfWamid } from './ids.ts';
+import type { Mailboxes, MailboxEvent } from './mailbox.ts';
+import { TransportUnavailableError, type TransportClient, type TransportEvent } from './transport-client.ts';
+import { maskPhone } from '../log.ts';
+
+/**
+ * Pulls the transport's events (receipts, device envelopes) and posts each to its conversation's mailbox,
+ * then acknowledges them. Any number of pullers may run (one per worker process): the transport leases
+ * each event to one puller, and an event that is not acknowledged comes back (at-least-once; the machine
+ * ignores repeats).
+ */
+export class TransportPuller {
+  private running = false;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly transport: TransportClient,
+    private readonly businesses: BusinessStore,
+    private readonly dataKeys: DataKeys,
+    private readonly mailboxes: Mailboxes,
+    private readonly log: Logger,
+    private readonly mailboxTtlMs: number,
+  ) {}
+
+  /** Starts pulling in the background. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops after the current pull; events it holds un-acked are redelivered by the transport. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 100;
+    while (this.running) {
+      try {
+        const events = await this.transport.pull(256, 1000, 30_000);
+        if (events.length) await this.handle(events);
+        backoff = 100;
+      } catch (e) {
+        if (!(e instanceof TransportUnavailableError)) this.log.error({ err: (e as Error).message }, 'transport pull failed');
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  /** Routes one batch of events to mailboxes, then acknowledges it. */
+  async handle(events: TransportEvent[]): Promise<void> {
+    const byConversation = new Map<string, MailboxEvent[]>();
+    const at = Date.now();
+    for (const ev of events) {
+      const routed = await this.route(ev, at);
+      if (!routed) continue;
+      const list = byConversation.get(routed.conversationId) ?? [];
+      list.push(routed.event);
+      byConversation.set(routed.conversationId, list);
+    }
+    await Promise.all([...byConversation].map(([conv, evs]) => this.mailboxes.post(conv, evs, this.mailboxTtlMs)));
+    await this.transport.ack(events.map((e) => e.event_id));
+  }
+
+  private async route(ev: TransportEvent, at: number): Promise<{ conversationId: string; event: MailboxEvent } | null> {
+    if (ev.kind === 'receipt') {
+      const conv = conversationOfWamid(ev.id);
+      if (!conv) return null;
+      return { conversationId: conv, event: { type: ev.status === 'read' ? 'READ' : 'DELIVERED', wamid: ev.id, at } };
+    }
+    if (ev.kind === 'envelope') {
+      const pn = await this.businesses.phoneNumberByDisplay(ev.to);
+      if (!pn) {
+        this.log.warn({ to: maskPhone(ev.to) }, 'envelope for an unknown business number dropped');
+        return null;
+      }
+      const conv = await conversationId(this.dataKeys, pn.business_id, pn.phone_number_id, ev.from);
+      return { conversationId: conv, event: { type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body } };
+    }
+    return null;
+  }
+}

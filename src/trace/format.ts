@@ -1,0 +1,18 @@
+import type { Command } from '../../machines/commands.ts';
+import type { ConversationEvent } from '../../machines/conversation.ts';
+
+/**
+ * One line of a conversation's trace (JSON Lines): the event delivered, the state after it and the commands
+ * it emitted. Events and commands carry ids and times, never message content or phone numbers.
+ */
+export interface TraceLine {
+  conversation_id: string;
+  /** 1, 2, 3 ... per conversation. */
+  seq: number;
+  /** The event's time (ms since the epoch), as the machine saw it. */
+  at: number;
+  event: ConversationEvent;
+  /** The machine's state value after the event. */
+  state: string;
+  commands: Command[];
+}
