@@ -1,0 +1,465 @@
+import {
+  DecryptionErrorMessage,
+  ErrorCode,
+  LibSignalErrorBase,
+  PlaintextContent,
+  PreKeySignalMessage,
+  ProtocolAddress,
+  SignalMessage,
+  processPreKeyBundle,
+  signalDecrypt,
+  signalDecryptPreKey,
+  signalEncrypt,
+} from '@signalapp/libsignal-client';
+import type { Logger } from 'pino';
+import { maskPhone } from '../log.ts';
+import { keyUploadFromRecords } from '../signal/bundle.ts';
+import { classifySignalError } from '../signal/classify.ts';
+import { decodeContent, encodeContent, type Content, type MessageContent } from '../signal/content.ts';
+import { generateKeys, generateKyberPreKeys, generatePreKeys, nextKeyId, type GeneratedKeys } from '../signal/prekeys.ts';
+import { PartyStores } from './device-stores.ts';
+import { DEVICE_ID, type KeyDirectory, type PrekeyCounts } from './directory.ts';
+import { unixSeconds, type RouterEvent } from './events.ts';
+import { newWamid } from './ids.ts';
+import { maskNumbers } from './mask.ts';
+
+/** A Signal message from a business on its way into a device. */
+export interface DeviceEnvelope {
+  id: string;
+  /** The business address (its display phone number digits). */
+  from: string;
+  type: 2 | 3;
+  body: Uint8Array<ArrayBuffer>;
+  /** When the transport accepted it (ms); a retry request quotes it as the original's timestamp. */
+  acceptedAt: number;
+}
+
+/** Why a device could not decrypt an envelope. */
+export type FailureReason = 'no_session' | 'invalid_message' | 'missing_prekey' | 'untrusted_identity' | 'other';
+
+/** `GET /sim/devices/:wa_id/stats`. */
+export interface DeviceStats {
+  /** Envelopes libsignal decrypted. */
+  decrypted: number;
+  /** Further copies of messages the device already had. */
+  duplicates: number;
+  /** DuplicatedMessage for a message never decrypted: the sender reused a message key. Must stay 0. */
+  key_reuse: number;
+  failures: Partial<Record<FailureReason, number>>;
+  /** Messages waiting for an earlier sequence number. */
+  held: number;
+  /** Times a business's identity key was replaced (trusted on receive, or accepted before sending). */
+  identity_changes: number;
+}
+
+/** A message as `GET /sim/devices/:wa_id/messages` lists it. */
+export type ShownMessage = Record<string, unknown> & {
+  id: string;
+  from: string;
+  type: string;
+  timestamp: string;
+  arrivals: number;
+};
+
+/** What the device's user sends: a Cloud API message object. */
+export type OutgoingMessage = Record<string, unknown> & { type: string };
+
+/** Thrown when the user writes to an address with no bundle in the directory. */
+export class UnknownAddressError extends Error {
+  override readonly name = 'UnknownAddressError';
+  readonly code = 'unknown_address';
+}
+
+/** Thrown when the user marks as read a message the device never received. */
+export class UnknownMessageError extends Error {
+  override readonly name = 'UnknownMessageError';
+  readonly code = 'unknown_message';
+}
+
+/** Everything a device needs from the platform around it. */
+export interface DeviceDeps {
+  directory: KeyDirectory;
+  /** Sends an event to the router across the (faulty) transport. */
+  toRouter: (event: RouterEvent) => void;
+  clock: () => number;
+  log: Logger;
+}
+
+/** A device tops up its one-time prekeys when the directory holds fewer than this many of either kind. */
+export const REPLENISH_BELOW = 5;
+
+/** A repeated PreKey message in the same session is acknowledged again only after this long. */
+const SESSION_ACK_REPEAT_MS = 1000;
+
+interface Received {
+  content: MessageContent;
+  arrivals: number;
+  shown: boolean;
+  /** The business address, where receipts go. */
+  sender: string;
+}
+
+interface Inbox {
+  /** The sequence number the device shows next. */
+  next: number;
+  held: Map<number, Received>;
+  skipped: Set<number>;
+}
+
+const b64 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
+const plaintext = (c: Content): Uint8Array<ArrayBuffer> => new Uint8Array(encodeContent(c));
+
+/** The device's failure buckets from the shared classifier (the one place that reads libsignal's error texts). */
+function failureReason(err: unknown): FailureReason {
+  const kind = classifySignalError(err);
+  switch (kind) {
+    case 'no_session':
+    case 'invalid_message':
+    case 'missing_prekey':
+    case 'untrusted_identity':
+      return kind;
+    case 'malformed':
+      return 'invalid_message';
+    default:
+      return 'other';
+  }
+}
+
+/**
+ * A simulated user phone: its own libsignal identity and prekeys, a decrypting inbox that shows messages
+ * in sequence order, and a user who can reply, read and report. libsignal does no locking, so every
+ * operation touching the stores runs on one promise chain per device.
+ */
+export class Device {
+  readonly address: ProtocolAddress;
+  private keys!: GeneratedKeys;
+  private stores!: PartyStores;
+  private nextPreKeyId = 1;
+  private nextKyberId = 2;
+  private replenishing = false;
+  private pending = 0;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private readonly received = new Map<string, Received>();
+  private readonly shown: Received[] = [];
+  private readonly inboxes = new Map<string, Inbox>();
+  /** Envelope ids decrypted at least once, each with the id of the message it carried (null: not a message). */
+  private readonly decryptedIds = new Map<string, string | null>();
+  private readonly outSeq = new Map<string, number>();
+  private readonly lastSessionAck = new Map<string, { key: string; at: number }>();
+  private readonly counters = { decrypted: 0, duplicates: 0, key_reuse: 0, held: 0, identity_changes: 0 };
+  private readonly failures: Partial<Record<FailureReason, number>> = {};
+
+  /** Generates the device's keys and publishes its bundle; `prekeys` is the one-time key batch size. */
+  constructor(
+    readonly waId: string,
+    private prekeyBatch: number,
+    private readonly deps: DeviceDeps,
+  ) {
+    this.address = ProtocolAddress.new(waId, DEVICE_ID);
+    this.install();
+  }
+
+  /** The device's current identity public key. */
+  get identityKey(): Uint8Array {
+    return this.keys.identity.publicKey.serialize();
+  }
+
+  /** The device's current registration id. */
+  get registrationId(): number {
+    return this.keys.registrationId;
+  }
+
+  /** A fresh identity, registration id and prekeys, and no sessions: the app was reinstalled. */
+  reinstall(prekeys?: number): Promise<void> {
+    return this.serial(async () => {
+      if (prekeys !== undefined) this.prekeyBatch = prekeys;
+      this.install();
+      this.lastSessionAck.clear();
+      this.deps.log.info({ wa_id: maskPhone(this.waId) }, 'device reinstalled');
+    });
+  }
+
+  /** Takes an envelope from the transport; it is decrypted after everything queued before it. */
+  receive(env: DeviceEnvelope): Promise<void> {
+    return this.serial(() => this.decrypt(env));
+  }
+
+  /**
+   * The user writes to a business: builds a session from the directory if there is none, encrypts and
+   * sends it towards the router. Returns the new message id; throws UnknownAddressError.
+   */
+  send(to: string, message: OutgoingMessage): Promise<string> {
+    return this.serial(async () => {
+      const remote = ProtocolAddress.new(to, DEVICE_ID);
+      const s = this.stores;
+      const session = await s.sessions.getSession(remote);
+      if (!session || !session.hasCurrentState()) {
+        const bundle = this.deps.directory.take(to);
+        if (!bundle) throw new UnknownAddressError(`no bundle for ${to}`);
+        const known = await s.identities.getIdentity(remote);
+        // The user accepts a changed safety number, as a phone lets its user do.
+        if (known && !known.equals(bundle.identityKey())) await s.identities.saveIdentity(remote, bundle.identityKey());
+        await processPreKeyBundle(bundle, remote, this.address, s.sessions, s.identities);
+      }
+      const seq = (this.outSeq.get(to) ?? 0) + 1;
+      const id = newWamid();
+      const now = this.deps.clock();
+      const content: MessageContent = { v: 1, kind: 'message', id, seq, from: this.waId, timestamp: unixSeconds(now), message };
+      const ct = await signalEncrypt(plaintext(content), remote, this.address, s.sessions, s.identities);
+      this.outSeq.set(to, seq);
+      this.deps.toRouter({
+        kind: 'envelope',
+        id,
+        from: this.waId,
+        to,
+        type: ct.type() as 2 | 3,
+        body: b64(ct.serialize()),
+        timestamp: unixSeconds(now),
+      });
+      return id;
+    });
+  }
+
+  /** The user opened message `id`: a `read` receipt goes to its sender. Throws UnknownMessageError. */
+  markRead(id: string): void {
+    const r = this.received.get(id);
+    if (!r) throw new UnknownMessageError(`no message ${id}`);
+    this.receipt('read', id, r.sender);
+  }
+
+  /** The user reports business `from` as spam. */
+  reportSpam(from: string): void {
+    this.deps.toRouter({ kind: 'spam_report', from: this.waId, to: from, timestamp: unixSeconds(this.deps.clock()) });
+  }
+
+  /** Messages shown to the user, in the order shown, one per distinct id. */
+  messages(): ShownMessage[] {
+    return this.shown.map((r) => {
+      const { id: _id, from: _from, type, timestamp: _ts, arrivals: _a, ...rest } = r.content.message;
+      return { id: r.content.id, from: r.content.from, type, ...rest, timestamp: r.content.timestamp, arrivals: r.arrivals };
+    });
+  }
+
+  /** Counters for tests and demos. */
+  stats(): DeviceStats {
+    return { ...this.counters, failures: { ...this.failures } };
+  }
+
+  /** Uploads a new batch of one-time prekeys when the directory runs low (called after each bundle taken). */
+  replenishIfLow(left: PrekeyCounts): void {
+    if (this.prekeyBatch <= 0 || this.replenishing) return;
+    if (left.prekeys >= REPLENISH_BELOW && left.kyber_prekeys >= REPLENISH_BELOW) return;
+    this.replenishing = true;
+    // Queued, not inline: the bundle answer need not wait for key generation.
+    this.serial(async () => {
+      try {
+        this.publishOneTimeBatch();
+      } finally {
+        this.replenishing = false;
+      }
+    }).catch((err: unknown) => this.deps.log.error({ wa_id: maskPhone(this.waId), err: maskNumbers((err as Error).message) }, 'prekey replenish failed'));
+  }
+
+  /** Whether an operation is queued or running. */
+  get busy(): boolean {
+    return this.pending > 0;
+  }
+
+  /** Resolves when everything queued so far has run. */
+  idle(): Promise<void> {
+    return this.tail.then(() => undefined);
+  }
+
+  private install(): void {
+    this.keys = generateKeys({ oneTime: 0 });
+    this.stores = new PartyStores(this.keys, () => this.counters.identity_changes++);
+    this.nextPreKeyId = 1;
+    this.nextKyberId = 2;
+    this.publishOneTimeBatch();
+  }
+
+  private publishOneTimeBatch(): void {
+    const preKeys = generatePreKeys(this.nextPreKeyId, this.prekeyBatch);
+    const kyberPreKeys = generateKyberPreKeys(this.keys.identity, this.nextKyberId, this.prekeyBatch);
+    for (let i = 0; i < this.prekeyBatch; i++) {
+      this.nextPreKeyId = nextKeyId(this.nextPreKeyId);
+      this.nextKyberId = nextKeyId(this.nextKyberId);
+      // Kyber id 1 is the last-resort key; a wrapped counter must not hand it out as one-time.
+      if (this.nextKyberId === 1) this.nextKyberId = 2;
+    }
+    this.stores.addOneTimeKeys(preKeys, kyberPreKeys);
+    this.deps.directory.publish(this.waId, keyUploadFromRecords({ ...this.keys, preKeys, kyberPreKeys }));
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const run = this.tail.then(fn).finally(() => this.pending--);
+    this.tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private async decrypt(env: DeviceEnvelope): Promise<void> {
+    const s = this.stores;
+    const remote = ProtocolAddress.new(env.from, DEVICE_ID);
+    const known = this.decryptedIds.has(env.id);
+    let bytes: Uint8Array;
+    try {
+      bytes =
+        env.type === 3
+          ? await signalDecryptPreKey(PreKeySignalMessage.deserialize(env.body), remote, this.address,
+              s.sessions, s.identities, s.preKeys, s.signedPreKeys, s.kyberPreKeys)
+          : await signalDecrypt(SignalMessage.deserialize(env.body), remote, this.address, s.sessions, s.identities);
+    } catch (err) {
+      // Any copy of an envelope already decrypted is a duplicate, whatever libsignal says about it.
+      if (known) return this.duplicate(env.id);
+      if (LibSignalErrorBase.is(err, ErrorCode.DuplicatedMessage)) {
+        this.counters.key_reuse++;
+        this.deps.log.error({ wa_id: maskPhone(this.waId), envelope: env.id }, 'message key reused');
+        return;
+      }
+      return this.failed(env, failureReason(err), err);
+    }
+    this.counters.decrypted++;
+    if (!known) this.decryptedIds.set(env.id, null);
+    if (env.type === 3) await this.maybeAckSession(env, remote);
+    let content: Content;
+    try {
+      content = decodeContent(bytes);
+    } catch {
+      this.failures.other = (this.failures.other ?? 0) + 1;
+      this.deps.log.warn({ wa_id: maskPhone(this.waId), envelope: env.id }, 'undecodable content');
+      return;
+    }
+    if (content.kind === 'message') {
+      this.decryptedIds.set(env.id, content.id);
+      this.onMessage(content, env.from);
+    } else if (content.kind === 'skip') {
+      this.onSkip(env.from, content.seq);
+    }
+  }
+
+  private duplicate(envelopeId: string): void {
+    const messageId = this.decryptedIds.get(envelopeId);
+    const r = messageId ? this.received.get(messageId) : undefined;
+    if (!r) return; // a known non-message envelope (a skip): nothing to count or acknowledge
+    r.arrivals++;
+    this.counters.duplicates++;
+    if (r.shown) this.receipt('delivered', r.content.id, r.sender);
+  }
+
+  private failed(env: DeviceEnvelope, reason: FailureReason, err: unknown): void {
+    this.failures[reason] = (this.failures[reason] ?? 0) + 1;
+    this.deps.log.warn(
+      { wa_id: maskPhone(this.waId), envelope: env.id, reason, err: maskNumbers(String((err as Error)?.message)) },
+      'decrypt failed; sending retry request',
+    );
+    let body: Uint8Array;
+    try {
+      body = PlaintextContent.from(DecryptionErrorMessage.forOriginal(env.body, env.type, env.acceptedAt, DEVICE_ID)).serialize();
+    } catch {
+      return; // bytes too broken to quote: nothing useful to ask for
+    }
+    this.deps.toRouter({
+      kind: 'envelope',
+      id: env.id,
+      from: this.waId,
+      to: env.from,
+      type: 8,
+      body: b64(body),
+      timestamp: unixSeconds(this.deps.clock()),
+    });
+  }
+
+  /**
+   * Acknowledges a session the business started, so it switches to Whisper messages. The business keeps
+   * sending PreKey messages until the ack arrives, so one ack per new session, repeated only after a
+   * pause (the first one may have been lost), keeps the router's inbound traffic small.
+   */
+  private async maybeAckSession(env: DeviceEnvelope, remote: ProtocolAddress): Promise<void> {
+    const m = PreKeySignalMessage.deserialize(env.body);
+    const key = `${m.registrationId()}:${m.signedPreKeyId()}:${m.preKeyId() ?? '-'}`;
+    const now = this.deps.clock();
+    const last = this.lastSessionAck.get(env.from);
+    if (last && last.key === key && now - last.at < SESSION_ACK_REPEAT_MS) return;
+    this.lastSessionAck.set(env.from, { key, at: now });
+    let ct;
+    try {
+      ct = await signalEncrypt(plaintext({ v: 1, kind: 'session_ack' }), remote, this.address, this.stores.sessions, this.stores.identities);
+    } catch (err) {
+      this.deps.log.error({ wa_id: maskPhone(this.waId), err: maskNumbers((err as Error).message) }, 'session ack not encrypted');
+      return;
+    }
+    this.deps.toRouter({
+      kind: 'envelope',
+      id: newWamid(),
+      from: this.waId,
+      to: env.from,
+      type: ct.type() as 2 | 3,
+      body: b64(ct.serialize()),
+      timestamp: unixSeconds(now),
+    });
+  }
+
+  private inbox(sender: string): Inbox {
+    let box = this.inboxes.get(sender);
+    if (!box) {
+      box = { next: 1, held: new Map(), skipped: new Set() };
+      this.inboxes.set(sender, box);
+    }
+    return box;
+  }
+
+  private onMessage(content: MessageContent, sender: string): void {
+    const existing = this.received.get(content.id);
+    if (existing) {
+      // A re-encrypted copy (after a retry request) of a message the device already has.
+      existing.arrivals++;
+      this.counters.duplicates++;
+      if (existing.shown) this.receipt('delivered', content.id, existing.sender);
+      return;
+    }
+    const r: Received = { content, arrivals: 1, shown: false, sender };
+    this.received.set(content.id, r);
+    const box = this.inbox(sender);
+    // Late (its seq was skipped) or a sequence number used twice: show it rather than lose it.
+    if (content.seq < box.next || box.held.has(content.seq)) return this.show(r);
+    box.held.set(content.seq, r);
+    this.counters.held++;
+    this.release(box);
+  }
+
+  private onSkip(sender: string, seq: number): void {
+    const box = this.inbox(sender);
+    if (seq < box.next || box.held.has(seq)) return;
+    box.skipped.add(seq);
+    this.release(box);
+  }
+
+  private release(box: Inbox): void {
+    for (;;) {
+      const r = box.held.get(box.next);
+      if (r) {
+        box.held.delete(box.next);
+        this.counters.held--;
+        this.show(r);
+      } else if (!box.skipped.delete(box.next)) {
+        return;
+      }
+      box.next++;
+    }
+  }
+
+  private show(r: Received): void {
+    r.shown = true;
+    this.shown.push(r);
+    this.receipt('delivered', r.content.id, r.sender);
+  }
+
+  private receipt(status: 'delivered' | 'read', id: string, business: string): void {
+    this.deps.toRouter({ kind: 'receipt', status, id, from: this.waId, to: business, timestamp: unixSeconds(this.deps.clock()) });
+  }
+}

@@ -1,0 +1,47 @@
+/** The events the platform queues for the router (`POST /v1/events/pull`), before they get an `event_id`. */
+
+/** The device got (`delivered`, when it shows the message) or its user read (`read`) message `id`. */
+export interface ReceiptEvent {
+  kind: 'receipt';
+  status: 'delivered' | 'read';
+  id: string;
+  /** The device's wa_id. */
+  from: string;
+  /** The business address the message came from. */
+  to: string;
+  timestamp: string;
+}
+
+/**
+ * A Signal message from a device to a business: type 2 (Whisper), 3 (PreKey) or 8 (PlaintextContent
+ * carrying a DecryptionErrorMessage, a retry request; its `id` is the id of the envelope that failed).
+ */
+export interface EnvelopeEvent {
+  kind: 'envelope';
+  id: string;
+  from: string;
+  to: string;
+  type: 2 | 3 | 8;
+  /** Standard base64 of the ciphertext. */
+  body: string;
+  timestamp: string;
+}
+
+/** The user reported the business as spam. */
+export interface SpamReportEvent {
+  kind: 'spam_report';
+  from: string;
+  to: string;
+  timestamp: string;
+}
+
+/** Anything a device tells the router. */
+export type RouterEvent = ReceiptEvent | EnvelopeEvent | SpamReportEvent;
+
+/** A router event as pulled: with the queue's unique id. */
+export type QueuedEvent = RouterEvent & { event_id: string };
+
+/** Unix seconds as a string, the Cloud API's timestamp format. */
+export function unixSeconds(ms: number): string {
+  return String(Math.floor(ms / 1000));
+}

@@ -1,0 +1,95 @@
+import type { FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import { bundleToWire, keyUploadFromWire } from '../signal/bundle.ts';
+import {
+  HttpError,
+  ackSchema,
+  address,
+  envelopeSchema,
+  envelopeBatchSchema,
+  parseOr400,
+  pullSchema,
+} from './schemas.ts';
+import type { PlatformState } from './state.ts';
+
+type Envelope = z.infer<typeof envelopeSchema>;
+
+function addressParam(params: unknown): string {
+  return parseOr400(address, (params as { address?: string }).address);
+}
+
+function notDown(state: PlatformState): void {
+  if (state.faults.isDown()) throw new HttpError(503, 'platform_down');
+}
+
+/**
+ * The router-facing API (`/v1`): the prekey directory, the envelope relay and the event queue. It is the
+ * only way the router reaches the transport.
+ */
+export function routerApi(state: PlatformState) {
+  return async (app: FastifyInstance): Promise<void> => {
+    app.get('/v1/keys/:address', async (req, reply) => {
+      const addr = addressParam(req.params);
+      const bundle = state.directory.take(addr);
+      if (!bundle) return reply.code(404).send({ error: 'unknown_address' });
+      return bundleToWire(addr, bundle);
+    });
+
+    app.get('/v1/keys/:address/count', async (req, reply) => {
+      const counts = state.directory.count(addressParam(req.params));
+      if (!counts) return reply.code(404).send({ error: 'unknown_address' });
+      return counts;
+    });
+
+    // Answers the counts the directory now holds, so a publisher sees what it will hand out.
+    app.put('/v1/keys/:address', async (req) => {
+      const addr = addressParam(req.params);
+      state.directory.publish(addr, keyUploadFromWire(req.body));
+      return state.directory.count(addr);
+    });
+
+    /*
+     * A single envelope to an unknown recipient is a 404 `{"error":"unknown_recipient","to"}`. A batch is
+     * all-or-nothing on malformed input (400, nothing accepted) but per envelope on recipients: 202
+     * `{"accepted":n,"rejected":[{"id","error":"unknown_recipient"}]}`, `rejected` always present.
+     */
+    app.post('/v1/envelopes', async (req, reply) => {
+      notDown(state);
+      const body = req.body as Record<string, unknown> | undefined;
+      const isBatch = body !== null && typeof body === 'object' && 'envelopes' in body;
+      const envelopes: Envelope[] = isBatch ? parseOr400(envelopeBatchSchema, body).envelopes : [parseOr400(envelopeSchema, body)];
+      const rejected: { id: string; error: string }[] = [];
+      let accepted = 0;
+      for (const e of envelopes) {
+        if (!state.hasDevice(e.to)) {
+          if (!isBatch) return reply.code(404).send({ error: 'unknown_recipient', to: e.to });
+          rejected.push({ id: e.id, error: 'unknown_recipient' });
+          continue;
+        }
+        state.toDevice({ id: e.id, from: e.from, to: e.to, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
+        accepted++;
+      }
+      return reply.code(202).send(isBatch ? { accepted, rejected } : { accepted });
+    });
+
+    app.post('/v1/events/pull', async (req, reply) => {
+      notDown(state);
+      const opts = parseOr400(pullSchema, req.body);
+      // A client that hangs up must not take events with it: its wait is cancelled before leasing any.
+      const abort = new AbortController();
+      const onClose = (): void => abort.abort();
+      reply.raw.once('close', onClose);
+      try {
+        const events = await state.queue.pull({ max: opts.max, waitMs: opts.wait_ms, leaseMs: opts.lease_ms }, abort.signal);
+        return { events };
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    });
+
+    app.post('/v1/events/ack', async (req) => {
+      const { event_ids } = parseOr400(ackSchema, req.body);
+      return { acked: state.queue.ack(event_ids) };
+    });
+  };
+}

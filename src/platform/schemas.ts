@@ -1,0 +1,103 @@
+/** Request validation of the platform's HTTP API: zod schemas and the one-line 4xx error they produce. */
+import { z } from 'zod';
+import { describeZodError } from '../signal/bundle.ts';
+
+/** A request the platform refuses; answered as `{"error": message}` with `status`, plus `extra` fields. */
+export class HttpError extends Error {
+  override readonly name = 'HttpError';
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** Parses `value` or throws a 400 HttpError naming the first bad field. */
+export function parseOr400<T>(schema: z.ZodType<T>, value: unknown): T {
+  const r = schema.safeParse(value ?? {});
+  if (!r.success) throw new HttpError(400, describeZodError(r.error));
+  return r.data;
+}
+
+/** Longest long poll `POST /v1/events/pull` waits. */
+export const MAX_WAIT_MS = 30_000;
+/** Most envelopes in one `POST /v1/envelopes` batch. */
+export const MAX_BATCH = 1000;
+
+const E164 = /^\+?[1-9]\d{6,14}$/;
+
+/**
+ * Strips the separators people type in phone numbers and checks E.164; returns the digits (the wa_id).
+ * @example phoneToWaId('+1 (555) 123-4567') // '15551234567'
+ */
+export function phoneToWaId(phone: string): string | null {
+  const compact = phone.replace(/[\s\-()]/g, '');
+  return E164.test(compact) ? compact.replace(/^\+/, '') : null;
+}
+
+/** A display phone number as people type it becomes the digits the directory uses; other addresses stay. */
+export function normalizeAddress(a: string): string {
+  return /^\+?[\d\s\-()]+$/.test(a) ? a.replace(/\D/g, '') : a;
+}
+
+/** Directory addresses and wa_ids: phone digits or a simple name (no slashes, no spaces). */
+export const address = z.string().regex(/^[A-Za-z0-9._:+-]{1,128}$/, 'not a valid address');
+
+const base64 = z
+  .string()
+  .min(4, 'empty ciphertext')
+  .refine((s) => s.length % 4 === 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(s), 'not standard base64');
+
+/** One router → device envelope. */
+export const envelopeSchema = z.object({
+  id: z.string().min(1).max(256),
+  from: address,
+  to: address,
+  type: z.union([z.literal(2), z.literal(3)], { error: 'type must be 2 (Whisper) or 3 (PreKey)' }),
+  body: base64,
+});
+
+/** `POST /v1/envelopes` in its batch form `{"envelopes":[...]}`. */
+export const envelopeBatchSchema = z.object({ envelopes: z.array(envelopeSchema).min(1).max(MAX_BATCH) });
+
+/** `POST /v1/events/pull`; a larger `wait_ms` is capped at MAX_WAIT_MS. */
+export const pullSchema = z.object({
+  max: z.number().int().min(1).max(1000).default(100),
+  wait_ms: z.number().int().min(0).default(1000).transform((n) => Math.min(n, MAX_WAIT_MS)),
+  lease_ms: z.number().int().min(1).max(3_600_000).default(30_000),
+});
+
+/** `POST /v1/events/ack`. */
+export const ackSchema = z.object({ event_ids: z.array(z.string().min(1)).max(10_000) });
+
+/** `POST /sim/devices`. */
+export const registerSchema = z.object({
+  phone: z.string().min(1),
+  prekeys: z.number().int().min(0).max(100).default(20),
+  reinstall: z.boolean().default(false),
+});
+
+/** `POST /sim/devices/:wa_id/messages`: `text`, or a structured Cloud API message by `type`. */
+export const userMessageSchema = z.looseObject({
+  to: z.string().min(1),
+  type: z.string().min(1).max(64).optional(),
+  text: z.string().min(1).max(4096).optional(),
+  context: z.object({ message_id: z.string().min(1) }).optional(),
+});
+
+/** `POST /sim/devices/:wa_id/read`. */
+export const readSchema = z.object({ message_id: z.string().min(1) });
+
+/** `POST /sim/devices/:wa_id/report-spam`. */
+export const spamSchema = z.object({ from: z.string().min(1) });
+
+/** `POST /sim/faults`: every field optional; `{}` clears all. */
+export const faultsSchema = z.strictObject({
+  drop: z.number().min(0).max(1).optional(),
+  duplicate: z.number().min(0).max(1).optional(),
+  reorder: z.boolean().optional(),
+  delay_ms: z.number().int().min(0).max(600_000).optional(),
+  down_for_ms: z.number().int().min(0).max(3_600_000).optional(),
+});

@@ -1,0 +1,81 @@
+import type { FastifyInstance } from 'fastify';
+import type { Device, OutgoingMessage } from './device.ts';
+import {
+  HttpError,
+  faultsSchema,
+  normalizeAddress,
+  parseOr400,
+  phoneToWaId,
+  readSchema,
+  registerSchema,
+  spamSchema,
+  userMessageSchema,
+} from './schemas.ts';
+import type { PlatformState } from './state.ts';
+
+function deviceOf(state: PlatformState, params: unknown): Device {
+  const raw = String((params as { wa_id?: string }).wa_id ?? '');
+  const device = state.device(raw.replace(/^\+/, ''));
+  if (!device) throw new HttpError(404, 'unknown_device');
+  return device;
+}
+
+/**
+ * The Cloud API's inbound shape: a reply quotes `{from, id}` of the business's message, where the sim API
+ * takes the send-side `{message_id}`.
+ */
+function outgoingMessage(body: ReturnType<typeof userMessageSchema.parse>, to: string): OutgoingMessage {
+  const { to: _to, text, context, type, ...rest } = body;
+  const kind = type ?? 'text';
+  if (kind === 'text' && text === undefined) throw new HttpError(400, 'text: required for a text message');
+  const message: OutgoingMessage = { ...rest, type: kind };
+  if (kind === 'text') message.text = { body: text };
+  if (context) message.context = { from: to, id: context.message_id };
+  return message;
+}
+
+/** The simulation API (`/sim`): devices and their users, and the transport's fault switches. */
+export function simApi(state: PlatformState) {
+  return async (app: FastifyInstance): Promise<void> => {
+    app.post('/sim/devices', async (req) => {
+      const body = parseOr400(registerSchema, req.body);
+      const waId = phoneToWaId(body.phone);
+      if (!waId) throw new HttpError(400, 'phone: not an E.164 number (optional +, 7 to 15 digits, no leading 0)');
+      await state.registerDevice(waId, { prekeys: body.prekeys, reinstall: body.reinstall });
+      return { wa_id: waId };
+    });
+
+    app.get('/sim/devices/:wa_id', async (req) => {
+      const d = deviceOf(state, req.params);
+      return { wa_id: d.waId, registration_id: d.registrationId, identity_key: Buffer.from(d.identityKey).toString('base64') };
+    });
+
+    app.get('/sim/devices/:wa_id/messages', async (req) => ({ messages: deviceOf(state, req.params).messages() }));
+
+    app.get('/sim/devices/:wa_id/stats', async (req) => deviceOf(state, req.params).stats());
+
+    app.post('/sim/devices/:wa_id/messages', async (req) => {
+      const device = deviceOf(state, req.params);
+      const body = parseOr400(userMessageSchema, req.body);
+      const to = normalizeAddress(body.to);
+      const id = await device.send(to, outgoingMessage(body, to));
+      return { id };
+    });
+
+    app.post('/sim/devices/:wa_id/read', async (req) => {
+      const device = deviceOf(state, req.params);
+      device.markRead(parseOr400(readSchema, req.body).message_id);
+      return { success: true };
+    });
+
+    app.post('/sim/devices/:wa_id/report-spam', async (req) => {
+      const device = deviceOf(state, req.params);
+      device.reportSpam(normalizeAddress(parseOr400(spamSchema, req.body).from));
+      return { success: true };
+    });
+
+    app.get('/sim/faults', async () => state.faults.get());
+
+    app.post('/sim/faults', async (req) => state.faults.set(parseOr400(faultsSchema, req.body)));
+  };
+}

@@ -1,0 +1,118 @@
+import type { Logger } from 'pino';
+import { createLogger, maskPhone } from '../log.ts';
+import { Device, type DeviceEnvelope } from './device.ts';
+import { KeyDirectory } from './directory.ts';
+import { EventQueue } from './event-queue.ts';
+import { Faults } from './faults.ts';
+import { Relay } from './relay.ts';
+import type { RouterEvent } from './events.ts';
+import { maskNumbers } from './mask.ts';
+
+/** Knobs for building a platform; all optional. */
+export interface PlatformOptions {
+  /** Random source for faults (tests pass a seeded one). */
+  random?: () => number;
+  /** Clock in ms (event timestamps, leases, outages). */
+  clock?: () => number;
+  logger?: Logger;
+}
+
+/** An envelope the router handed to the transport, decoded. */
+export interface RelayedEnvelope {
+  id: string;
+  from: string;
+  to: string;
+  type: 2 | 3;
+  body: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * All state of the platform process: the prekey directory, the router's event queue, the faulty relay
+ * and the simulated devices. Kept in this process's memory, never in the router's store.
+ */
+export class PlatformState {
+  readonly clock: () => number;
+  readonly log: Logger;
+  readonly faults: Faults;
+  readonly relay: Relay;
+  readonly queue: EventQueue;
+  readonly directory: KeyDirectory;
+  private readonly devices = new Map<string, Device>();
+
+  constructor(opts: PlatformOptions = {}) {
+    this.clock = opts.clock ?? Date.now;
+    this.log = opts.logger ?? createLogger('platform');
+    this.faults = new Faults(opts.random, this.clock);
+    this.relay = new Relay(this.faults);
+    this.queue = new EventQueue(this.clock);
+    this.directory = new KeyDirectory((address, left) => this.devices.get(address)?.replenishIfLow(left));
+  }
+
+  /**
+   * Registers the device for `waId`, or returns the existing one unchanged; `reinstall` gives an existing
+   * device a fresh identity. `prekeys` is the one-time key batch size.
+   */
+  async registerDevice(waId: string, opts: { prekeys: number; reinstall: boolean }): Promise<{ device: Device; created: boolean }> {
+    const existing = this.devices.get(waId);
+    if (existing) {
+      if (opts.reinstall) await existing.reinstall(opts.prekeys);
+      return { device: existing, created: false };
+    }
+    const device = new Device(waId, opts.prekeys, {
+      directory: this.directory,
+      toRouter: (event) => this.toRouter(event),
+      clock: this.clock,
+      log: this.log,
+    });
+    this.devices.set(waId, device);
+    this.log.info({ wa_id: maskPhone(waId) }, 'device registered');
+    return { device, created: true };
+  }
+
+  /** The device with this wa_id, if registered. */
+  device(waId: string): Device | undefined {
+    return this.devices.get(waId);
+  }
+
+  /** Whether `to` is a registered device (envelopes to anything else are refused). */
+  hasDevice(waId: string): boolean {
+    return this.devices.has(waId);
+  }
+
+  /** Carries an accepted envelope to its device across the faulty transport (after the HTTP answer). */
+  toDevice(env: RelayedEnvelope): void {
+    const device = this.devices.get(env.to);
+    if (!device) return;
+    const acceptedAt = this.clock();
+    this.relay.send(() => {
+      const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body: env.body, acceptedAt };
+      device.receive(delivery).catch((err: unknown) => {
+        this.log.error({ wa_id: maskPhone(env.to), envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
+      });
+    });
+  }
+
+  /** Carries a device's event to the router's queue across the faulty transport. */
+  toRouter(event: RouterEvent): void {
+    this.relay.send(() => this.queue.push(event));
+  }
+
+  /**
+   * Resolves once nothing is in flight on the transport and every device is idle (tests and demos wait
+   * on it instead of sleeping). Messages delayed by faults are waited for too.
+   */
+  async settled(): Promise<void> {
+    for (;;) {
+      const busy = [...this.devices.values()].filter((d) => d.busy);
+      if (this.relay.inFlight === 0 && busy.length === 0) return;
+      if (busy.length > 0) await Promise.all(busy.map((d) => d.idle()));
+      else await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /** Stops timers and answers waiting pulls; in-flight messages are lost, as in a real outage. */
+  close(): void {
+    this.relay.close();
+    this.queue.close();
+  }
+}
