@@ -74,7 +74,8 @@ export function buildPlatform(opts: PlatformOptions = {}): Platform {
 
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = errorReply(err);
-    if (status >= 500) req.log.error({ err: maskNumbers(String((err as Error)?.stack ?? err)), route: req.routeOptions.url }, 'platform request failed');
+    // A 503 from an injected outage is the platform doing its job, not a failure worth a stack trace.
+    if (status >= 500 && status !== 503) req.log.error({ err: maskNumbers(String((err as Error)?.stack ?? err)), route: req.routeOptions.url }, 'platform request failed');
     return reply.code(status).send(body);
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` }));

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
-import { conversationMachine, type ConversationEvent } from '../../machines/conversation.ts';
+import { conversationMachine, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
@@ -171,6 +171,10 @@ export class ActorHost {
     return (await this.redis.llen(this.keys.mailbox(conversationId))) > 0;
   }
 
+  private inputOf(conversationId: string): ConversationInput {
+    return { conversationId, retryBaseMs: this.opts.bundleRetryMs };
+  }
+
   private async load(id: string): Promise<Loaded | null> {
     const [metaRow, snapRow, sess, outbox] = await Promise.all([
       this.redis.hgetall(this.keys.meta(id)),
@@ -189,7 +193,7 @@ export class ActorHost {
       const persisted = JSON.parse(open(dk, snapRow.s, `${this.keys.snapshot(id)}:s`).toString());
       snapshot = conversationMachine.resolveState(persisted) as AnyMachineSnapshot;
     } else {
-      [snapshot] = initialTransition(conversationMachine, { conversationId: id, retryBaseMs: this.opts.bundleRetryMs }) as unknown as [AnyMachineSnapshot];
+      [snapshot] = initialTransition(conversationMachine, this.inputOf(id)) as unknown as [AnyMachineSnapshot];
     }
     let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
     if (sess) {
@@ -249,6 +253,7 @@ export class ActorHost {
         event,
         state: next.value as string,
         commands,
+        ...(c.traceSeq === 1 ? { input: this.inputOf(c.id) } : {}),
       };
       traceLines.push(JSON.stringify(line));
       const results: ConversationEvent[] = [];

@@ -10,9 +10,12 @@ export class Keys {
     return `${this.prefix}:q`;
   }
 
-  /** A queue name carrying its own hash tag, so each queue's keys live in one cluster slot. */
+  /**
+   * A queue name carrying its own hash tag, so each queue's keys live in one cluster slot (and different
+   * queues spread over nodes). BullMQ forbids ':' in names; the key prefix is in {@link bullPrefix}.
+   */
   queueName(kind: 'conversations' | 'outbound' | 'timers' | 'webhooks' | 'inbound'): string {
-    return `{${this.prefix}:${kind}}`;
+    return `{${kind}}`;
   }
 
   // --- businesses, phone numbers, tokens -------------------------------------------------------

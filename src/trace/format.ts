@@ -1,5 +1,5 @@
 import type { Command } from '../../machines/commands.ts';
-import type { ConversationEvent } from '../../machines/conversation.ts';
+import type { ConversationEvent, ConversationInput } from '../../machines/conversation.ts';
 
 /**
  * One line of a conversation's trace (JSON Lines): the event delivered, the state after it and the commands
@@ -15,4 +15,6 @@ export interface TraceLine {
   /** The machine's state value after the event. */
   state: string;
   commands: Command[];
+  /** On the first line of a conversation only: the machine's input, so a replay starts where it started. */
+  input?: ConversationInput;
 }

@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { conversationOfWamid, isConversationId } from './runtime/ids.ts';
+import { parseTrace, replayTrace, TraceFormatError } from './trace/replay.ts';
+import { ConfigError, loadConfig, loadMasterKey, platformUrlOf, type Config, type ConfigOverrides } from './config.ts';
+import { configureLogging } from './log.ts';
+import { redactUrl, RedisUnavailableError, resolveRedis } from './redis/resolve.ts';
+import { serve } from './serve.ts';
+import { createRouterContext } from './runtime/router.ts';
+import { verifySubscription } from './webhook/subscription.ts';
+
+/** A CLI failure: printed as one line, exit code 1. */
+class CliError extends Error {}
+
+interface CommonOpts extends ConfigOverrides {
+  port?: string;
+}
+
+function common(cmd: Command): Command {
+  return cmd
+    .option('--redis-url <url>', 'Redis to use (default: REDIS_URL, else 127.0.0.1:6379, else one Sealpost starts)')
+    .option('--platform-url <url>', 'the transport/platform server (default: PLATFORM_URL or http://127.0.0.1:8081)')
+    .option('--api-url <url>', 'the Sealpost API (default: SEALPOST_API_URL or http://127.0.0.1:8080)');
+}
+
+function config(opts: CommonOpts): Config {
+  const c = loadConfig(process.env, opts);
+  configureLogging({ level: c.logLevel });
+  return c;
+}
+
+async function redisFor(c: Config): Promise<string> {
+  const r = await resolveRedis({ url: c.redisUrl, dataDir: c.dataDir });
+  if (r.source === 'spawned') process.stderr.write(`sealpost: started redis-server at ${redactUrl(r.url)} (data in ${c.dataDir}/redis)\n`);
+  return r.url;
+}
+
+async function postJson(url: string, body: unknown): Promise<{ status: number; json: any }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+  } catch (e) {
+    throw new CliError(`cannot reach ${new URL(url).origin}: ${(e as Error).cause ? String((e as Error & { cause: Error }).cause.message) : (e as Error).message}`);
+  }
+  const text = await res.text();
+  try {
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  } catch {
+    return { status: res.status, json: { error: text.slice(0, 200) } };
+  }
+}
+
+const program = new Command('sealpost')
+  .description('Self-hosted router for end-to-end encrypted business messaging')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (s, write) => write(s) });
+
+common(program.command('serve'))
+  .description('API + workers + embedded platform (unless --platform-url); --demo provisions a demo business and devices')
+  .option('--demo', 'provision a demo business, a webhook receiver that prints statuses, and three demo devices')
+  .option('--port <port>', 'API port (default: PORT or 8080)')
+  .action(async (opts: CommonOpts & { demo?: boolean }) => {
+    const c = config(opts);
+    await serve(c, await redisFor(c), { roles: ['api', 'worker'], embedPlatform: !opts.platformUrl, demo: !!opts.demo });
+  });
+
+common(program.command('api'))
+  .description('only the HTTP API')
+  .option('--port <port>', 'API port (default: PORT or 8080)')
+  .action(async (opts: CommonOpts) => {
+    const c = config(opts);
+    await serve(c, await redisFor(c), { roles: ['api'], embedPlatform: false, demo: false });
+  });
+
+common(program.command('worker'))
+  .description('only the workers (conversation actors, timers, webhooks, transport events)')
+  .action(async (opts: CommonOpts) => {
+    const c = config(opts);
+    await serve(c, await redisFor(c), { roles: ['worker'], embedPlatform: false, demo: false });
+  });
+
+common(program.command('platform'))
+  .description('only the simulated transport and user devices (port PLATFORM_PORT or 8081)')
+  .option('--port <port>', 'platform port (default: PLATFORM_PORT or 8081)')
+  .action(async (opts: CommonOpts) => {
+    const c = config({ ...opts, port: undefined });
+    const { startPlatform } = await import('./platform/server.ts');
+    const p = await startPlatform({ host: c.host, port: opts.port ? Number(opts.port) : c.platformPort });
+    process.stdout.write(`platform listening on ${p.url}\n`);
+    const stop = async () => { await p.close(); process.exit(0); };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+const business = program.command('business').description('manage businesses');
+common(business.command('create'))
+  .description('provision a business with one phone number; prints JSON')
+  .requiredOption('--name <name>', 'business name (also the verified name)')
+  .requiredOption('--webhook-url <url>', 'where webhooks go')
+  .requiredOption('--app-secret <secret>', 'app secret that signs webhooks (X-Hub-Signature-256)')
+  .requiredOption('--verify-token <token>', 'verify token for the subscription check')
+  .option('--region <region>', 'region to keep data in')
+  .option('--retention <duration>', 'how long messages are kept (e.g. 30d, 10m); default SEALPOST_RETENTION')
+  .addOption(new Option('--no-verify', 'skip the webhook subscription check'))
+  .action(async (opts: CommonOpts & { name: string; webhookUrl: string; appSecret: string; verifyToken: string; region?: string; retention?: string; verify: boolean }) => {
+    const c = config(opts);
+    let url: URL;
+    try {
+      url = new URL(opts.webhookUrl);
+      if (!['http:', 'https:'].includes(url.protocol)) throw new Error();
+    } catch {
+      throw new CliError(`--webhook-url: not an http(s) URL: ${opts.webhookUrl}`);
+    }
+    let retentionMs: number | undefined;
+    if (opts.retention) {
+      retentionMs = loadConfig({ SEALPOST_RETENTION: opts.retention }).retentionMs;
+    }
+    if (!opts.name.trim()) throw new CliError('--name must not be empty');
+    if (opts.appSecret.length < 8) throw new CliError('--app-secret must be at least 8 characters');
+    if (opts.verify) {
+      const check = await verifySubscription(url.toString(), opts.verifyToken, { timeoutMs: 10_000 });
+      if (!check.ok) throw new CliError(`webhook subscription check failed: ${check.reason}`);
+    }
+    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+    try {
+      const created = await ctx.businesses.create({
+        name: opts.name, webhookUrl: url.toString(), appSecret: opts.appSecret, verifyToken: opts.verifyToken,
+        ...(opts.region ? { region: opts.region } : {}), ...(retentionMs ? { retentionMs } : {}),
+      });
+      process.stdout.write(JSON.stringify(created) + '\n');
+    } finally {
+      await ctx.close();
+    }
+  });
+
+const device = program.command('device').description('simulated user devices on the platform');
+common(device.command('create'))
+  .description('register a simulated device (fresh identity and prekeys); prints JSON with wa_id')
+  .requiredOption('--phone <e164>', 'the user\'s phone number, E.164 (e.g. +15551234567)')
+  .action(async (opts: CommonOpts & { phone: string }) => {
+    const c = config(opts);
+    const { status, json } = await postJson(`${platformUrlOf(c)}/sim/devices`, { phone: opts.phone });
+    if (status !== 200 && status !== 201) throw new CliError(`platform refused the device: ${json?.error ?? `HTTP ${status}`}`);
+    process.stdout.write(JSON.stringify(json) + '\n');
+  });
+
+common(program.command('trace'))
+  .description("writes a conversation's trace as JSON Lines to stdout")
+  .argument('<id>', 'a conversation id or a wamid')
+  .action(async (id: string, opts: CommonOpts) => {
+    const c = config(opts);
+    const conv = isConversationId(id) ? id : conversationOfWamid(id);
+    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+    try {
+      const resolved = conv ?? (JSON.parse((await ctx.redis.get(ctx.keys.messageIndex(id))) ?? 'null') as { c: string } | null)?.c;
+      if (!resolved) throw new CliError(`not a conversation id or a known wamid: ${id}`);
+      const lines = await ctx.redis.lrange(ctx.keys.trace(resolved), 0, -1);
+      if (!lines.length) throw new CliError(`no trace for conversation ${resolved}`);
+      process.stdout.write(lines.join('\n') + '\n');
+    } finally {
+      await ctx.close();
+    }
+  });
+
+program.command('replay')
+  .description('re-runs a trace on the pure machine; exit 0 if every state and command matches, else 1 with a diff')
+  .argument('<file>', 'a trace, JSON Lines')
+  .action(async (file: string) => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    let result;
+    try {
+      result = replayTrace(parseTrace(text));
+    } catch (e) {
+      if (e instanceof TraceFormatError) throw new CliError(`${file}: ${e.message}`);
+      throw e;
+    }
+    if (result.ok) {
+      process.stdout.write(`replay ok: ${result.steps} steps in ${result.conversations} conversation(s) match\n`);
+      return;
+    }
+    process.stdout.write(`replay diverged at the first differing step:\n${result.diff}\n`);
+    process.exitCode = 1;
+  });
+
+/** Runs the CLI; errors become one line on stderr and exit code 1. */
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    const known = e instanceof CliError || e instanceof ConfigError || e instanceof RedisUnavailableError;
+    process.stderr.write(`sealpost: ${known ? (e as Error).message : `unexpected error: ${(e as Error).message}`}\n`);
+    process.exit(1);
+  }
+}
+
+await main();

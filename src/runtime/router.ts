@@ -1,0 +1,114 @@
+import { Queue, type ConnectionOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import { platformUrlOf } from '../config.ts';
+import { createLogger } from '../log.ts';
+import { BusinessStore } from '../store/businesses.ts';
+import { Keys } from '../store/keys.ts';
+import { DataKeys } from '../store/sealer.ts';
+import { ActorHost, type HostSinks, type StatusUpdate } from './actor-host.ts';
+import { Mailboxes, type WakeJob } from './mailbox.ts';
+import { OutboundService } from './outbound-service.ts';
+import { TransportClient } from './transport-client.ts';
+import { TransportPuller } from './transport-puller.ts';
+import { scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
+import { startConversationWorker } from '../../workers/conversation.ts';
+import { createWebhookQueue, enqueueWebhook, startWebhookWorker, type WebhookJob } from '../../workers/webhook.ts';
+import { statusValue } from '../webhook/envelope.ts';
+
+/** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
+export interface RouterContext {
+  config: Config;
+  redis: Redis;
+  connection: ConnectionOptions;
+  keys: Keys;
+  dataKeys: DataKeys;
+  businesses: BusinessStore;
+  mailboxes: Mailboxes;
+  outbound: OutboundService;
+  transport: TransportClient;
+  queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob> };
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Opens the connections and builds the shared parts for a process of any role. */
+export function createRouterContext(config: Config, redisUrl: string, masterKey: Buffer, platformUrl = platformUrlOf(config)): RouterContext {
+  const log = createLogger('sealpost');
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 20 });
+  redis.on('error', (e) => log.warn({ err: e.message }, 'redis connection error'));
+  // BullMQ needs its own connections with maxRetriesPerRequest null (blocking commands).
+  const connection: ConnectionOptions = { url: redisUrl, maxRetriesPerRequest: null } as ConnectionOptions;
+  const keys = new Keys(config.prefix);
+  const dataKeys = new DataKeys(redis, keys, masterKey);
+  const businesses = new BusinessStore(redis, keys, dataKeys);
+  const prefix = keys.bullPrefix;
+  const queues = {
+    conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix }),
+    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix }),
+    webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
+  };
+  const mailboxes = new Mailboxes(redis, keys, queues.conversations);
+  const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs);
+  const transport = new TransportClient(platformUrl);
+  return {
+    config, redis, connection, keys, dataKeys, businesses, mailboxes, outbound, transport, queues, log,
+    async close() {
+      await Promise.all(Object.values(queues).map((q) => q.close()));
+      redis.disconnect();
+    },
+  };
+}
+
+/** Turns the host's status updates into webhook jobs. */
+function sinksFor(ctx: RouterContext): HostSinks {
+  return {
+    async statuses(businessId, phoneNumberId, updates: StatusUpdate[], jobId) {
+      await enqueueWebhook(ctx.queues.webhooks, { business_id: businessId, phone_number_id: phoneNumberId, values: [statusValue(updates)] }, { jobId });
+    },
+    async timer(conversationId, timerId, at, event) {
+      await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);
+    },
+  };
+}
+
+/** The running worker side of a process: conversation actors, timers, webhooks and the transport puller. */
+export interface RunningWorkers {
+  host: ActorHost;
+  puller: TransportPuller;
+  close(): Promise<void>;
+}
+
+/** Starts every worker of the router in this process. */
+export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}): RunningWorkers {
+  const { config, keys, connection } = ctx;
+  const prefix = keys.bullPrefix;
+  const mailboxTtlMs = config.retentionMs + 86_400_000;
+  const host = new ActorHost(ctx.redis, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
+    retentionMs: config.retentionMs,
+    bundleRetryMs: config.bundleRetryMs,
+  });
+  const conversations = startConversationWorker({
+    connection, prefix, queueName: keys.queueName('conversations'), host, mailboxes: ctx.mailboxes,
+    concurrency: config.workerConcurrency, log: ctx.log,
+  });
+  const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
+  const webhooks = startWebhookWorker({
+    connection, prefix, queueName: keys.queueName('webhooks'),
+    resolveTarget: (businessId, phoneNumberId) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
+    concurrency: config.webhookConcurrency,
+    backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
+    timeoutMs: config.webhookTimeoutMs,
+  });
+  const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
+  if (opts.pull !== false) puller.start();
+  return {
+    host,
+    puller,
+    async close() {
+      await puller.stop();
+      await Promise.all([conversations.close(), timers.close(), webhooks.close()]);
+    },
+  };
+}

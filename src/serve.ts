@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import type { Config } from './config.ts';
+import { loadMasterKey, platformUrlOf } from './config.ts';
+import { createRouterContext, startWorkers, type RunningWorkers } from './runtime/router.ts';
+import { redactUrl } from './redis/resolve.ts';
+
+/** Which parts one process runs. */
+export interface ServeOptions {
+  roles: ('api' | 'worker')[];
+  embedPlatform: boolean;
+  demo: boolean;
+}
+
+/** A running Sealpost process. */
+export interface Running {
+  apiUrl?: string;
+  platformUrl: string;
+  close(): Promise<void>;
+}
+
+const out = (s: string) => process.stdout.write(s + '\n');
+
+/** Starts the requested roles in this process and stays up until SIGINT/SIGTERM. */
+export async function serve(config: Config, redisUrl: string, opts: ServeOptions): Promise<Running> {
+  const running = await start(config, redisUrl, opts);
+  let closing = false;
+  const stop = async (signal: string) => {
+    if (closing) return;
+    closing = true;
+    out(`sealpost: ${signal}, finishing in-flight work`);
+    await running.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  return running;
+}
+
+/** Starts the roles without installing signal handlers (tests use this). */
+export async function start(config: Config, redisUrl: string, opts: ServeOptions): Promise<Running> {
+  const master = loadMasterKey(config);
+  if (master.generated) out(`sealpost: generated a master key in ${master.source} (keep it: it unlocks all stored data)`);
+  const closers: (() => Promise<void>)[] = [];
+  let platformUrl = platformUrlOf(config);
+  if (opts.embedPlatform) {
+    const { startPlatform } = await import('./platform/server.ts');
+    const platform = await startPlatform({ host: '127.0.0.1', port: config.platformPort });
+    platformUrl = platform.url;
+    closers.push(() => platform.close());
+    out(`platform (simulated transport and devices) on ${platform.url}`);
+  }
+  const ctx = createRouterContext(config, redisUrl, master.key, platformUrl);
+  closers.unshift(() => ctx.close());
+  let workers: RunningWorkers | undefined;
+  if (opts.roles.includes('worker')) {
+    workers = startWorkers(ctx);
+    closers.unshift(() => workers!.close());
+  }
+  let apiUrl: string | undefined;
+  if (opts.roles.includes('api')) {
+    const { buildApp } = await import('./api/app.ts');
+    const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }) });
+    const address = await app.listen({ host: config.host, port: config.port });
+    apiUrl = address.replace('0.0.0.0', '127.0.0.1');
+    closers.unshift(() => app.close());
+    out(`API on ${apiUrl} (Redis ${redactUrl(redisUrl)})`);
+  }
+  if (opts.demo && apiUrl) {
+    const demo = await provisionDemo(ctx, apiUrl, platformUrl);
+    closers.unshift(demo.close);
+  }
+  return {
+    apiUrl,
+    platformUrl,
+    async close() {
+      for (const c of closers) await c();
+    },
+  };
+}
+
+async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl: string, platformUrl: string): Promise<{ close: () => Promise<void> }> {
+  const { startWebhookReceiver } = await import('./webhook/receiver.ts');
+  const appSecret = randomBytes(16).toString('hex');
+  const verifyToken = randomBytes(8).toString('hex');
+  const receiver = await startWebhookReceiver({ port: 0, appSecret, verifyToken, print: true });
+  const created = await ctx.businesses.create({ name: 'Sealpost Demo', webhookUrl: receiver.url, appSecret, verifyToken });
+  const phones = ['+15550100001', '+15550100002', '+15550100003'];
+  const devices: string[] = [];
+  for (const phone of phones) {
+    const res = await fetch(`${platformUrl}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone }) });
+    const json = (await res.json()) as { wa_id: string };
+    devices.push(json.wa_id);
+  }
+  const adminToken = ctx.config.adminToken ?? randomBytes(24).toString('base64url');
+  const body = JSON.stringify({ messaging_product: 'whatsapp', to: phones[0], type: 'text', text: { body: 'Hello from Sealpost' } });
+  out('');
+  out('Sealpost demo is ready.');
+  out(`  business_id          ${created.business_id}`);
+  out(`  phone_number_id      ${created.phone_number_id}`);
+  out(`  display_phone_number ${created.display_phone_number}`);
+  out(`  access_token         ${created.access_token}`);
+  out(`  admin token          ${adminToken}`);
+  out(`  demo devices         ${devices.join(', ')}`);
+  out(`  webhook receiver     ${receiver.url} (prints every status it gets)`);
+  out('');
+  out('Send a message:');
+  out(`  curl -s -X POST ${apiUrl}/v23.0/${created.phone_number_id}/messages \\`);
+  out(`    -H 'Authorization: Bearer ${created.access_token}' -H 'Content-Type: application/json' \\`);
+  out(`    -d '${body}'`);
+  out('See what the device received and decrypted:');
+  out(`  curl -s ${platformUrl}/sim/devices/${devices[0]}/messages`);
+  out('');
+  return { close: () => receiver.close() };
+}

@@ -1,0 +1,80 @@
+import { isDeepStrictEqual } from 'node:util';
+import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
+import type { Command, CommandBatch } from '../../machines/commands.ts';
+import { conversationMachine } from '../../machines/conversation.ts';
+import type { TraceLine } from './format.ts';
+
+/** The outcome of a replay: every step matched, or the first one that did not. */
+export type ReplayResult =
+  | { ok: true; steps: number; conversations: number }
+  | { ok: false; conversationId: string; seq: number; diff: string };
+
+/** Raised for a trace that cannot be read; the message names the line. */
+export class TraceFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TraceFormatError';
+  }
+}
+
+/** Parses JSON Lines into trace lines, checking the fields replay needs. */
+export function parseTrace(text: string): TraceLine[] {
+  const lines: TraceLine[] = [];
+  text.split('\n').forEach((raw, i) => {
+    if (!raw.trim()) return;
+    let v: TraceLine;
+    try {
+      v = JSON.parse(raw) as TraceLine;
+    } catch {
+      throw new TraceFormatError(`line ${i + 1}: not JSON`);
+    }
+    if (typeof v.conversation_id !== 'string' || typeof v.seq !== 'number' || typeof v.event?.type !== 'string' ||
+        typeof v.state !== 'string' || !Array.isArray(v.commands)) {
+      throw new TraceFormatError(`line ${i + 1}: needs conversation_id, seq, event.type, state and commands`);
+    }
+    lines.push(v);
+  });
+  return lines;
+}
+
+const show = (v: unknown) => JSON.stringify(v);
+
+/**
+ * Re-runs each conversation's events on the pure machine, from its initial state, and compares the state and
+ * the commands of every step with the recorded ones; stops at the first divergence.
+ * @example const r = replayTrace(parseTrace(readFileSync('t.jsonl', 'utf8'))); if (!r.ok) console.log(r.diff);
+ */
+export function replayTrace(lines: TraceLine[]): ReplayResult {
+  const byConv = new Map<string, TraceLine[]>();
+  for (const l of lines) byConv.set(l.conversation_id, [...(byConv.get(l.conversation_id) ?? []), l]);
+  let steps = 0;
+  for (const [conversationId, convLines] of byConv) {
+    convLines.sort((a, b) => a.seq - b.seq);
+    const first = convLines[0]!;
+    if (first.seq !== 1) {
+      return { ok: false, conversationId, seq: first.seq, diff: `trace starts at seq ${first.seq}: replay needs the conversation from seq 1` };
+    }
+    let [s] = initialTransition(conversationMachine, first.input ?? { conversationId }) as unknown as [AnyMachineSnapshot];
+    for (const line of convLines) {
+      const [next, actions] = transition(conversationMachine, s as never, line.event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
+      s = next;
+      const commands: Command[] = actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
+      const state = String(next.value);
+      steps++;
+      if (state !== line.state || !isDeepStrictEqual(commands, line.commands)) {
+        const out = [`conversation ${conversationId}, step seq ${line.seq}: event ${show(line.event)}`];
+        if (state !== line.state) out.push(`  state    expected ${show(line.state)}`, `           actual   ${show(state)}`);
+        if (!isDeepStrictEqual(commands, line.commands)) {
+          const n = Math.max(commands.length, line.commands.length);
+          for (let i = 0; i < n; i++) {
+            if (!isDeepStrictEqual(commands[i], line.commands[i])) {
+              out.push(`  command #${i + 1}`, `    - expected ${show(line.commands[i] ?? '(none)')}`, `    + actual   ${show(commands[i] ?? '(none)')}`);
+            }
+          }
+        }
+        return { ok: false, conversationId, seq: line.seq, diff: out.join('\n') };
+      }
+    }
+  }
+  return { ok: true, steps, conversations: byConv.size };
+}

@@ -1,0 +1,28 @@
+/** Registers a simulated device; returns its wa_id. */
+export async function createDevice(platformUrl: string, phone: string): Promise<string> {
+  const res = await fetch(`${platformUrl}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone }) });
+  if (!res.ok) throw new Error(`device create failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { wa_id: string }).wa_id;
+}
+
+/** What a device shows its user. */
+export async function deviceMessages(platformUrl: string, waId: string): Promise<{ id: string; text?: { body: string }; arrivals: number }[]> {
+  const res = await fetch(`${platformUrl}/sim/devices/${waId}/messages`);
+  return ((await res.json()) as { messages: { id: string; text?: { body: string }; arrivals: number }[] }).messages;
+}
+
+/** A device's decryption statistics. */
+export async function deviceStats(platformUrl: string, waId: string): Promise<{ decrypted: number; duplicates: number; key_reuse: number; failures: Record<string, number>; held: number }> {
+  const res = await fetch(`${platformUrl}/sim/devices/${waId}/stats`);
+  return (await res.json()) as never;
+}
+
+/** Polls `check` until it returns true (bounded): tests wait for the event, never a fixed sleep. */
+export async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { configureLogging } from '../../src/log.ts';
+import { buildApp } from '../../src/api/app.ts';
+import { startPlatform } from '../../src/platform/server.ts';
+import { createRouterContext, startWorkers, type RouterContext, type RunningWorkers } from '../../src/runtime/router.ts';
+import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
+import { deletePrefix, testPrefix, testRedisUrl } from './redis.ts';
+
+export { createDevice, deviceMessages, deviceStats, waitFor } from './devices.ts';
+
+/** Every log line written while the capture is on (tests scan them for canaries). */
+export const capturedLogs: string[] = [];
+
+/** Routes every logger created afterwards into {@link capturedLogs}. */
+export function captureLogs(): void {
+  configureLogging({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk, _enc, cb) {
+        capturedLogs.push(String(chunk));
+        cb();
+      },
+    }),
+  });
+}
+
+/** A whole Sealpost system in this process: platform, router (API + workers) and a webhook receiver. */
+export interface TestSystem {
+  config: Config;
+  redisUrl: string;
+  prefix: string;
+  masterKey: Buffer;
+  ctx: RouterContext;
+  workers?: RunningWorkers;
+  apiUrl: string;
+  platformUrl: string;
+  receiver: Awaited<ReturnType<typeof startWebhookReceiver>>;
+  business: { business_id: string; phone_number_id: string; display_phone_number: string; access_token: string; waba_id: string };
+  appSecret: string;
+  /** Environment for a child process that should join this system (e.g. `sealpost worker`). */
+  childEnv(): NodeJS.ProcessEnv;
+  close(): Promise<void>;
+}
+
+/** Starts a system with its own key prefix; `workers: false` leaves the workers to other processes. */
+export async function startSystem(opts: { workers?: boolean; env?: Record<string, string> } = {}): Promise<TestSystem> {
+  const redisUrl = testRedisUrl();
+  const prefix = testPrefix('sp');
+  const masterKey = randomBytes(32);
+  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_BUNDLE_RETRY_MS: '200', SEALPOST_WEBHOOK_BACKOFF_BASE_MS: '50', SEALPOST_WEBHOOK_BACKOFF_MAX_MS: '500', ...opts.env };
+  const config = loadConfig({ ...env, REDIS_URL: redisUrl });
+  const platform = await startPlatform({ host: '127.0.0.1', port: 0 });
+  const ctx = createRouterContext(config, redisUrl, masterKey, platform.url);
+  const workers = opts.workers === false ? undefined : startWorkers(ctx);
+  const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }) });
+  const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+  const appSecret = randomBytes(16).toString('hex');
+  const verifyToken = 'verify-me';
+  const receiver = await startWebhookReceiver({ port: 0, appSecret, verifyToken });
+  const business = await ctx.businesses.create({ name: 'Test Co', webhookUrl: receiver.url, appSecret, verifyToken });
+  return {
+    config, redisUrl, prefix, masterKey, ctx, workers, apiUrl, platformUrl: platform.url, receiver, business, appSecret,
+    childEnv: () => ({ ...process.env, ...env, REDIS_URL: redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }),
+    async close() {
+      await app.close();
+      await workers?.close();
+      await ctx.close();
+      await receiver.close();
+      await platform.close();
+      await deletePrefix(redisUrl, prefix);
+    },
+  };
+}
+
+/** Sends a text through the Cloud-API-compatible endpoint; returns the wamid. */
+export async function sendText(sys: TestSystem, to: string, body: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ messaging_product: 'whatsapp', recipient_type: 'individual', to, type: 'text', text: { body }, ...extra }),
+  });
+  const json = (await res.json()) as { messages?: { id: string }[]; error?: unknown };
+  if (res.status !== 200 || !json.messages?.[0]) throw new Error(`send failed: ${res.status} ${JSON.stringify(json)}`);
+  return json.messages[0].id;
+}
+

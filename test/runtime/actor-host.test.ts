@@ -1,0 +1,145 @@
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.ts';
+import { startPlatform } from '../../src/platform/server.ts';
+import { ActorHost, CommitConflictError, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
+import { conversationOfWamid } from '../../src/runtime/ids.ts';
+import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
+import { OutboundService } from '../../src/runtime/outbound-service.ts';
+import { TransportClient } from '../../src/runtime/transport-client.ts';
+import { TransportPuller } from '../../src/runtime/transport-puller.ts';
+import { BusinessStore } from '../../src/store/businesses.ts';
+import { Keys } from '../../src/store/keys.ts';
+import { DataKeys } from '../../src/store/sealer.ts';
+import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
+import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
+
+describe('actor host on real Redis, real libsignal and a real transport', () => {
+  let redis: Redis;
+  let prefix: string;
+  let keys: Keys;
+  let platform: Awaited<ReturnType<typeof startPlatform>>;
+  let wake: Queue<WakeJob>;
+  let host: ActorHost;
+  let outbound: OutboundService;
+  let puller: TransportPuller;
+  let transport: TransportClient;
+  let biz: Awaited<ReturnType<BusinessStore['create']>>;
+  const statuses: StatusUpdate[] = [];
+  const timers: { id: string; at: number }[] = [];
+  const log = createLogger('test', 'silent');
+
+  beforeEach(async () => {
+    prefix = testPrefix('host');
+    redis = new Redis(testRedisUrl());
+    keys = new Keys(prefix);
+    const dataKeys = new DataKeys(redis, keys, randomBytes(32));
+    const businesses = new BusinessStore(redis, keys, dataKeys);
+    platform = await startPlatform({ port: 0 });
+    transport = new TransportClient(platform.url);
+    wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
+    const mailboxes = new Mailboxes(redis, keys, wake);
+    const sinks: HostSinks = {
+      async statuses(_b, _p, updates) { statuses.push(...updates); },
+      async timer(_c, id, at) { timers.push({ id, at }); },
+    };
+    host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100 });
+    outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, 3600e3);
+    puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, log, 3600e3);
+    biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
+    statuses.length = 0;
+    timers.length = 0;
+  });
+
+  afterEach(async () => {
+    await wake.close();
+    await platform.close();
+    await deletePrefix(testRedisUrl(), prefix);
+    redis.disconnect();
+  });
+
+  const send = (waId: string, body: string) =>
+    outbound.accept({ businessId: biz.business_id, phoneNumberId: biz.phone_number_id, waId, message: { type: 'text', text: { body } } });
+
+  /** Pulls what the transport has for the router until `until` holds. */
+  async function pullUntil(until: () => boolean) {
+    await waitFor(async () => {
+      const events = await transport.pull(100, 200, 30_000);
+      if (events.length) await puller.handle(events);
+      return until();
+    }, 'transport events');
+  }
+
+  it('negotiates PQXDH through the directory, delivers, and switches to Whisper after the session ack', async () => {
+    const waId = await createDevice(platform.url, '+15557770001');
+    const { wamid } = await send(waId, 'first');
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    await waitFor(async () => (await deviceMessages(platform.url, waId)).length === 1, 'device shows the message');
+    expect((await deviceMessages(platform.url, waId))[0]).toMatchObject({ id: wamid, text: { body: 'first' }, arrivals: 1 });
+    await pullUntil(() => true);
+    await host.drain(conv);
+    expect(statuses.map((s) => [s.wamid, s.status])).toEqual([[wamid, 'sent'], [wamid, 'delivered']]);
+    expect(statuses[0]!.recipientId).toBe(waId);
+    // The device's encrypted session_ack has acknowledged the session: the next message is a Whisper message.
+    const second = await send(waId, 'second');
+    await host.drain(conv);
+    const trace = (await redis.lrange(keys.trace(conv), 0, -1)).map((l) => JSON.parse(l));
+    const encrypted = trace.filter((t) => t.event.type === 'ENCRYPTED').map((t) => [t.event.wamid, t.event.messageType]);
+    expect(encrypted).toEqual([[wamid, 3], [second.wamid, 2]]);
+    expect(trace.some((t) => t.event.type === 'SESSION_ACK')).toBe(true);
+  });
+
+  it('forgets a delivered message body and ciphertext, keeping no content', async () => {
+    const waId = await createDevice(platform.url, '+15557770002');
+    const { wamid } = await send(waId, 'forget me');
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    expect(await redis.hexists(keys.message(conv, wamid), 'ct')).toBe(1);
+    await pullUntil(() => true);
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toContain('delivered');
+    expect(await redis.hmget(keys.message(conv, wamid), 'c', 'ct', 'ty')).toEqual([null, null, null]);
+  });
+
+  it('fails the message with 131026 when the recipient has no device', async () => {
+    const { wamid } = await send('15550000000', 'nobody');
+    await host.drain(conversationOfWamid(wamid)!);
+    expect(statuses).toEqual([expect.objectContaining({ wamid, status: 'failed', errorCode: 131026 })]);
+  });
+
+  it('retries the bundle fetch through a durable timer when the transport is down', async () => {
+    const waId = await createDevice(platform.url, '+15557770003');
+    await fetch(`${platform.url}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ down_for_ms: 60_000 }) });
+    const { wamid } = await send(waId, 'later');
+    await host.drain(conversationOfWamid(wamid)!);
+    // GET /v1/keys is not behind the outage; the send is: the message waits for a resend timer.
+    expect(timers.length).toBe(1);
+  });
+
+  it('refuses to run a conversation whose lease another process holds, and fences a stale commit', async () => {
+    const waId = await createDevice(platform.url, '+15557770004');
+    const { wamid } = await send(waId, 'fenced');
+    const conv = conversationOfWamid(wamid)!;
+    await redis.set(keys.lease(conv), 'someone-else', 'PX', 5000);
+    await expect(host.drain(conv)).rejects.toBeInstanceOf(LeaseBusyError);
+    expect(await redis.llen(keys.mailbox(conv))).toBe(1); // nothing consumed
+    // A drain whose lease is taken over mid-flight commits nothing.
+    await redis.del(keys.lease(conv));
+    const originalSet = redis.set.bind(redis);
+    let stolen = false;
+    (host as unknown as { transport: TransportClient }).transport.fetchBundle = (async (addr: string) => {
+      if (!stolen) {
+        stolen = true;
+        await originalSet(keys.lease(conv), 'thief', 'PX', 5000);
+      }
+      return TransportClient.prototype.fetchBundle.call(transport, addr);
+    }) as TransportClient['fetchBundle'];
+    await expect(host.drain(conv)).rejects.toBeInstanceOf(CommitConflictError);
+    expect(await redis.llen(keys.mailbox(conv))).toBe(1);
+    expect(await redis.exists(keys.snapshot(conv))).toBe(0);
+    expect(await deviceMessages(platform.url, waId)).toEqual([]);
+  });
+});
