@@ -10,14 +10,19 @@ export type StatusName = 'sent' | 'delivered' | 'read' | 'failed';
 export type Command =
   /** Fetch the device's prekey bundle and build a session (PQXDH); answers BUNDLE_FETCHED or BUNDLE_FAILED. */
   | { type: 'bundle.fetch' }
-  /** Encrypt the stored message under the current session; answers ENCRYPTED or ENCRYPT_FAILED. */
-  | { type: 'message.encrypt'; wamid: string; seq: number }
+  /**
+   * Encrypt the stored message (or, with `skip`, a notice that `seq` will never come) under the current
+   * session; answers ENCRYPTED or ENCRYPT_FAILED.
+   */
+  | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true }
   /** Hand the stored ciphertext to the transport; answers TRANSPORT_ACCEPTED or TRANSPORT_REJECTED. */
   | { type: 'transport.send'; wamid: string }
   /** Tell the business about a status change (a signed webhook). */
   | { type: 'webhook.status'; wamid: string; status: StatusName; at: number; errorCode?: number }
   /** A durable timer: at `at` the host delivers `event` to this conversation. */
-  | { type: 'timer.schedule'; id: string; at: number; event: 'BUNDLE_RETRY_DUE' | 'RETRANSMIT_DUE'; wamid?: string }
+  | { type: 'timer.schedule'; id: string; at: number; event: 'BUNDLE_RETRY_DUE' | 'RETRANSMIT_DUE' }
+  /** The timer `id` is no longer needed. */
+  | { type: 'timer.cancel'; id: string }
   /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK (later: MESSAGE_RECEIVED) or DECRYPT_FAILED. */
   | { type: 'envelope.decrypt'; id: string }
   /** The message's content is no longer needed: delete its body and ciphertext, keep its status. */

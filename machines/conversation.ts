@@ -1,39 +1,63 @@
 import { assign, setup } from 'xstate';
 import type { Command, CommandBatch } from './commands.ts';
+import { derivedWamid, unitHash } from './ids.ts';
 
 /** Where one outbound message is in its life. */
 export type OutboundState = 'queued' | 'encrypting' | 'encrypted' | 'sent';
 
-/** An outbound message the conversation still owes its user (removed once delivered or failed). */
+/** An outbound message the conversation still owes its user (removed once delivered, read or failed). */
 export interface OutboundMessage {
   wamid: string;
   seq: number;
   state: OutboundState;
   acceptedAt: number;
+  /** When its TTL ends: not delivered by then, it fails with 131026. */
+  expiresAt: number;
+  /** How many times its ciphertext was handed to the transport. */
+  attempts: number;
+  /** When to hand it over again if no receipt came (null while waiting for the transport's answer). */
+  nextAttemptAt: number | null;
   /** Reported `sent` to the business already (statuses are monotonic). */
   sentReported: boolean;
+  /** A notice that seq `seq` failed, so the device stops holding later messages for it; no webhooks. */
+  skip?: true;
 }
 
-/** The conversation's context: ids and counters only, never content or phone numbers. */
+/** Timing settings, fixed when the conversation is created (they travel in the trace's input). */
+export interface ConversationSettings {
+  /** Base delay of the bundle-fetch backoff. */
+  retryBaseMs: number;
+  /** First retransmission delay; doubles per attempt, with ±20 % deterministic jitter. */
+  retransmitBaseMs: number;
+  retransmitMaxMs: number;
+  /** Default message TTL (the Cloud API's is 30 days). */
+  ttlMs: number;
+}
+
+/** The conversation's context: ids, times and counters only, never content or phone numbers. */
 export interface ConversationContext {
   conversationId: string;
   /** Sequence number the next accepted outbound message gets (the device shows messages in seq order). */
   nextSeq: number;
   messages: OutboundMessage[];
   bundleFailures: number;
-  /** Base delay of the bundle-fetch backoff. */
-  retryBaseMs: number;
+  /** The one pending retransmit/expiry timer of the conversation. */
+  timer: { id: string; at: number } | null;
+  settings: ConversationSettings;
 }
 
 /** Input when a conversation is created. */
 export interface ConversationInput {
   conversationId: string;
   retryBaseMs?: number;
+  retransmitBaseMs?: number;
+  retransmitMaxMs?: number;
+  ttlMs?: number;
 }
 
 /** Events delivered to a conversation; `at` is the time (ms) the host observed it. */
 export type ConversationEvent =
-  | { type: 'SEND'; wamid: string; at: number }
+  | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
   | { type: 'BUNDLE_FETCHED'; at: number; identityChanged?: boolean }
   | { type: 'BUNDLE_FAILED'; at: number; reason: 'unknown_recipient' | 'unavailable' | 'bad_bundle' }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
@@ -41,7 +65,7 @@ export type ConversationEvent =
   | { type: 'ENCRYPT_FAILED'; wamid: string; at: number; reason: string }
   | { type: 'TRANSPORT_ACCEPTED'; wamid: string; at: number }
   | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'unknown_recipient' | 'unavailable' }
-  | { type: 'RETRANSMIT_DUE'; wamid: string; at: number }
+  | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'DELIVERED'; wamid: string; at: number }
   | { type: 'READ'; wamid: string; at: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number }
@@ -51,99 +75,133 @@ export type ConversationEvent =
 /** Cloud API code for an undeliverable message. */
 export const UNDELIVERABLE = 131026;
 
+const DAY = 86_400_000;
 const MAX_BUNDLE_BACKOFF_MS = 10 * 60_000;
 
 type Ctx = ConversationContext;
 type Ev = ConversationEvent;
 type Args = { context: Ctx; event: Ev };
+type Msg = OutboundMessage;
 
 const wamidOf = (e: Ev): string => ('wamid' in e ? e.wamid : '');
 const find = (c: Ctx, wamid: string) => c.messages.find((m) => m.wamid === wamid);
-const setState = (c: Ctx, pred: (m: OutboundMessage) => boolean, state: OutboundState) =>
-  c.messages.map((m) => (pred(m) ? { ...m, state } : m));
+const update = (c: Ctx, pred: (m: Msg) => boolean, patch: (m: Msg) => Partial<Msg>) =>
+  c.messages.map((m) => (pred(m) ? { ...m, ...patch(m) } : m));
+const isExpired = (m: Msg, at: number) => at >= m.expiresAt;
+const isInFlight = (m: Msg | undefined) => m?.state === 'encrypted' || m?.state === 'sent';
+
+/** Exponential retransmission backoff with a deterministic ±20 % jitter per (message, attempt). */
+function backoff(c: Ctx, m: Msg): number {
+  const s = c.settings;
+  const base = Math.min(s.retransmitBaseMs * 2 ** Math.max(0, m.attempts - 1), s.retransmitMaxMs);
+  return Math.round(base * (0.8 + 0.4 * unitHash(`${m.wamid}:${m.attempts}`)));
+}
+
+/** When the conversation next needs waking: the earliest retransmission or expiry of what it still owes. */
+function nextWake(c: Ctx): number | null {
+  let at: number | null = null;
+  for (const m of c.messages) {
+    const t = Math.min(m.nextAttemptAt ?? Infinity, m.expiresAt);
+    if (at === null || t < at) at = t;
+  }
+  return at;
+}
 
 // ---- command builders (pure functions of context and event) -----------------------------------
 
-function encryptQueued({ context }: Args): CommandBatch {
-  return {
-    list: context.messages
-      .filter((m) => m.state === 'queued')
-      .map((m): Command => ({ type: 'message.encrypt', wamid: m.wamid, seq: m.seq })),
-  };
-}
+const encrypt = (m: Msg): Command => ({ type: 'message.encrypt', wamid: m.wamid, seq: m.seq, ...(m.skip ? { skip: true as const } : {}) });
 
-function encryptNew({ context, event }: Args): CommandBatch {
-  const m = find(context, wamidOf(event));
-  return { list: m ? [{ type: 'message.encrypt', wamid: m.wamid, seq: m.seq }] : [] };
+function encryptQueued({ context }: Args): CommandBatch {
+  return { list: context.messages.filter((m) => m.state === 'queued').map(encrypt) };
 }
 
 function sendOne({ event }: Args): CommandBatch {
   return { list: [{ type: 'transport.send', wamid: wamidOf(event) }] };
 }
 
-function reportSent({ event }: Args): CommandBatch {
-  return { list: [{ type: 'webhook.status', wamid: wamidOf(event), status: 'sent', at: event.at }] };
+function reportSent({ context, event }: Args): CommandBatch {
+  const m = find(context, wamidOf(event));
+  if (!m || m.sentReported || m.skip) return { list: [] };
+  return { list: [{ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at }] };
 }
 
 function reportDelivered({ context, event }: Args): CommandBatch {
   const m = find(context, wamidOf(event));
+  if (!m) return { list: [] };
   const list: Command[] = [];
-  if (m && !m.sentReported) list.push({ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at });
-  list.push({ type: 'webhook.status', wamid: wamidOf(event), status: 'delivered', at: event.at });
-  list.push({ type: 'message.forget', wamid: wamidOf(event) });
+  if (!m.skip) {
+    if (!m.sentReported) list.push({ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at });
+    list.push({ type: 'webhook.status', wamid: m.wamid, status: 'delivered', at: event.at });
+  }
+  list.push({ type: 'message.forget', wamid: m.wamid });
   return { list };
 }
 
 function reportRead({ context, event }: Args): CommandBatch {
   // Read implies delivered: an outstanding message is reported delivered first, so statuses stay monotonic.
-  const list: Command[] = find(context, wamidOf(event)) ? reportDelivered({ context, event }).list : [];
+  const list = reportDelivered({ context, event }).list;
   list.push({ type: 'webhook.status', wamid: wamidOf(event), status: 'read', at: event.at });
   return { list };
 }
 
-function failAllQueued({ context, event }: Args): CommandBatch {
-  return {
-    list: context.messages
-      .filter((m) => m.state === 'queued')
-      .flatMap((m): Command[] => [
-        { type: 'webhook.status', wamid: m.wamid, status: 'failed', at: event.at, errorCode: UNDELIVERABLE },
-        { type: 'message.forget', wamid: m.wamid },
-      ]),
-  };
+const failure = (m: Msg, at: number): Command[] => [
+  ...(m.skip ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: UNDELIVERABLE } as Command]),
+  { type: 'message.forget', wamid: m.wamid },
+];
+
+function failQueued({ context, event }: Args): CommandBatch {
+  return { list: context.messages.filter((m) => m.state === 'queued').flatMap((m) => failure(m, event.at)) };
 }
 
-function failOne({ event }: Args): CommandBatch {
-  return {
-    list: [
-      { type: 'webhook.status', wamid: wamidOf(event), status: 'failed', at: event.at, errorCode: UNDELIVERABLE },
-      { type: 'message.forget', wamid: wamidOf(event) },
-    ],
-  };
+function failOne({ context, event }: Args): CommandBatch {
+  const m = find(context, wamidOf(event));
+  return { list: m ? failure(m, event.at) : [] };
+}
+
+/** On a retransmit/expiry wake: fail what expired, hand over again what is due. */
+function retransmitDue({ context, event }: Args): CommandBatch {
+  const list: Command[] = [];
+  for (const m of context.messages) {
+    if (isExpired(m, event.at)) list.push(...failure(m, event.at));
+    else if (m.state === 'sent' && m.nextAttemptAt !== null && m.nextAttemptAt <= event.at) list.push({ type: 'transport.send', wamid: m.wamid });
+    else if (m.state === 'encrypted' && m.nextAttemptAt !== null && m.nextAttemptAt <= event.at) list.push({ type: 'transport.send', wamid: m.wamid });
+  }
+  return { list };
+}
+
+function planTimer({ context }: Args): CommandBatch {
+  const at = nextWake(context);
+  const list: Command[] = [];
+  if (at === null) {
+    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
+  } else if (!context.timer || context.timer.at > at) {
+    // An earlier timer is not cancelled when a later one suffices: it fires, finds nothing due, and replans.
+    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
+    list.push({ type: 'timer.schedule', id: `rt:${at}`, at, event: 'RETRANSMIT_DUE' });
+  }
+  return { list };
+}
+
+function scheduleBundleRetry({ context, event }: Args): CommandBatch {
+  const delay = Math.min(context.settings.retryBaseMs * 2 ** Math.max(0, context.bundleFailures - 1), MAX_BUNDLE_BACKOFF_MS);
+  return { list: [{ type: 'timer.schedule', id: `bundle:${event.at}`, at: event.at + delay, event: 'BUNDLE_RETRY_DUE' }] };
 }
 
 function decryptEnvelope({ event }: Args): CommandBatch {
   return { list: event.type === 'ENVELOPE' ? [{ type: 'envelope.decrypt', id: event.id }] : [] };
 }
 
-function scheduleBundleRetry({ context, event }: Args): CommandBatch {
-  const delay = Math.min(context.retryBaseMs * 2 ** Math.max(0, context.bundleFailures - 1), MAX_BUNDLE_BACKOFF_MS);
-  return { list: [{ type: 'timer.schedule', id: `bundle:${context.bundleFailures}`, at: event.at + delay, event: 'BUNDLE_RETRY_DUE' }] };
-}
-
-function scheduleResend({ context, event }: Args): CommandBatch {
-  const delay = Math.min(context.retryBaseMs, MAX_BUNDLE_BACKOFF_MS);
-  const wamid = wamidOf(event);
-  return { list: [{ type: 'timer.schedule', id: `resend:${wamid}:${event.at}`, at: event.at + delay, event: 'RETRANSMIT_DUE', wamid }] };
-}
+const FETCH: CommandBatch = { list: [{ type: 'bundle.fetch' }] };
 
 /**
- * One conversation (business phone number × user device): key negotiation, send, acknowledgement.
- * Pure: time and ids arrive in events; side effects leave as commands (the `emitCommands` action's params).
+ * One conversation (business phone number × user device): key negotiation, send, retransmission until the
+ * device acknowledges, TTL expiry. Pure: time and ids arrive in events; side effects leave as commands (the
+ * `emitCommands` action's params), timers included: nothing here uses XState's in-memory `after`.
  *
  * @example
  * const [s0] = initialTransition(conversationMachine, { conversationId: 'c1' });
  * const [s1, actions] = transition(conversationMachine, s0, { type: 'SEND', wamid: 'wamid.1', at: 0 });
- * // s1.value === 'negotiating'; actions carry [{ type: 'bundle.fetch' }]
+ * // s1.value === 'negotiating'; actions carry [{ type: 'bundle.fetch' }, { type: 'timer.schedule', ... }]
  */
 export const conversationMachine = setup({
   types: {
@@ -154,10 +212,10 @@ export const conversationMachine = setup({
   guards: {
     isNewMessage: ({ context, event }) => !find(context, wamidOf(event)),
     isEncrypting: ({ context, event }) => find(context, wamidOf(event))?.state === 'encrypting',
-    isAwaitingTransport: ({ context, event }) => find(context, wamidOf(event))?.state === 'encrypted',
+    isInFlight: ({ context, event }) => isInFlight(find(context, wamidOf(event))),
     isOutstanding: ({ context, event }) => !!find(context, wamidOf(event)),
-    isUnsent: ({ context, event }) => ['encrypted', 'sent'].includes(find(context, wamidOf(event))?.state ?? ''),
     recipientUnknown: ({ event }) => 'reason' in event && event.reason === 'unknown_recipient',
+    hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
   },
   actions: {
     /** The transition's commands; the host executes them (a no-op inside the machine). */
@@ -166,21 +224,59 @@ export const conversationMachine = setup({
       nextSeq: ({ context }) => context.nextSeq + 1,
       messages: ({ context, event }) => [
         ...context.messages,
-        { wamid: wamidOf(event), seq: context.nextSeq, state: 'queued' as const, acceptedAt: event.at, sentReported: false },
+        {
+          wamid: wamidOf(event), seq: context.nextSeq, state: 'queued' as const, acceptedAt: event.at,
+          expiresAt: event.at + (event.type === 'SEND' && event.ttlMs ? event.ttlMs : context.settings.ttlMs),
+          attempts: 0, nextAttemptAt: null, sentReported: false,
+        },
       ],
     }),
-    markEncrypting: assign({ messages: ({ context, event }) => setState(context, (m) => m.wamid === wamidOf(event), 'encrypting') }),
-    markAllQueuedEncrypting: assign({ messages: ({ context }) => setState(context, (m) => m.state === 'queued', 'encrypting') }),
-    markEncrypted: assign({ messages: ({ context, event }) => setState(context, (m) => m.wamid === wamidOf(event), 'encrypted') }),
+    markQueuedEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'queued', () => ({ state: 'encrypting' })) }),
+    markEncrypted: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ state: 'encrypted' })) }),
     markSent: assign({
-      messages: ({ context, event }) =>
-        context.messages.map((m) => (m.wamid === wamidOf(event) ? { ...m, state: 'sent' as const, sentReported: true } : m)),
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => {
+        const sent = { ...m, state: 'sent' as const, sentReported: !m.skip, attempts: m.attempts + 1 };
+        return { ...sent, nextAttemptAt: event.at + backoff(context, sent) };
+      }),
     }),
-    requeueEncrypting: assign({ messages: ({ context }) => setState(context, (m) => m.state === 'encrypting', 'queued') }),
+    markRetryLater: assign({
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({
+        attempts: m.attempts + 1, nextAttemptAt: event.at + backoff(context, { ...m, attempts: m.attempts + 1 }),
+      })),
+    }),
+    markDueInFlight: assign({
+      // Handed over again: wait for the transport's answer before planning the next attempt.
+      messages: ({ context, event }) => update(context, (m) => !isExpired(m, event.at) && isInFlight(m) && m.nextAttemptAt !== null && m.nextAttemptAt <= event.at,
+        () => ({ nextAttemptAt: null })),
+    }),
+    expire: assign({
+      // Expired messages leave; each one the device may be waiting for is replaced by a skip notice.
+      messages: ({ context, event }) => {
+        const kept = context.messages.filter((m) => !isExpired(m, event.at));
+        const notices = context.messages
+          .filter((m) => isExpired(m, event.at) && !m.skip)
+          .map((m): Msg => ({
+            wamid: derivedWamid(context.conversationId, `skip:${m.wamid}`), seq: m.seq, state: 'queued', acceptedAt: event.at,
+            expiresAt: event.at + context.settings.ttlMs, attempts: 0, nextAttemptAt: null, sentReported: false, skip: true,
+          }));
+        return [...kept, ...notices];
+      },
+    }),
+    requeueEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'encrypting', () => ({ state: 'queued' })) }),
     remove: assign({ messages: ({ context, event }) => context.messages.filter((m) => m.wamid !== wamidOf(event)) }),
     removeQueued: assign({ messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued') }),
     countBundleFailure: assign({ bundleFailures: ({ context }) => context.bundleFailures + 1 }),
     resetBundleFailures: assign({ bundleFailures: 0 }),
+    clearFiredTimer: assign({
+      timer: ({ context, event }) => (event.type === 'RETRANSMIT_DUE' && context.timer && (!event.timerId || event.timerId === context.timer.id) ? null : context.timer),
+    }),
+    replan: assign({
+      timer: ({ context }) => {
+        const at = nextWake(context);
+        if (at === null) return null;
+        return !context.timer || context.timer.at > at ? { id: `rt:${at}`, at } : context.timer;
+      },
+    }),
   },
 }).createMachine({
   id: 'conversation',
@@ -189,19 +285,28 @@ export const conversationMachine = setup({
     nextSeq: 1,
     messages: [],
     bundleFailures: 0,
-    retryBaseMs: input.retryBaseMs ?? 5000,
+    timer: null,
+    settings: {
+      retryBaseMs: input.retryBaseMs ?? 5000,
+      retransmitBaseMs: input.retransmitBaseMs ?? 5000,
+      retransmitMaxMs: input.retransmitMaxMs ?? 15 * 60_000,
+      ttlMs: input.ttlMs ?? 30 * DAY,
+    },
   }),
   initial: 'noSession',
-  // Receipts and transport results are handled the same whatever the session state.
+  // Receipts, transport answers and timers are handled the same whatever the session state. Every change to
+  // what the conversation owes ends with `plan` (emit the timer commands) and `replan` (remember the timer).
   on: {
-    DELIVERED: { guard: 'isOutstanding', actions: [{ type: 'emitCommands', params: reportDelivered }, 'remove'] },
-    READ: { actions: [{ type: 'emitCommands', params: reportRead }, 'remove'] },
-    TRANSPORT_ACCEPTED: { guard: 'isAwaitingTransport', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent'] },
+    DELIVERED: { guard: 'isOutstanding', actions: [{ type: 'emitCommands', params: reportDelivered }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    READ: { actions: [{ type: 'emitCommands', params: reportRead }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    TRANSPORT_ACCEPTED: { guard: 'isInFlight', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent', { type: 'emitCommands', params: planTimer }, 'replan'] },
     TRANSPORT_REJECTED: [
-      { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'remove'] },
-      { guard: 'isAwaitingTransport', actions: [{ type: 'emitCommands', params: scheduleResend }] },
+      { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'isInFlight', actions: ['markRetryLater', { type: 'emitCommands', params: planTimer }, 'replan'] },
     ],
-    RETRANSMIT_DUE: { guard: 'isUnsent', actions: [{ type: 'emitCommands', params: sendOne }] },
+    RETRANSMIT_DUE: {
+      actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'],
+    },
     ENCRYPTED: { guard: 'isEncrypting', actions: ['markEncrypted', { type: 'emitCommands', params: sendOne }] },
     ENVELOPE: { actions: { type: 'emitCommands', params: decryptEnvelope } },
     SESSION_ACK: {},
@@ -210,20 +315,24 @@ export const conversationMachine = setup({
   states: {
     noSession: {
       on: {
-        SEND: { guard: 'isNewMessage', target: 'negotiating', actions: ['enqueue', { type: 'emitCommands', params: { list: [{ type: 'bundle.fetch' }] } }] },
-        BUNDLE_RETRY_DUE: { target: 'negotiating', actions: { type: 'emitCommands', params: { list: [{ type: 'bundle.fetch' }] } } },
+        SEND: { guard: 'isNewMessage', target: 'negotiating', actions: ['enqueue', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+        BUNDLE_RETRY_DUE: { guard: 'hasQueued', target: 'negotiating', actions: { type: 'emitCommands', params: FETCH } },
+        RETRANSMIT_DUE: {
+          guard: 'hasQueued', target: 'negotiating',
+          actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'],
+        },
         ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
       },
     },
     negotiating: {
       on: {
-        SEND: { guard: 'isNewMessage', actions: 'enqueue' },
+        SEND: { guard: 'isNewMessage', actions: ['enqueue', { type: 'emitCommands', params: planTimer }, 'replan'] },
         BUNDLE_FETCHED: {
           target: 'established',
-          actions: ['resetBundleFailures', { type: 'emitCommands', params: encryptQueued }, 'markAllQueuedEncrypting'],
+          actions: ['resetBundleFailures', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting'],
         },
         BUNDLE_FAILED: [
-          { guard: 'recipientUnknown', target: 'noSession', actions: [{ type: 'emitCommands', params: failAllQueued }, 'removeQueued'] },
+          { guard: 'recipientUnknown', target: 'noSession', actions: [{ type: 'emitCommands', params: failQueued }, 'removeQueued', { type: 'emitCommands', params: planTimer }, 'replan'] },
           { target: 'noSession', actions: ['countBundleFailure', { type: 'emitCommands', params: scheduleBundleRetry }] },
         ],
         ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
@@ -231,10 +340,14 @@ export const conversationMachine = setup({
     },
     established: {
       on: {
-        SEND: { guard: 'isNewMessage', actions: ['enqueue', { type: 'emitCommands', params: encryptNew }, 'markEncrypting'] },
+        SEND: { guard: 'isNewMessage', actions: ['enqueue', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
+        RETRANSMIT_DUE: {
+          actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
+            { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'],
+        },
         ENCRYPT_FAILED: {
           target: 'negotiating',
-          actions: ['requeueEncrypting', { type: 'emitCommands', params: { list: [{ type: 'bundle.fetch' }] } }],
+          actions: ['requeueEncrypting', { type: 'emitCommands', params: FETCH }],
         },
       },
     },

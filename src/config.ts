@@ -46,6 +46,8 @@ const schema = z.object({
   webhookMaxAgeMs: duration.default(7 * 86400e3),
   webhookTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   bundleRetryMs: z.coerce.number().int().min(1).default(5000),
+  retransmitBaseMs: z.coerce.number().int().min(1).default(5000),
+  retransmitMaxMs: z.coerce.number().int().min(1).default(15 * 60_000),
 });
 
 /** The validated configuration: read once at start; nothing else reads `process.env`. */
@@ -95,6 +97,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     webhookMaxAgeMs: env.SEALPOST_WEBHOOK_MAX_AGE,
     webhookTimeoutMs: env.SEALPOST_WEBHOOK_TIMEOUT_MS,
     bundleRetryMs: env.SEALPOST_BUNDLE_RETRY_MS,
+    retransmitBaseMs: env.SEALPOST_RETRANSMIT_BASE_MS,
+    retransmitMaxMs: env.SEALPOST_RETRANSMIT_MAX_MS,
   };
   const parsed = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && v !== '')));
   if (!parsed.success) {

@@ -8,10 +8,12 @@ export interface TimerJob {
   event: MailboxEvent;
 }
 
+const jobIdOf = (conversationId: string, timerId: string) => `${conversationId}-${timerId.replace(/:/g, '_')}`;
+
 /** Adds a timer as a delayed job; the id makes a replayed schedule a no-op. */
 export async function scheduleTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void> {
   await queue.add('timer', { conversationId, event }, {
-    jobId: `${conversationId}-${timerId.replace(/:/g, '_')}`,
+    jobId: jobIdOf(conversationId, timerId),
     delay: Math.max(0, at - Date.now()),
     removeOnComplete: true,
     removeOnFail: 1000,
@@ -36,4 +38,9 @@ export function startTimerWorker(opts: {
   );
   worker.on('error', (err) => opts.log.error({ err: err.message }, 'timer worker error'));
   return worker;
+}
+
+/** Removes a timer's delayed job; one that already ran (or never existed) is fine. */
+export async function cancelTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string): Promise<void> {
+  await queue.remove(jobIdOf(conversationId, timerId));
 }

@@ -33,12 +33,16 @@ export interface HostSinks {
   statuses(businessId: string, phoneNumberId: string, updates: StatusUpdate[], jobId: string): Promise<void>;
   /** Schedules a durable timer that posts `event` to the conversation's mailbox at `at`. */
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
+  /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
+  cancelTimer(conversationId: string, timerId: string): Promise<void>;
 }
 
 /** Settings of the actor host. */
 export interface HostOptions {
   retentionMs: number;
   bundleRetryMs: number;
+  retransmitBaseMs: number;
+  retransmitMaxMs: number;
   leaseMs?: number;
   batchSize?: number;
   traceMax?: number;
@@ -172,7 +176,13 @@ export class ActorHost {
   }
 
   private inputOf(conversationId: string): ConversationInput {
-    return { conversationId, retryBaseMs: this.opts.bundleRetryMs };
+    return {
+      conversationId,
+      retryBaseMs: this.opts.bundleRetryMs,
+      retransmitBaseMs: this.opts.retransmitBaseMs,
+      retransmitMaxMs: this.opts.retransmitMaxMs,
+      ttlMs: Math.min(this.opts.retentionMs, 30 * 86_400_000),
+    };
   }
 
   private async load(id: string): Promise<Loaded | null> {
@@ -263,7 +273,7 @@ export class ActorHost {
             results.push(await this.fetchBundle(c, event.at));
             break;
           case 'message.encrypt':
-            results.push(await this.encrypt(c, cmd.wamid, cmd.seq, event.at, rowOp(cmd.wamid)));
+            results.push(await this.encrypt(c, cmd.wamid, cmd.seq, !!cmd.skip, event.at, rowOp(cmd.wamid)));
             break;
           case 'envelope.decrypt':
             results.push(await this.decrypt(c, cmd.id, event.at));
@@ -298,12 +308,17 @@ export class ActorHost {
     }
   }
 
-  private async encrypt(c: Loaded, wamid: string, seq: number, at: number, op: RowOp): Promise<ConversationEvent> {
-    const rowKey = this.keys.message(c.id, wamid);
-    const sealed = await this.redis.hget(rowKey, 'c');
-    if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
-    const stored = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as { message: Record<string, unknown> & { type: string }; ts: string };
-    const plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
+  private async encrypt(c: Loaded, wamid: string, seq: number, skip: boolean, at: number, op: RowOp): Promise<ConversationEvent> {
+    let plaintext: Uint8Array;
+    if (skip) {
+      plaintext = encodeContent({ v: 1, kind: 'skip', seq });
+    } else {
+      const rowKey = this.keys.message(c.id, wamid);
+      const sealed = await this.redis.hget(rowKey, 'c');
+      if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
+      const stored = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as { message: Record<string, unknown> & { type: string }; ts: string };
+      plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
+    }
     try {
       const ct = await c.crypto.encrypt(plaintext, new Date(at));
       const body = Buffer.from(ct.body).toString('base64');
@@ -387,9 +402,11 @@ export class ActorHost {
         });
       } else if (cmd.type === 'timer.schedule') {
         const event: MailboxEvent = cmd.event === 'RETRANSMIT_DUE'
-          ? { type: 'RETRANSMIT_DUE', wamid: cmd.wamid ?? '', at: cmd.at }
+          ? { type: 'RETRANSMIT_DUE', at: cmd.at, timerId: cmd.id }
           : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
         await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+      } else if (cmd.type === 'timer.cancel') {
+        await this.sinks.cancelTimer(c.id, cmd.id);
       }
     }
     if (statuses.length) {

@@ -4,11 +4,11 @@ import type { Keys } from '../store/keys.ts';
 
 /** An event as it waits in a conversation's mailbox (the host turns it into a machine event). */
 export type MailboxEvent =
-  | { type: 'SEND'; wamid: string; at: number }
+  | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
   | { type: 'DELIVERED' | 'READ'; wamid: string; at: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
-  | { type: 'RETRANSMIT_DUE'; wamid: string; at: number };
+  | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string };
 
 /** Job data of a wake-up job: only the conversation id. */
 export interface WakeJob {

@@ -43,7 +43,7 @@ export class OutboundService implements OutboundPort {
       at: String(now),
     };
     if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
-    const event: MailboxEvent = { type: 'SEND', wamid, at: now };
+    const event: MailboxEvent = { type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) };
     const keepMs = retention + 86_400_000;
     await this.redis
       .multi()

@@ -12,7 +12,7 @@ import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
 import { TransportPuller } from './transport-puller.ts';
-import { scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
+import { cancelTimer, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, enqueueWebhook, startWebhookWorker, type WebhookJob } from '../../workers/webhook.ts';
 import { statusValue } from '../webhook/envelope.ts';
@@ -70,6 +70,9 @@ function sinksFor(ctx: RouterContext): HostSinks {
     async timer(conversationId, timerId, at, event) {
       await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);
     },
+    async cancelTimer(conversationId, timerId) {
+      await cancelTimer(ctx.queues.timers, conversationId, timerId);
+    },
   };
 }
 
@@ -88,6 +91,8 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const host = new ActorHost(ctx.redis, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
     retentionMs: config.retentionMs,
     bundleRetryMs: config.bundleRetryMs,
+    retransmitBaseMs: config.retransmitBaseMs,
+    retransmitMaxMs: config.retransmitMaxMs,
   });
   const conversations = startConversationWorker({
     connection, prefix, queueName: keys.queueName('conversations'), host, mailboxes: ctx.mailboxes,
@@ -96,7 +101,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
   const webhooks = startWebhookWorker({
     connection, prefix, queueName: keys.queueName('webhooks'),
-    resolveTarget: (businessId, phoneNumberId) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
+    resolveTarget: (businessId: string, phoneNumberId: string) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
     concurrency: config.webhookConcurrency,
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
     timeoutMs: config.webhookTimeoutMs,

@@ -29,6 +29,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let biz: Awaited<ReturnType<BusinessStore['create']>>;
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
+  const cancelled: string[] = [];
   const log = createLogger('test', 'silent');
 
   beforeEach(async () => {
@@ -44,13 +45,15 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const sinks: HostSinks = {
       async statuses(_b, _p, updates) { statuses.push(...updates); },
       async timer(_c, id, at) { timers.push({ id, at }); },
+      async cancelTimer(_c, id) { cancelled.push(id); },
     };
-    host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100 });
+    host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
     outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, 3600e3);
     puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, log, 3600e3);
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
     statuses.length = 0;
     timers.length = 0;
+    cancelled.length = 0;
   });
 
   afterEach(async () => {
@@ -115,8 +118,9 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     await fetch(`${platform.url}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ down_for_ms: 60_000 }) });
     const { wamid } = await send(waId, 'later');
     await host.drain(conversationOfWamid(wamid)!);
-    // GET /v1/keys is not behind the outage; the send is: the message waits for a resend timer.
-    expect(timers.length).toBe(1);
+    // GET /v1/keys is not behind the outage; the send is: the message waits for a retransmit timer.
+    expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/), expect.stringMatching(/^rt:/)]);
+    expect(statuses).toEqual([]);
   });
 
   it('refuses to run a conversation whose lease another process holds, and fences a stale commit', async () => {
