@@ -1,0 +1,73 @@
+/** Cloud API webhook payloads: the envelope and the status objects inside it. */
+
+/** A status change as the runtime reports it. */
+export interface StatusInput {
+  wamid: string;
+  status: 'sent' | 'delivered' | 'read' | 'failed';
+  /** ms since the epoch. */
+  at: number;
+  recipientId: string;
+  bizOpaqueCallbackData?: string;
+  errorCode?: number;
+}
+
+/** One `value` of a `messages` change, without the metadata (added at delivery time). */
+export interface ChangeValue {
+  statuses?: Record<string, unknown>[];
+  messages?: Record<string, unknown>[];
+  contacts?: Record<string, unknown>[];
+  errors?: Record<string, unknown>[];
+}
+
+/** Who the webhook is about: the business account and the number. */
+export interface EnvelopeTarget {
+  wabaId: string;
+  displayPhoneNumber: string;
+  phoneNumberId: string;
+}
+
+const ERRORS: Record<number, { title: string; details: string }> = {
+  131026: { title: 'Message undeliverable', details: 'Message could not be delivered to the recipient before its time-to-live ran out.' },
+  131047: { title: 'Re-engagement message', details: 'More than 24 hours have passed since the recipient last replied to the sender number.' },
+  131048: { title: 'Spam rate limit hit', details: 'Message failed to send because there are restrictions on how many messages can be sent from this phone number.' },
+  131049: { title: 'This message was not delivered to maintain healthy ecosystem engagement.', details: 'In order to maintain a healthy ecosystem engagement, the message failed to be delivered.' },
+  368: { title: 'Temporarily blocked for policies violations', details: 'The WhatsApp Business Account is restricted from messaging users.' },
+};
+
+/** The Cloud API `errors[]` entry of a failed status. */
+export function statusError(code: number): Record<string, unknown> {
+  const e = ERRORS[code] ?? { title: 'Unknown error', details: 'Message failed to send.' };
+  return { code, title: e.title, message: e.title, error_data: { details: e.details }, href: '/documentation/business-messaging/whatsapp/support/error-codes' };
+}
+
+/** A `value` carrying status objects, in the order given. */
+export function statusValue(updates: StatusInput[]): ChangeValue {
+  return {
+    statuses: updates.map((u) => ({
+      id: u.wamid,
+      status: u.status,
+      timestamp: String(Math.floor(u.at / 1000)),
+      recipient_id: u.recipientId,
+      ...(u.bizOpaqueCallbackData !== undefined ? { biz_opaque_callback_data: u.bizOpaqueCallbackData } : {}),
+      ...(u.errorCode ? { errors: [statusError(u.errorCode)] } : {}),
+    })),
+  };
+}
+
+/** The full webhook envelope for one business number. */
+export function buildEnvelope(target: EnvelopeTarget, values: ChangeValue[]): Record<string, unknown> {
+  return {
+    object: 'whatsapp_business_account',
+    entry: [{
+      id: target.wabaId,
+      changes: values.map((v) => ({
+        field: 'messages',
+        value: {
+          messaging_product: 'whatsapp',
+          metadata: { display_phone_number: target.displayPhoneNumber, phone_number_id: target.phoneNumberId },
+          ...v,
+        },
+      })),
+    }],
+  };
+}

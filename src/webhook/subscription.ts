@@ -1,0 +1,27 @@
+import { randomBytes } from 'node:crypto';
+
+/** The outcome of a subscription check. */
+export type SubscriptionCheck = { ok: true } | { ok: false; reason: string };
+
+/**
+ * The Cloud API's subscription check: GET `url?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`;
+ * success only on HTTP 200 whose body is exactly the challenge.
+ */
+export async function verifySubscription(url: string, verifyToken: string, opts: { timeoutMs?: number } = {}): Promise<SubscriptionCheck> {
+  const challenge = randomBytes(12).toString('hex');
+  const u = new URL(url);
+  u.searchParams.set('hub.mode', 'subscribe');
+  u.searchParams.set('hub.verify_token', verifyToken);
+  u.searchParams.set('hub.challenge', challenge);
+  let res: Response;
+  try {
+    res = await fetch(u, { signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
+  } catch (e) {
+    const cause = (e as Error & { cause?: Error }).cause;
+    return { ok: false, reason: `${u.origin} unreachable: ${cause?.message ?? (e as Error).message}` };
+  }
+  const body = await res.text();
+  if (res.status !== 200) return { ok: false, reason: `${u.origin} answered HTTP ${res.status} (needs 200)` };
+  if (body !== challenge) return { ok: false, reason: `${u.origin} answered 200 without echoing hub.challenge` };
+  return { ok: true };
+}
