@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -29,8 +29,8 @@ export interface StatusUpdate {
 
 /** Where the host sends what leaves the conversation besides the transport. */
 export interface HostSinks {
-  /** Queues status webhooks (idempotent by `jobId`). */
-  statuses(businessId: string, phoneNumberId: string, updates: StatusUpdate[], jobId: string): Promise<void>;
+  /** Queues status webhooks, in order, behind the business's earlier updates. */
+  statuses(businessId: string, phoneNumberId: string, updates: StatusUpdate[]): Promise<void>;
   /** Schedules a durable timer that posts `event` to the conversation's mailbox at `at`. */
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
   /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
@@ -409,10 +409,7 @@ export class ActorHost {
         await this.sinks.cancelTimer(c.id, cmd.id);
       }
     }
-    if (statuses.length) {
-      const jobId = `${c.id}-${statuses.map((s) => `${s.wamid}:${s.status}`).join(',')}`;
-      await this.sinks.statuses(c.meta.businessId, c.meta.phoneNumberId, statuses, hashId(jobId));
-    }
+    if (statuses.length) await this.sinks.statuses(c.meta.businessId, c.meta.phoneNumberId, statuses);
     if (sends.length) {
       try {
         const { unknown } = await this.transport.send(sends);
@@ -444,9 +441,4 @@ export class ActorHost {
     const sealed = await this.redis.hget(rowKey, 'bo');
     return sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined;
   }
-}
-
-/** A stable, short BullMQ job id for a set of status updates (a replayed outbox adds no duplicate job). */
-function hashId(s: string): string {
-  return `st-${createHash('sha256').update(s).digest('hex').slice(0, 40)}`;
 }

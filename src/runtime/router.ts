@@ -14,7 +14,7 @@ import { TransportClient } from './transport-client.ts';
 import { TransportPuller } from './transport-puller.ts';
 import { cancelTimer, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
-import { createWebhookQueue, enqueueWebhook, startWebhookWorker, type WebhookJob } from '../../workers/webhook.ts';
+import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
 import { statusValue } from '../webhook/envelope.ts';
 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
@@ -26,6 +26,7 @@ export interface RouterContext {
   dataKeys: DataKeys;
   businesses: BusinessStore;
   mailboxes: Mailboxes;
+  webhooks: WebhookOutbox;
   outbound: OutboundService;
   transport: TransportClient;
   queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob> };
@@ -50,10 +51,11 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
   };
   const mailboxes = new Mailboxes(redis, keys, queues.conversations);
+  const webhooks = new WebhookOutbox(redis, keys, queues.webhooks);
   const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs);
   const transport = new TransportClient(platformUrl);
   return {
-    config, redis, connection, keys, dataKeys, businesses, mailboxes, outbound, transport, queues, log,
+    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, queues, log,
     async close() {
       await Promise.all(Object.values(queues).map((q) => q.close()));
       redis.disconnect();
@@ -64,8 +66,8 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
 /** Turns the host's status updates into webhook jobs. */
 function sinksFor(ctx: RouterContext): HostSinks {
   return {
-    async statuses(businessId, phoneNumberId, updates: StatusUpdate[], jobId) {
-      await enqueueWebhook(ctx.queues.webhooks, { business_id: businessId, phone_number_id: phoneNumberId, values: [statusValue(updates)] }, { jobId });
+    async statuses(businessId, phoneNumberId, updates: StatusUpdate[]) {
+      await ctx.webhooks.enqueue(businessId, phoneNumberId, [statusValue(updates)], ctx.config.webhookMaxAgeMs + 86_400_000);
     },
     async timer(conversationId, timerId, at, event) {
       await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);
@@ -100,7 +102,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   });
   const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
   const webhooks = startWebhookWorker({
-    connection, prefix, queueName: keys.queueName('webhooks'),
+    connection, redis: ctx.redis, keys, prefix, queueName: keys.queueName('webhooks'),
     resolveTarget: (businessId: string, phoneNumberId: string) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
     concurrency: config.webhookConcurrency,
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
@@ -113,7 +115,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     puller,
     async close() {
       await puller.stop();
-      await Promise.all([conversations.close(), timers.close(), webhooks.close()]);
+      await Promise.all([conversations.close(), timers.close(), webhooks.worker.close()]);
     },
   };
 }

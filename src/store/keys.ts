@@ -50,6 +50,8 @@ export class Keys {
   lease(id: string): string { return `${this.conv(id)}:lease`; }
   /** Hash: one message row (sealed body, Signal ciphertext for retransmission, status). */
   message(id: string, wamid: string): string { return `${this.conv(id)}:m:${wamid}`; }
+  /** List: a business's pending webhook updates, delivered in order, batched. */
+  webhookOutbox(businessId: string): string { return `${this.prefix}:{w:${businessId}}:out`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
 }
