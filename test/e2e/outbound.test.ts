@@ -73,3 +73,28 @@ describe('outbound end to end: API → actor → Signal → transport → device
     expect(sys.receiver.statuses().find((s) => s.id === w2)!.biz_opaque_callback_data).toBe('naïve ✓ 👋');
   });
 });
+
+describe('bad input through the real runtime', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem();
+  });
+  afterAll(async () => sys?.close());
+
+  it('stores and enqueues nothing for a refused request', async () => {
+    const { dumpPrefix } = await import('../helpers/scan.ts');
+    const before = await dumpPrefix(sys.redisUrl, sys.prefix);
+    for (const body of [
+      { messaging_product: 'whatsapp', to: '15551234567', type: 'text', text: { body: '' } },
+      { messaging_product: 'whatsapp', to: 'nope', type: 'text', text: { body: 'x' } },
+      { messaging_product: 'sms', to: '15551234567', type: 'text', text: { body: 'x' } },
+    ]) {
+      const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+        method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(400);
+    }
+    const after = await dumpPrefix(sys.redisUrl, sys.prefix);
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+  });
+});
