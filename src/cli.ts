@@ -24,9 +24,10 @@ function common(cmd: Command): Command {
     .option('--api-url <url>', 'the Sealpost API (default: SEALPOST_API_URL or http://127.0.0.1:8080)');
 }
 
-function config(opts: CommonOpts): Config {
+/** Loads the configuration; logs default to `info`, or `warn` where a person reads the screen (the demo). */
+function config(opts: CommonOpts, quietByDefault = false): Config {
   const c = loadConfig(process.env, opts);
-  configureLogging({ level: c.logLevel });
+  configureLogging({ level: c.logLevel ?? (quietByDefault ? 'warn' : 'info') });
   return c;
 }
 
@@ -61,7 +62,7 @@ common(program.command('serve'))
   .option('--demo', 'provision a demo business, a webhook receiver that prints statuses, and three demo devices')
   .option('--port <port>', 'API port (default: PORT or 8080)')
   .action(async (opts: CommonOpts & { demo?: boolean }) => {
-    const c = config(opts);
+    const c = config(opts, !!opts.demo);
     await serve(c, await redisFor(c), { roles: ['api', 'worker'], embedPlatform: !opts.platformUrl, demo: !!opts.demo });
   });
 
@@ -104,7 +105,7 @@ common(business.command('create'))
   .option('--retention <duration>', 'how long messages are kept (e.g. 30d, 10m); default SEALPOST_RETENTION')
   .addOption(new Option('--no-verify', 'skip the webhook subscription check'))
   .action(async (opts: CommonOpts & { name: string; webhookUrl: string; appSecret: string; verifyToken: string; region?: string; retention?: string; verify: boolean }) => {
-    const c = config(opts);
+    const c = config(opts, true);
     let url: URL;
     try {
       url = new URL(opts.webhookUrl);

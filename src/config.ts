@@ -38,7 +38,7 @@ const schema = z.object({
   masterKey: z.string().optional(),
   masterKeyFile: z.string().optional(),
   retentionMs: duration.default(MAX_RETENTION_MS).refine((ms) => ms <= MAX_RETENTION_MS, 'SEALPOST_RETENTION is at most 30d'),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   workerConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
   webhookConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
   webhookBackoffBaseMs: z.coerce.number().int().min(1).default(1000),

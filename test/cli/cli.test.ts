@@ -1,0 +1,99 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
+import { createDevice, waitFor } from '../helpers/devices.ts';
+import { sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+
+const run = promisify(execFile);
+
+/** Runs the CLI as a user would; never throws, returns the exit code and both streams. */
+async function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+describe('sealpost CLI', () => {
+  let sys: TestSystem;
+  let env: NodeJS.ProcessEnv;
+  const dir = mkdtempSync(path.join(tmpdir(), 'sealpost-cli-'));
+
+  beforeAll(async () => {
+    sys = await startSystem();
+    env = sys.childEnv();
+  });
+  afterAll(async () => sys?.close());
+
+  it('business create checks the webhook subscription, then prints the business as one JSON object', async () => {
+    const receiver = await startWebhookReceiver({ appSecret: 'cli-secret-1', verifyToken: 'tok' });
+    try {
+      const ok = await cli(['business', 'create', '--name', 'Cli Co', '--webhook-url', receiver.url, '--app-secret', 'cli-secret-1', '--verify-token', 'tok'], env);
+      expect(ok.code).toBe(0);
+      const created = JSON.parse(ok.stdout);
+      expect(Object.keys(created).sort()).toEqual(['access_token', 'business_id', 'display_phone_number', 'phone_number_id', 'waba_id']);
+      expect(await sys.ctx.businesses.authenticate(created.access_token)).toBe(created.business_id);
+      const wrongToken = await cli(['business', 'create', '--name', 'X', '--webhook-url', receiver.url, '--app-secret', 'cli-secret-1', '--verify-token', 'nope'], env);
+      expect(wrongToken.code).toBe(1);
+      expect(wrongToken.stderr.trim().split('\n')).toHaveLength(1);
+      expect(wrongToken.stderr).toMatch(/^sealpost: webhook subscription check failed: .*403/);
+    } finally {
+      await receiver.close();
+    }
+    const badUrl = await cli(['business', 'create', '--name', 'X', '--webhook-url', 'not a url', '--app-secret', 'cli-secret-1', '--verify-token', 't'], env);
+    expect(badUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: --webhook-url: not an http\(s\) URL/) });
+    const missing = await cli(['business', 'create', '--name', 'X'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/required option/);
+  });
+
+  it('device create registers a device on the platform; a bad phone gets a one-line reason', async () => {
+    const ok = await cli(['device', 'create', '--phone', '+15556660001'], env);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ wa_id: '15556660001' });
+    const bad = await cli(['device', 'create', '--phone', 'call-me'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/^sealpost: platform refused the device: /);
+  });
+
+  it('trace prints a conversation as JSON Lines; replay accepts it and rejects an altered step with a diff', async () => {
+    const waId = await createDevice(sys.platformUrl, '+15556660002');
+    const wamid = await sendText(sys, waId, 'trace me');
+    await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'delivery');
+    const traced = await cli(['trace', wamid], env);
+    expect(traced.code).toBe(0);
+    const lines = traced.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ seq: 1, event: { type: 'SEND', wamid }, state: 'negotiating', input: expect.any(Object) });
+    expect(lines.map((l) => l.event.type)).toEqual(expect.arrayContaining(['SEND', 'BUNDLE_FETCHED', 'ENCRYPTED', 'TRANSPORT_ACCEPTED', 'DELIVERED']));
+    expect(traced.stdout).not.toContain('trace me');
+    expect(traced.stdout).not.toContain(waId);
+    const file = path.join(dir, 'good.jsonl');
+    writeFileSync(file, traced.stdout);
+    const good = await cli(['replay', file], env);
+    expect(good).toMatchObject({ code: 0, stdout: expect.stringMatching(/^replay ok: \d+ steps/) });
+    const altered = lines.map((l) => (l.event.type === 'ENCRYPTED' ? { ...l, state: 'noSession' } : l));
+    const badFile = path.join(dir, 'bad.jsonl');
+    writeFileSync(badFile, altered.map((l) => JSON.stringify(l)).join('\n'));
+    const bad = await cli(['replay', badFile], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('replay diverged at the first differing step');
+    expect(bad.stdout).toMatch(/state\s+expected "noSession"\n\s+actual\s+"established"/);
+    expect(readFileSync(badFile, 'utf8')).toContain('"ENCRYPTED"');
+    const missing = await cli(['replay', path.join(dir, 'none.jsonl')], env);
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: cannot read .*ENOENT/) });
+  });
+
+  it('a bad setting is one line naming it', async () => {
+    const res = await cli(['device', 'create', '--phone', '+15556660003'], { ...env, SEALPOST_RETENTION: '45d' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toBe('sealpost: invalid configuration: retentionMs: SEALPOST_RETENTION is at most 30d\n');
+  });
+});
