@@ -9,5 +9,6 @@ export default defineConfig({
     // Two cores: heavy end-to-end files would starve each other if run all at once.
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/setup-logs.ts'],
   },
 });
