@@ -315,7 +315,7 @@ export class Device {
           : await signalDecrypt(SignalMessage.deserialize(env.body), remote, this.address, s.sessions, s.identities);
     } catch (err) {
       // Any copy of an envelope already decrypted is a duplicate, whatever libsignal says about it.
-      if (known) return this.duplicate(env.id);
+      if (known) return this.duplicate(env);
       if (LibSignalErrorBase.is(err, ErrorCode.DuplicatedMessage)) {
         this.counters.key_reuse++;
         this.deps.log.error({ wa_id: maskPhone(this.waId), envelope: env.id }, 'message key reused');
@@ -339,13 +339,15 @@ export class Device {
       this.onMessage(content, env.from);
     } else if (content.kind === 'skip') {
       this.onSkip(env.from, content.seq);
+      this.receipt('delivered', env.id, env.from);
     }
   }
 
-  private duplicate(envelopeId: string): void {
-    const messageId = this.decryptedIds.get(envelopeId);
+  private duplicate(env: DeviceEnvelope): void {
+    const messageId = this.decryptedIds.get(env.id);
     const r = messageId ? this.received.get(messageId) : undefined;
-    if (!r) return; // a known non-message envelope (a skip): nothing to count or acknowledge
+    // A known non-message envelope (a skip notice): acknowledged again, so the sender stops retransmitting it.
+    if (!r) return this.receipt('delivered', env.id, env.from);
     r.arrivals++;
     this.counters.duplicates++;
     if (r.shown) this.receipt('delivered', r.content.id, r.sender);
