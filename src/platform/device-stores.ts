@@ -27,6 +27,11 @@ const addressKey = (a: ProtocolAddress): string => `${a.name()}.${a.deviceId()}`
 export class MemSessionStore extends SessionStore {
   private readonly m = new Map<string, Uint8Array<ArrayBuffer>>();
 
+  /** Drops every session (a phone restored without its session state). */
+  clear(): void {
+    this.m.clear();
+  }
+
   override async saveSession(a: ProtocolAddress, r: SessionRecord): Promise<void> {
     this.m.set(addressKey(a), r.serialize());
   }

@@ -180,6 +180,15 @@ export class Device {
     });
   }
 
+  /** Loses every session but keeps the identity (a restore without session state): senders must repair. */
+  forgetSessions(): Promise<void> {
+    return this.serial(async () => {
+      this.stores.sessions.clear();
+      this.lastSessionAck.clear();
+      this.deps.log.info({ wa_id: maskPhone(this.waId) }, 'device forgot its sessions');
+    });
+  }
+
   /** Takes an envelope from the transport; it is decrypted after everything queued before it. */
   receive(env: DeviceEnvelope): Promise<void> {
     return this.serial(() => this.decrypt(env));

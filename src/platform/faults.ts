@@ -10,12 +10,16 @@ export interface FaultSettings {
   delay_ms: number;
   /** On input: how long the router-facing API answers 503. On output: how much of that is left. */
   down_for_ms: number;
+  /** Probability (0..1) that a ciphertext reaches a device with one byte flipped (a corrupted copy). */
+  corrupt: number;
+  /** On input: corrupt exactly the next N ciphertexts to devices. On output: how many are left. */
+  corrupt_next: number;
 }
 
 /** The widest random extra delay `reorder` adds, in milliseconds. */
 export const REORDER_WINDOW_MS = 50;
 
-const NONE: FaultSettings = { drop: 0, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0 };
+const NONE: FaultSettings = { drop: 0, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0, corrupt: 0, corrupt_next: 0 };
 
 /**
  * Decides the fate of each message crossing the transport. The random source and clock are injectable
@@ -45,6 +49,15 @@ export class Faults {
   /** Whether the router-facing API is in a simulated outage. */
   isDown(): boolean {
     return this.downUntil > this.clock();
+  }
+
+  /** Whether this copy of a ciphertext arrives corrupted. */
+  corrupts(): boolean {
+    if (this.settings.corrupt_next > 0) {
+      this.settings.corrupt_next--;
+      return true;
+    }
+    return this.settings.corrupt > 0 && this.random() < this.settings.corrupt;
   }
 
   /**

@@ -100,4 +100,6 @@ export const faultsSchema = z.strictObject({
   reorder: z.boolean().optional(),
   delay_ms: z.number().int().min(0).max(600_000).optional(),
   down_for_ms: z.number().int().min(0).max(3_600_000).optional(),
+  corrupt: z.number().min(0).max(1).optional(),
+  corrupt_next: z.number().int().min(0).max(1_000_000).optional(),
 });

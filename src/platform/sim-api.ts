@@ -68,6 +68,12 @@ export function simApi(state: PlatformState) {
       return { success: true };
     });
 
+    // Test and demo hook: the phone loses its session state (e.g. restored from a backup) but keeps its identity.
+    app.post('/sim/devices/:wa_id/forget-sessions', async (req) => {
+      await deviceOf(state, req.params).forgetSessions();
+      return { success: true };
+    });
+
     app.post('/sim/devices/:wa_id/report-spam', async (req) => {
       const device = deviceOf(state, req.params);
       device.reportSpam(normalizeAddress(parseOr400(spamSchema, req.body).from));

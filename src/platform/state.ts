@@ -85,7 +85,13 @@ export class PlatformState {
     if (!device) return;
     const acceptedAt = this.clock();
     this.relay.send(() => {
-      const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body: env.body, acceptedAt };
+      let body = env.body;
+      if (this.faults.corrupts()) {
+        // Flip a byte near the end (inside the ciphertext/MAC), as a damaged copy on the wire would be.
+        body = new Uint8Array(body);
+        body[Math.max(0, body.length - 12)]! ^= 0x01;
+      }
+      const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body, acceptedAt };
       device.receive(delivery).catch((err: unknown) => {
         this.log.error({ wa_id: maskPhone(env.to), envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
       });

@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
+import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
+import { identityChangedValue, statusValue, type ChangeValue } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
 import type { BusinessStore } from '../store/businesses.ts';
@@ -29,8 +31,8 @@ export interface StatusUpdate {
 
 /** Where the host sends what leaves the conversation besides the transport. */
 export interface HostSinks {
-  /** Queues status webhooks, in order, behind the business's earlier updates. */
-  statuses(businessId: string, phoneNumberId: string, updates: StatusUpdate[]): Promise<void>;
+  /** Queues webhook updates (statuses, messages), in order, behind the business's earlier ones. */
+  webhook(businessId: string, phoneNumberId: string, values: ChangeValue[]): Promise<void>;
   /** Schedules a durable timer that posts `event` to the conversation's mailbox at `at`. */
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
   /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
@@ -278,6 +280,9 @@ export class ActorHost {
           case 'envelope.decrypt':
             results.push(await this.decrypt(c, cmd.id, event.at));
             break;
+          case 'session.archive':
+            c.crypto.archive();
+            break;
           case 'message.forget': {
             const op = rowOp(cmd.wamid);
             op.del = ['c', 'ct', 'ty'];
@@ -335,6 +340,15 @@ export class ActorHost {
   private async decrypt(c: Loaded, id: string, at: number): Promise<ConversationEvent> {
     const env = c.envelopes.get(id);
     if (!env) return { type: 'DECRYPT_FAILED', id, at, reason: 'envelope_missing' };
+    if (env.messageType === CiphertextMessageType.Plaintext) {
+      // A retry request: the device could not decrypt message `id`; it is not encrypted (PlaintextContent).
+      try {
+        const dem = DecryptionErrorMessage.extractFromSerializedBody(PlaintextContent.deserialize(new Uint8Array(Buffer.from(env.body, 'base64'))).body());
+        return { type: 'RETRY_REQUESTED', wamid: id, at, ratchetMatches: c.crypto.ratchetKeyMatches(dem.ratchetKey()) };
+      } catch {
+        return { type: 'DECRYPT_FAILED', id, at, reason: 'malformed' };
+      }
+    }
     try {
       const bytes = await c.crypto.decrypt({ type: env.messageType, body: Buffer.from(env.body, 'base64') });
       const content = decodeContent(bytes);
@@ -387,6 +401,7 @@ export class ActorHost {
     const now = Date.now();
     const sends: OutgoingEnvelope[] = [];
     const statuses: StatusUpdate[] = [];
+    const values: ChangeValue[] = [];
     const opaque = new Map<string, string | undefined>();
     for (const cmd of effects) {
       if (cmd.type === 'transport.send') {
@@ -405,11 +420,14 @@ export class ActorHost {
           ? { type: 'RETRANSMIT_DUE', at: cmd.at, timerId: cmd.id }
           : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
         await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+      } else if (cmd.type === 'webhook.identity_changed') {
+        values.push(identityChangedValue(c.meta.waId, c.crypto.remoteIdentityHash() ?? '', cmd.at, c.id));
       } else if (cmd.type === 'timer.cancel') {
         await this.sinks.cancelTimer(c.id, cmd.id);
       }
     }
-    if (statuses.length) await this.sinks.statuses(c.meta.businessId, c.meta.phoneNumberId, statuses);
+    if (statuses.length) values.push(statusValue(statuses));
+    if (values.length) await this.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values);
     if (sends.length) {
       try {
         const { unknown } = await this.transport.send(sends);

@@ -52,7 +52,8 @@ export class OutboundService implements OutboundPort {
       .hsetnx(metaKey, 'wa', seal(dk, req.waId, `${metaKey}:wa`))
       .pexpire(metaKey, keepMs)
       .hset(rowKey, row)
-      .pexpire(rowKey, retention)
+      // A backstop: the row must outlive the message's TTL so its failure can still be reported.
+      .pexpire(rowKey, retention + 3_600_000)
       .rpush(this.keys.mailbox(conv), JSON.stringify(event))
       .pexpire(this.keys.mailbox(conv), keepMs)
       .exec();

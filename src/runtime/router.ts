@@ -7,7 +7,7 @@ import { createLogger } from '../log.ts';
 import { BusinessStore } from '../store/businesses.ts';
 import { Keys } from '../store/keys.ts';
 import { DataKeys } from '../store/sealer.ts';
-import { ActorHost, type HostSinks, type StatusUpdate } from './actor-host.ts';
+import { ActorHost, type HostSinks } from './actor-host.ts';
 import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
@@ -15,7 +15,6 @@ import { TransportPuller } from './transport-puller.ts';
 import { cancelTimer, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
-import { statusValue } from '../webhook/envelope.ts';
 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
 export interface RouterContext {
@@ -66,8 +65,8 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
 /** Turns the host's status updates into webhook jobs. */
 function sinksFor(ctx: RouterContext): HostSinks {
   return {
-    async statuses(businessId, phoneNumberId, updates: StatusUpdate[]) {
-      await ctx.webhooks.enqueue(businessId, phoneNumberId, [statusValue(updates)], ctx.config.webhookMaxAgeMs + 86_400_000);
+    async webhook(businessId, phoneNumberId, values) {
+      await ctx.webhooks.enqueue(businessId, phoneNumberId, values, ctx.config.webhookMaxAgeMs + 86_400_000);
     },
     async timer(conversationId, timerId, at, event) {
       await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);

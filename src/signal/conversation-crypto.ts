@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   CiphertextMessageType,
   Direction,
@@ -127,6 +128,22 @@ export class ConversationCrypto {
     }
     await processPreKeyBundle(bundle, this.remote, this.local, this.sessions, this.identities, now);
     return { identityChanged };
+  }
+
+  /** True when `ratchetKey` (from a retry request) is the current session's: the request is about this session. */
+  ratchetKeyMatches(ratchetKey: PublicKey | undefined | null): boolean {
+    if (!ratchetKey || !this.sessions.record) return false;
+    try {
+      return this.sessions.record.currentRatchetKeyMatches(ratchetKey);
+    } catch {
+      return false;
+    }
+  }
+
+  /** A short fingerprint of the device's identity key (for the business's identity-change notice). */
+  remoteIdentityHash(): string | null {
+    const k = this.identities.remote;
+    return k ? createHash('sha256').update(k.serialize()).digest('base64').slice(0, 16) : null;
   }
 
   /** Archives the current session so the next send needs a fresh bundle. */

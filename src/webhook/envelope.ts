@@ -71,3 +71,21 @@ export function buildEnvelope(target: EnvelopeTarget, values: ChangeValue[]): Re
     }],
   };
 }
+
+/**
+ * The Cloud API's security notification: a `system` message telling the business that the user's identity
+ * key (security code) changed, e.g. after a reinstall.
+ */
+export function identityChangedValue(waId: string, identityHash: string, at: number, conversationId: string): ChangeValue {
+  return {
+    contacts: [{ wa_id: waId }],
+    messages: [{
+      from: waId,
+      id: `sys.${conversationId}.${at}`,
+      timestamp: String(Math.floor(at / 1000)),
+      type: 'system',
+      system: { body: "User's security code changed", type: 'customer_identity_changed', identity: identityHash, customer: waId },
+      identity: { acknowledged: true, created_timestamp: String(Math.floor(at / 1000)), hash: identityHash },
+    }],
+  };
+}

@@ -12,7 +12,7 @@ export async function deviceMessages(platformUrl: string, waId: string): Promise
 }
 
 /** A device's decryption statistics. */
-export async function deviceStats(platformUrl: string, waId: string): Promise<{ decrypted: number; duplicates: number; key_reuse: number; failures: Record<string, number>; held: number }> {
+export async function deviceStats(platformUrl: string, waId: string): Promise<{ decrypted: number; duplicates: number; key_reuse: number; failures: Record<string, number>; held: number; identity_changes: number }> {
   const res = await fetch(`${platformUrl}/sim/devices/${waId}/stats`);
   return (await res.json()) as never;
 }

@@ -22,7 +22,7 @@ describe('transport faults', () => {
   it('drop 1.0 loses envelopes in both directions; {} clears it', async () => {
     const { biz, waId } = await setup();
     expect(await call(p.app, 'POST', '/sim/faults', { drop: 1 })).toEqual({
-      status: 200, json: { drop: 1, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0 },
+      status: 200, json: { drop: 1, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0, corrupt: 0, corrupt_next: 0 },
     });
     expect((await call(p.app, 'POST', '/v1/envelopes', await biz.text(waId, 'lost'))).status).toBe(202);
     expect((await call(p.app, 'POST', `/sim/devices/${waId}/messages`, { to: BIZ, text: 'lost too' })).status).toBe(200);
@@ -30,7 +30,7 @@ describe('transport faults', () => {
     expect((await call(p.app, 'GET', `/sim/devices/${waId}/stats`)).json.decrypted).toBe(0);
     expect(await drainEvents(p.app)).toEqual([]);
 
-    expect((await call(p.app, 'POST', '/sim/faults', {})).json).toEqual({ drop: 0, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0 });
+    expect((await call(p.app, 'POST', '/sim/faults', {})).json).toEqual({ drop: 0, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0, corrupt: 0, corrupt_next: 0 });
     await call(p.app, 'POST', '/v1/envelopes', await biz.text(waId, 'arrives'));
     await p.state.settled();
     expect((await call(p.app, 'GET', `/sim/devices/${waId}/stats`)).json.decrypted).toBe(1);

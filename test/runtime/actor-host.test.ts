@@ -30,6 +30,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
   const cancelled: string[] = [];
+  const webhookMessages: Record<string, any>[] = [];
   const log = createLogger('test', 'silent');
 
   beforeEach(async () => {
@@ -43,7 +44,14 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
     const mailboxes = new Mailboxes(redis, keys, wake);
     const sinks: HostSinks = {
-      async statuses(_b, _p, updates) { statuses.push(...updates); },
+      async webhook(_b, _p, values) {
+        for (const v of values) {
+          for (const st of (v.statuses ?? []) as Record<string, any>[]) {
+            statuses.push({ wamid: st.id, status: st.status, at: Number(st.timestamp) * 1000, recipientId: st.recipient_id, ...(st.errors ? { errorCode: st.errors[0].code } : {}) });
+          }
+          webhookMessages.push(...((v.messages ?? []) as Record<string, any>[]));
+        }
+      },
       async timer(_c, id, at) { timers.push({ id, at }); },
       async cancelTimer(_c, id) { cancelled.push(id); },
     };
@@ -54,6 +62,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     statuses.length = 0;
     timers.length = 0;
     cancelled.length = 0;
+    webhookMessages.length = 0;
   });
 
   afterEach(async () => {
