@@ -4,6 +4,12 @@ import { LeaseBusyError, type ActorHost } from '../src/runtime/actor-host.ts';
 import type { Mailboxes, WakeJob } from '../src/runtime/mailbox.ts';
 
 /**
+ * How fast a killed worker's jobs come back: a lock that is not renewed for 15 s marks the job stalled (checked
+ * every 5 s) and it runs elsewhere. Stalling is never fatal: a conversation must not stop because workers died.
+ */
+export const RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000, maxStalledCount: 1_000_000 } as const;
+
+/**
  * The conversations queue's processor: a wake-up job names a conversation; the actor host drains its
  * mailbox. A conversation still holding events afterwards is woken again (one waiting job at most).
  */
@@ -23,7 +29,7 @@ export function startConversationWorker(opts: {
       await opts.host.drain(id);
       if (await opts.host.hasPending(id)) await opts.mailboxes.wake(id);
     },
-    { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency },
+    { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency, ...RECOVERY },
   );
   worker.on('failed', (job, err) => {
     if (err instanceof LeaseBusyError || err.name === 'CommitConflictError') return;

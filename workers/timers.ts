@@ -1,6 +1,7 @@
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Mailboxes, MailboxEvent } from '../src/runtime/mailbox.ts';
+import { RECOVERY } from './conversation.ts';
 
 /** A durable timer: at its time, `event` goes to the conversation's mailbox. */
 export interface TimerJob {
@@ -34,7 +35,7 @@ export function startTimerWorker(opts: {
   const worker = new Worker<TimerJob>(
     opts.queueName,
     async (job) => opts.mailboxes.post(job.data.conversationId, [job.data.event], opts.mailboxTtlMs),
-    { connection: opts.connection, prefix: opts.prefix, concurrency: 8 },
+    { connection: opts.connection, prefix: opts.prefix, concurrency: 8, ...RECOVERY },
   );
   worker.on('error', (err) => opts.log.error({ err: err.message }, 'timer worker error'));
   return worker;

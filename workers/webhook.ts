@@ -4,6 +4,7 @@ import { createLogger } from '../src/log.ts';
 import type { Keys } from '../src/store/keys.ts';
 import { deliverWebhook, WebhookRejectedError, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
+import { RECOVERY } from './conversation.ts';
 
 /** Job data of a webhook wake-up: only the business; the updates wait in its outbox list. */
 export interface WebhookJob {
@@ -150,6 +151,7 @@ export function startWebhookWorker(opts: {
       connection: opts.connection,
       prefix: opts.prefix,
       concurrency: opts.concurrency,
+      ...RECOVERY,
       settings: { backoffStrategy: (attemptsMade: number) => webhookDelay(attemptsMade, opts.backoff) },
     },
   );

@@ -18,6 +18,10 @@ import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, 
 import type { TraceLine } from '../trace/format.ts';
 
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
+/** Extends the lease only while this process still holds it. */
+const RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+/** Releases the lease only if this process still holds it. */
+const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /** A status change for the business, as the host hands it to the webhook layer. */
 export interface StatusUpdate {
@@ -121,7 +125,7 @@ export class ActorHost {
     private readonly log: Logger,
     private readonly opts: HostOptions,
   ) {
-    this.leaseMs = opts.leaseMs ?? 30_000;
+    this.leaseMs = opts.leaseMs ?? 15_000;
     this.batchSize = opts.batchSize ?? 64;
     this.traceMax = opts.traceMax ?? 1000;
     this.maxSteps = opts.maxStepsPerDrain ?? 50;
@@ -139,6 +143,10 @@ export class ActorHost {
     const leaseKey = this.keys.lease(conversationId);
     if (!(await this.redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'))) throw new LeaseBusyError(conversationId);
     let handled = 0;
+    // Keep the lease while a step waits on the network; a process that stalls longer loses it (fencing).
+    const renew = setInterval(() => {
+      this.redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);
+    }, Math.max(1000, Math.floor(this.leaseMs / 3)));
     try {
       const loaded = await this.load(conversationId);
       if (!loaded) {
@@ -165,10 +173,8 @@ export class ActorHost {
       }
       return handled;
     } finally {
-      await this.redis.eval(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        1, leaseKey, token,
-      );
+      clearInterval(renew);
+      await this.redis.eval(RELEASE_LUA, 1, leaseKey, token);
     }
   }
 

@@ -23,6 +23,8 @@ export class TransportPuller {
     private readonly mailboxes: Mailboxes,
     private readonly log: Logger,
     private readonly mailboxTtlMs: number,
+    /** How long the transport keeps a pulled event from others: a killed puller's events return after it. */
+    private readonly leaseMs = 15_000,
   ) {}
 
   /** Starts pulling in the background. */
@@ -42,7 +44,7 @@ export class TransportPuller {
     let backoff = 100;
     while (this.running) {
       try {
-        const events = await this.transport.pull(256, 1000, 30_000);
+        const events = await this.transport.pull(256, 1000, this.leaseMs);
         if (events.length) await this.handle(events);
         backoff = 100;
       } catch (e) {

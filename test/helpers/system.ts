@@ -45,8 +45,8 @@ export interface TestSystem {
 }
 
 /** Starts a system with its own key prefix; `workers: false` leaves the workers to other processes. */
-export async function startSystem(opts: { workers?: boolean; env?: Record<string, string> } = {}): Promise<TestSystem> {
-  const redisUrl = testRedisUrl();
+export async function startSystem(opts: { workers?: boolean; env?: Record<string, string>; redisUrl?: string } = {}): Promise<TestSystem> {
+  const redisUrl = opts.redisUrl ?? testRedisUrl();
   const prefix = testPrefix('sp');
   const masterKey = randomBytes(32);
   const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_BUNDLE_RETRY_MS: '200', SEALPOST_WEBHOOK_BACKOFF_BASE_MS: '50', SEALPOST_WEBHOOK_BACKOFF_MAX_MS: '500', ...opts.env };
