@@ -23,7 +23,11 @@ export type Command =
   | { type: 'timer.schedule'; id: string; at: number; event: 'BUNDLE_RETRY_DUE' | 'RETRANSMIT_DUE' }
   /** The timer `id` is no longer needed. */
   | { type: 'timer.cancel'; id: string }
-  /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK (later: MESSAGE_RECEIVED) or DECRYPT_FAILED. */
+  /** Archive the current Signal session (a retry request named it): the next send needs a fresh bundle. */
+  | { type: 'session.archive' }
+  /** Tell the business the user's identity key changed (a `system` message webhook, as the Cloud API does). */
+  | { type: 'webhook.identity_changed'; at: number }
+  /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK, RETRY_REQUESTED (a device's retry request) or DECRYPT_FAILED. */
   | { type: 'envelope.decrypt'; id: string }
   /** The message's content is no longer needed: delete its body and ciphertext, keep its status. */
   | { type: 'message.forget'; wamid: string };

@@ -19,6 +19,8 @@ export interface OutboundMessage {
   nextAttemptAt: number | null;
   /** Reported `sent` to the business already (statuses are monotonic). */
   sentReported: boolean;
+  /** Session repairs done for it (a device's retry request re-encrypts it, at most {@link MAX_REPAIRS} times). */
+  repairs?: number;
   /** A notice that seq `seq` failed, so the device stops holding later messages for it; no webhooks. */
   skip?: true;
 }
@@ -70,10 +72,14 @@ export type ConversationEvent =
   | { type: 'READ'; wamid: string; at: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number }
   | { type: 'SESSION_ACK'; at: number }
+  | { type: 'RETRY_REQUESTED'; wamid: string; at: number; ratchetMatches: boolean }
   | { type: 'DECRYPT_FAILED'; id: string; at: number; reason: string };
 
 /** Cloud API code for an undeliverable message. */
 export const UNDELIVERABLE = 131026;
+
+/** Session repairs per message, as Signal and Baileys allow. */
+export const MAX_REPAIRS = 5;
 
 const DAY = 86_400_000;
 const MAX_BUNDLE_BACKOFF_MS = 10 * 60_000;
@@ -191,7 +197,12 @@ function decryptEnvelope({ event }: Args): CommandBatch {
   return { list: event.type === 'ENVELOPE' ? [{ type: 'envelope.decrypt', id: event.id }] : [] };
 }
 
+function identityNotice({ event }: Args): CommandBatch {
+  return { list: event.type === 'BUNDLE_FETCHED' && event.identityChanged ? [{ type: 'webhook.identity_changed', at: event.at }] : [] };
+}
+
 const FETCH: CommandBatch = { list: [{ type: 'bundle.fetch' }] };
+const ARCHIVE: CommandBatch = { list: [{ type: 'session.archive' }] };
 
 /**
  * One conversation (business phone number × user device): key negotiation, send, retransmission until the
@@ -215,6 +226,8 @@ export const conversationMachine = setup({
     isInFlight: ({ context, event }) => isInFlight(find(context, wamidOf(event))),
     isOutstanding: ({ context, event }) => !!find(context, wamidOf(event)),
     recipientUnknown: ({ event }) => 'reason' in event && event.reason === 'unknown_recipient',
+    repairsExhausted: ({ context, event }) => (find(context, wamidOf(event))?.repairs ?? 0) >= MAX_REPAIRS,
+    ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
     hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
   },
   actions: {
@@ -262,6 +275,10 @@ export const conversationMachine = setup({
         return [...kept, ...notices];
       },
     }),
+    requeueForRepair: assign({
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({ state: 'queued', nextAttemptAt: null, repairs: (m.repairs ?? 0) + 1 })),
+    }),
+    expireNow: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ expiresAt: event.at })) }),
     requeueEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'encrypting', () => ({ state: 'queued' })) }),
     remove: assign({ messages: ({ context, event }) => context.messages.filter((m) => m.wamid !== wamidOf(event)) }),
     removeQueued: assign({ messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued') }),
@@ -309,6 +326,12 @@ export const conversationMachine = setup({
     },
     ENCRYPTED: { guard: 'isEncrypting', actions: ['markEncrypted', { type: 'emitCommands', params: sendOne }] },
     ENVELOPE: { actions: { type: 'emitCommands', params: decryptEnvelope } },
+    // A device could not decrypt a message: re-encrypt it (in a fresh session when the request names the
+    // current one), at most MAX_REPAIRS times; then it fails like an expired message.
+    RETRY_REQUESTED: [
+      { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'isOutstanding', actions: ['requeueForRepair', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    ],
     SESSION_ACK: {},
     DECRYPT_FAILED: {},
   },
@@ -322,6 +345,10 @@ export const conversationMachine = setup({
           actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'],
         },
         ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
+        RETRY_REQUESTED: [
+          { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { guard: 'isOutstanding', target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+        ],
       },
     },
     negotiating: {
@@ -329,7 +356,7 @@ export const conversationMachine = setup({
         SEND: { guard: 'isNewMessage', actions: ['enqueue', { type: 'emitCommands', params: planTimer }, 'replan'] },
         BUNDLE_FETCHED: {
           target: 'established',
-          actions: ['resetBundleFailures', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting'],
+          actions: ['resetBundleFailures', { type: 'emitCommands', params: identityNotice }, { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting'],
         },
         BUNDLE_FAILED: [
           { guard: 'recipientUnknown', target: 'noSession', actions: [{ type: 'emitCommands', params: failQueued }, 'removeQueued', { type: 'emitCommands', params: planTimer }, 'replan'] },
@@ -349,6 +376,12 @@ export const conversationMachine = setup({
           target: 'negotiating',
           actions: ['requeueEncrypting', { type: 'emitCommands', params: FETCH }],
         },
+        RETRY_REQUESTED: [
+          { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
+            { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { guard: 'ratchetMatches', target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: ARCHIVE }, { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { guard: 'isOutstanding', actions: ['requeueForRepair', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
+        ],
       },
     },
   },
