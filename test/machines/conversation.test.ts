@@ -178,4 +178,36 @@ describe('conversation machine', () => {
     expect(b.all).toEqual(a.all);
     expect(b.s.context).toEqual(a.s.context);
   });
+
+  it('repairs on a retry request: archives a current session and renegotiates, else re-encrypts in place', () => {
+    const sent = run(toSent);
+    const matching = run([{ type: 'RETRY_REQUESTED', wamid: 'w1', at: 10, ratchetMatches: true }, { type: 'BUNDLE_FETCHED', at: 11 }], sent.s);
+    expect(noTimers(matching.emitted[0]!)).toEqual([{ type: 'session.archive' }, { type: 'bundle.fetch' }]);
+    expect(matching.emitted[1]).toEqual([{ type: 'message.encrypt', wamid: 'w1', seq: 1 }]);
+    expect(matching.s.context.messages[0].repairs).toBe(1);
+    const stale = run([{ type: 'RETRY_REQUESTED', wamid: 'w1', at: 10, ratchetMatches: false }], sent.s);
+    expect(noTimers(stale.emitted[0]!)).toEqual([{ type: 'message.encrypt', wamid: 'w1', seq: 1 }]);
+    expect(stale.s.value).toBe('established');
+    const unknown = run([{ type: 'RETRY_REQUESTED', wamid: 'nope', at: 10, ratchetMatches: true }], sent.s);
+    expect(noTimers(unknown.all)).toEqual([]);
+  });
+
+  it('fails a message after 5 repairs with 131026 and a skip notice', () => {
+    let s = run(toSent).s;
+    for (let i = 0; i < 5; i++) {
+      s = run([
+        { type: 'RETRY_REQUESTED', wamid: 'w1', at: 10 + i * 10, ratchetMatches: false },
+        { type: 'ENCRYPTED', wamid: 'w1', at: 11 + i * 10, messageType: 2 },
+        { type: 'TRANSPORT_ACCEPTED', wamid: 'w1', at: 12 + i * 10 },
+      ], s).s;
+    }
+    const last = run([{ type: 'RETRY_REQUESTED', wamid: 'w1', at: 100, ratchetMatches: false }], s);
+    expect(statuses(last.all)).toEqual(['w1:failed']);
+    expect(last.all).toContainEqual(expect.objectContaining({ type: 'message.encrypt', seq: 1, skip: true }));
+  });
+
+  it('reports a changed identity from a fresh bundle to the business', () => {
+    const { emitted } = run([{ type: 'SEND', wamid: 'w1', at: 1 }, { type: 'BUNDLE_FETCHED', at: 2, identityChanged: true }]);
+    expect(emitted[1]![0]).toEqual({ type: 'webhook.identity_changed', at: 2 });
+  });
 });
