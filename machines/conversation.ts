@@ -1,4 +1,4 @@
-import { assign, setup } from 'xstate';
+import { and, assign, setup } from 'xstate';
 import type { Command, CommandBatch } from './commands.ts';
 import { derivedWamid, unitHash } from './ids.ts';
 
@@ -379,7 +379,7 @@ export const conversationMachine = setup({
         RETRY_REQUESTED: [
           { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
             { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
-          { guard: 'ratchetMatches', target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: ARCHIVE }, { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { guard: and(['isOutstanding', 'ratchetMatches']), target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: ARCHIVE }, { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
           { guard: 'isOutstanding', actions: ['requeueForRepair', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
         ],
       },
