@@ -11,10 +11,14 @@ export type Command =
   /** Fetch the device's prekey bundle and build a session (PQXDH); answers BUNDLE_FETCHED or BUNDLE_FAILED. */
   | { type: 'bundle.fetch' }
   /**
-   * Encrypt the stored message (or, with `skip`, a notice that `seq` will never come) under the current
-   * session; answers ENCRYPTED or ENCRYPT_FAILED.
+   * Encrypt the stored message (or, with `skip`, a notice that `seq` will never come; with `read`, a read
+   * receipt for inbound messages) under the current session; answers ENCRYPTED or ENCRYPT_FAILED.
    */
-  | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true }
+  | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true; read?: string[] }
+  /** Store the inbound message just decrypted (sealed) and open the customer-service window. */
+  | { type: 'inbound.store'; id: string; at: number }
+  /** Forward an inbound message to the business (a `messages` webhook). */
+  | { type: 'webhook.message'; id: string }
   /** Hand the stored ciphertext to the transport; answers TRANSPORT_ACCEPTED or TRANSPORT_REJECTED. */
   | { type: 'transport.send'; wamid: string }
   /** Tell the business about a status change (a signed webhook). */

@@ -23,6 +23,8 @@ export interface OutboundMessage {
   repairs?: number;
   /** A notice that seq `seq` failed, so the device stops holding later messages for it; no webhooks. */
   skip?: true;
+  /** A read receipt for these inbound message ids (the business read them); seq 0; no webhooks. */
+  read?: string[];
 }
 
 /** Timing settings, fixed when the conversation is created (they travel in the trace's input). */
@@ -45,6 +47,8 @@ export interface ConversationContext {
   bundleFailures: number;
   /** The one pending retransmit/expiry timer of the conversation. */
   timer: { id: string; at: number } | null;
+  /** When the user last wrote (opens the 24-hour customer-service window); null if never. */
+  lastInboundAt: number | null;
   settings: ConversationSettings;
 }
 
@@ -73,6 +77,9 @@ export type ConversationEvent =
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number }
   | { type: 'SESSION_ACK'; at: number }
   | { type: 'RETRY_REQUESTED'; wamid: string; at: number; ratchetMatches: boolean }
+  | { type: 'MESSAGE_RECEIVED'; id: string; at: number; seq: number; messageType: string }
+  | { type: 'MESSAGE_DUPLICATE'; id: string; at: number }
+  | { type: 'MARK_READ'; id: string; at: number }
   | { type: 'DECRYPT_FAILED'; id: string; at: number; reason: string };
 
 /** Cloud API code for an undeliverable message. */
@@ -90,6 +97,7 @@ type Args = { context: Ctx; event: Ev };
 type Msg = OutboundMessage;
 
 const wamidOf = (e: Ev): string => ('wamid' in e ? e.wamid : '');
+const isControl = (m: Msg) => !!m.skip || !!m.read;
 const find = (c: Ctx, wamid: string) => c.messages.find((m) => m.wamid === wamid);
 const update = (c: Ctx, pred: (m: Msg) => boolean, patch: (m: Msg) => Partial<Msg>) =>
   c.messages.map((m) => (pred(m) ? { ...m, ...patch(m) } : m));
@@ -115,7 +123,9 @@ function nextWake(c: Ctx): number | null {
 
 // ---- command builders (pure functions of context and event) -----------------------------------
 
-const encrypt = (m: Msg): Command => ({ type: 'message.encrypt', wamid: m.wamid, seq: m.seq, ...(m.skip ? { skip: true as const } : {}) });
+const encrypt = (m: Msg): Command => ({
+  type: 'message.encrypt', wamid: m.wamid, seq: m.seq, ...(m.skip ? { skip: true as const } : {}), ...(m.read ? { read: m.read } : {}),
+});
 
 function encryptQueued({ context }: Args): CommandBatch {
   return { list: context.messages.filter((m) => m.state === 'queued').map(encrypt) };
@@ -127,7 +137,7 @@ function sendOne({ event }: Args): CommandBatch {
 
 function reportSent({ context, event }: Args): CommandBatch {
   const m = find(context, wamidOf(event));
-  if (!m || m.sentReported || m.skip) return { list: [] };
+  if (!m || m.sentReported || isControl(m)) return { list: [] };
   return { list: [{ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at }] };
 }
 
@@ -135,7 +145,7 @@ function reportDelivered({ context, event }: Args): CommandBatch {
   const m = find(context, wamidOf(event));
   if (!m) return { list: [] };
   const list: Command[] = [];
-  if (!m.skip) {
+  if (!isControl(m)) {
     if (!m.sentReported) list.push({ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at });
     list.push({ type: 'webhook.status', wamid: m.wamid, status: 'delivered', at: event.at });
   }
@@ -151,7 +161,7 @@ function reportRead({ context, event }: Args): CommandBatch {
 }
 
 const failure = (m: Msg, at: number): Command[] => [
-  ...(m.skip ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: UNDELIVERABLE } as Command]),
+  ...(isControl(m) ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: UNDELIVERABLE } as Command]),
   { type: 'message.forget', wamid: m.wamid },
 ];
 
@@ -195,6 +205,11 @@ function scheduleBundleRetry({ context, event }: Args): CommandBatch {
 
 function decryptEnvelope({ event }: Args): CommandBatch {
   return { list: event.type === 'ENVELOPE' ? [{ type: 'envelope.decrypt', id: event.id }] : [] };
+}
+
+function receiveInbound({ event }: Args): CommandBatch {
+  if (event.type !== 'MESSAGE_RECEIVED') return { list: [] };
+  return { list: [{ type: 'inbound.store', id: event.id, at: event.at }, { type: 'webhook.message', id: event.id }] };
 }
 
 function identityNotice({ event }: Args): CommandBatch {
@@ -248,7 +263,7 @@ export const conversationMachine = setup({
     markEncrypted: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ state: 'encrypted' })) }),
     markSent: assign({
       messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => {
-        const sent = { ...m, state: 'sent' as const, sentReported: !m.skip, attempts: m.attempts + 1 };
+        const sent = { ...m, state: 'sent' as const, sentReported: !isControl(m), attempts: m.attempts + 1 };
         return { ...sent, nextAttemptAt: event.at + backoff(context, sent) };
       }),
     }),
@@ -267,7 +282,7 @@ export const conversationMachine = setup({
       messages: ({ context, event }) => {
         const kept = context.messages.filter((m) => !isExpired(m, event.at));
         const notices = context.messages
-          .filter((m) => isExpired(m, event.at) && !m.skip)
+          .filter((m) => isExpired(m, event.at) && !isControl(m))
           .map((m): Msg => ({
             wamid: derivedWamid(context.conversationId, `skip:${m.wamid}`), seq: m.seq, state: 'queued', acceptedAt: event.at,
             expiresAt: event.at + context.settings.ttlMs, attempts: 0, nextAttemptAt: null, sentReported: false, skip: true,
@@ -284,6 +299,17 @@ export const conversationMachine = setup({
     removeQueued: assign({ messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued') }),
     countBundleFailure: assign({ bundleFailures: ({ context }) => context.bundleFailures + 1 }),
     resetBundleFailures: assign({ bundleFailures: 0 }),
+    noteInbound: assign({ lastInboundAt: ({ event }) => event.at }),
+    queueReadReceipt: assign({
+      messages: ({ context, event }) => {
+        const id = event.type === 'MARK_READ' ? event.id : '';
+        const receipt: Msg = {
+          wamid: derivedWamid(context.conversationId, `read:${id}`), seq: 0, state: 'queued', acceptedAt: event.at,
+          expiresAt: event.at + context.settings.ttlMs, attempts: 0, nextAttemptAt: null, sentReported: false, read: [id],
+        };
+        return context.messages.some((m) => m.wamid === receipt.wamid) ? context.messages : [...context.messages, receipt];
+      },
+    }),
     clearFiredTimer: assign({
       timer: ({ context, event }) => (event.type === 'RETRANSMIT_DUE' && context.timer && (!event.timerId || event.timerId === context.timer.id) ? null : context.timer),
     }),
@@ -303,6 +329,7 @@ export const conversationMachine = setup({
     messages: [],
     bundleFailures: 0,
     timer: null,
+    lastInboundAt: null,
     settings: {
       retryBaseMs: input.retryBaseMs ?? 5000,
       retransmitBaseMs: input.retransmitBaseMs ?? 5000,
@@ -334,6 +361,8 @@ export const conversationMachine = setup({
     ],
     SESSION_ACK: {},
     DECRYPT_FAILED: {},
+    MESSAGE_DUPLICATE: {},
+    MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: planTimer }, 'replan'] },
   },
   states: {
     noSession: {
@@ -345,6 +374,11 @@ export const conversationMachine = setup({
           actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'],
         },
         ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
+        // The user opened the conversation: decrypting their PreKey message gave us a session.
+        MESSAGE_RECEIVED: {
+          target: 'established',
+          actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }, { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting'],
+        },
         RETRY_REQUESTED: [
           { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'] },
           { guard: 'isOutstanding', target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
@@ -363,6 +397,7 @@ export const conversationMachine = setup({
           { target: 'noSession', actions: ['countBundleFailure', { type: 'emitCommands', params: scheduleBundleRetry }] },
         ],
         ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
+        MESSAGE_RECEIVED: { actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }] },
       },
     },
     established: {
@@ -376,6 +411,8 @@ export const conversationMachine = setup({
           target: 'negotiating',
           actions: ['requeueEncrypting', { type: 'emitCommands', params: FETCH }],
         },
+        MESSAGE_RECEIVED: { actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }] },
+        MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
         RETRY_REQUESTED: [
           { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
             { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },

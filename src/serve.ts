@@ -84,13 +84,26 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   const verifyToken = randomBytes(8).toString('hex');
   const receiver = await startWebhookReceiver({ port: 0, appSecret, verifyToken, print: true });
   const created = await ctx.businesses.create({ name: 'Sealpost Demo', webhookUrl: receiver.url, appSecret, verifyToken });
+  await ctx.publisher.ensure(created.phone_number_id);
   const phones = ['+15550100001', '+15550100002', '+15550100003'];
+  const names = ['Ada', 'Grace', 'Linus (answers every message)'];
   const devices: string[] = [];
-  for (const phone of phones) {
-    const res = await fetch(`${platformUrl}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone }) });
-    const json = (await res.json()) as { wa_id: string };
-    devices.push(json.wa_id);
+  for (const [i, phone] of phones.entries()) {
+    const res = await fetch(`${platformUrl}/sim/devices`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ phone, name: names[i], auto_reply: i === 2 }),
+    });
+    devices.push(((await res.json()) as { wa_id: string }).wa_id);
   }
+  // Each demo user writes first: their message reaches the business by webhook and opens the 24-hour
+  // customer-service window, so the printed curl (a free-form text) is allowed.
+  const greeted = await Promise.all(devices.map(async (waId) => {
+    const res = await fetch(`${platformUrl}/sim/devices/${waId}/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: created.display_phone_number, text: 'Hi!' }),
+    });
+    return ((await res.json()) as { id: string }).id;
+  }));
+  for (let i = 0; i < 300 && !greeted.every((id) => receiver.messages().some((m) => m.id === id)); i++) await new Promise((r) => setTimeout(r, 50));
   const adminToken = ctx.config.adminToken ?? randomBytes(24).toString('base64url');
   const body = JSON.stringify({ messaging_product: 'whatsapp', to: phones[0], type: 'text', text: { body: 'Hello from Sealpost' } });
   out('');
@@ -100,7 +113,7 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   out(`  display_phone_number ${created.display_phone_number}`);
   out(`  access_token         ${created.access_token}`);
   out(`  admin token          ${adminToken}`);
-  out(`  demo devices         ${devices.join(', ')}`);
+  out(`  demo devices         ${devices.join(', ')} (the last one answers every message)`);
   out(`  webhook receiver     ${receiver.url} (prints every status it gets)`);
   out('');
   out('Send a message:');

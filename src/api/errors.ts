@@ -67,6 +67,13 @@ export class BlockedError extends GraphError {
   }
 }
 
+/** 131047: a free-form message outside the 24-hour customer-service window. */
+export class ReengagementError extends GraphError {
+  constructor() {
+    super(131047, 'Re-engagement message', 'More than 24 hours have passed since the recipient last replied to the sender number.', 400);
+  }
+}
+
 /** 131000: anything unexpected; internals never leak. */
 export class InternalError extends GraphError {
   constructor() {

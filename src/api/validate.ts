@@ -51,6 +51,7 @@ export function validateMessagesBody(body: unknown): { kind: 'send'; send: SendB
   const waId = normaliseRecipient(body.to);
   const type = body.type ?? 'text';
   if (typeof type !== 'string' || !(MESSAGE_TYPES as readonly string[]).includes(type)) throw bad(`Parameter type is invalid: ${String(type).slice(0, 40)}`);
+  if (type === 'template') return { kind: 'send', send: { to: body.to as string, waId, message: validateTemplate(body.template), ...opaque(body) } };
   if (type !== 'text') throw new UnsupportedTypeError(type);
   const text = body.text;
   if (!isObject(text) || typeof text.body !== 'string') throw bad('Parameter text.body is required');
@@ -62,11 +63,24 @@ export function validateMessagesBody(body: unknown): { kind: 'send'; send: SendB
     if (!isObject(body.context) || typeof body.context.message_id !== 'string' || !body.context.message_id) throw bad('Parameter context.message_id is required');
     message.context = { message_id: body.context.message_id };
   }
-  let bizOpaqueCallbackData: string | undefined;
-  if (body.biz_opaque_callback_data !== undefined) {
-    if (typeof body.biz_opaque_callback_data !== 'string') throw bad('Parameter biz_opaque_callback_data must be a string');
-    if (Buffer.byteLength(body.biz_opaque_callback_data) > 512) throw bad('Parameter biz_opaque_callback_data is too long: at most 512 bytes');
-    bizOpaqueCallbackData = body.biz_opaque_callback_data;
-  }
-  return { kind: 'send', send: { to: body.to as string, waId, message, ...(bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData } : {}) } };
+  return { kind: 'send', send: { to: body.to as string, waId, message, ...opaque(body) } };
+}
+
+function opaque(body: Record<string, unknown>): { bizOpaqueCallbackData?: string } {
+  if (body.biz_opaque_callback_data === undefined) return {};
+  if (typeof body.biz_opaque_callback_data !== 'string') throw bad('Parameter biz_opaque_callback_data must be a string');
+  if (Buffer.byteLength(body.biz_opaque_callback_data) > 512) throw bad('Parameter biz_opaque_callback_data is too long: at most 512 bytes');
+  return { bizOpaqueCallbackData: body.biz_opaque_callback_data };
+}
+
+/** A template message: `{ name, language: { code }, components? }`, sendable outside the service window. */
+function validateTemplate(t: unknown): SendBody['message'] {
+  if (!isObject(t)) throw bad('Parameter template is required');
+  if (typeof t.name !== 'string' || !/^[a-z0-9_]{1,512}$/.test(t.name)) throw bad('Parameter template.name must be a template name (lowercase letters, digits, _)');
+  if (!isObject(t.language) || typeof t.language.code !== 'string' || !/^[a-z]{2,3}(_[A-Z]{2})?$/.test(t.language.code)) throw bad('Parameter template.language.code must be a language code such as en_US');
+  if (t.components !== undefined && !Array.isArray(t.components)) throw bad('Parameter template.components must be an array');
+  const template: Record<string, unknown> = { name: t.name, language: { code: t.language.code } };
+  if (t.components !== undefined) template.components = t.components;
+  if (JSON.stringify(template).length > 16_384) throw bad('Parameter template is too large');
+  return { type: 'template', template };
 }

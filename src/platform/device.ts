@@ -151,10 +151,14 @@ export class Device {
   private readonly failures: Partial<Record<FailureReason, number>> = {};
 
   /** Generates the device's keys and publishes its bundle; `prekeys` is the one-time key batch size. */
+  /** What the user sent, by id: to whom, and whether the business read it. */
+  private readonly outbox = new Map<string, { to: string; read: boolean }>();
+
   constructor(
     readonly waId: string,
     private prekeyBatch: number,
     private readonly deps: DeviceDeps,
+    private readonly user: { name: string; autoReply: boolean } = { name: `User ${waId.slice(-4)}`, autoReply: false },
   ) {
     this.address = ProtocolAddress.new(waId, DEVICE_ID);
     this.install();
@@ -214,9 +218,10 @@ export class Device {
       const seq = (this.outSeq.get(to) ?? 0) + 1;
       const id = newWamid();
       const now = this.deps.clock();
-      const content: MessageContent = { v: 1, kind: 'message', id, seq, from: this.waId, timestamp: unixSeconds(now), message };
+      const content: MessageContent = { v: 1, kind: 'message', id, seq, from: this.waId, timestamp: unixSeconds(now), message, profile_name: this.user.name };
       const ct = await signalEncrypt(plaintext(content), remote, this.address, s.sessions, s.identities);
       this.outSeq.set(to, seq);
+      this.outbox.set(id, { to, read: false });
       this.deps.toRouter({
         kind: 'envelope',
         id,
@@ -248,6 +253,11 @@ export class Device {
       const { id: _id, from: _from, type, timestamp: _ts, arrivals: _a, ...rest } = r.content.message;
       return { id: r.content.id, from: r.content.from, type, ...rest, timestamp: r.content.timestamp, arrivals: r.arrivals };
     });
+  }
+
+  /** What the user sent, oldest first, with the business's read state. */
+  sent(): { id: string; to: string; read: boolean }[] {
+    return [...this.outbox].map(([id, m]) => ({ id, ...m }));
   }
 
   /** Counters for tests and demos. */
@@ -348,6 +358,12 @@ export class Device {
       this.onMessage(content, env.from);
     } else if (content.kind === 'skip') {
       this.onSkip(env.from, content.seq);
+      this.receipt('delivered', env.id, env.from);
+    } else if (content.kind === 'receipt') {
+      for (const id of content.ids) {
+        const m = this.outbox.get(id);
+        if (m && m.to === env.from) m.read = true;
+      }
       this.receipt('delivered', env.id, env.from);
     }
   }
@@ -468,6 +484,10 @@ export class Device {
     r.shown = true;
     this.shown.push(r);
     this.receipt('delivered', r.content.id, r.sender);
+    if (this.user.autoReply) {
+      // Queued behind the current decryption on the device's own chain; a failure only costs the reply.
+      void this.send(r.sender, { type: 'text', text: { body: 'Thanks, got your message!' }, context: { from: r.sender, id: r.content.id } }).catch(() => undefined);
+    }
   }
 
   private receipt(status: 'delivered' | 'read', id: string, business: string): void {

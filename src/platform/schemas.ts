@@ -77,6 +77,10 @@ export const registerSchema = z.object({
   phone: z.string().min(1),
   prekeys: z.number().int().min(0).max(100).default(20),
   reinstall: z.boolean().default(false),
+  /** The user's profile name, as businesses see it in `contacts[].profile.name`. */
+  name: z.string().min(1).max(100).optional(),
+  /** The user answers every message a business sends (for demos). */
+  auto_reply: z.boolean().default(false),
 });
 
 /** `POST /sim/devices/:wa_id/messages`: `text`, or a structured Cloud API message by `type`. */

@@ -41,9 +41,12 @@ export function simApi(state: PlatformState) {
       const body = parseOr400(registerSchema, req.body);
       const waId = phoneToWaId(body.phone);
       if (!waId) throw new HttpError(400, 'phone: not an E.164 number (optional +, 7 to 15 digits, no leading 0)');
-      await state.registerDevice(waId, { prekeys: body.prekeys, reinstall: body.reinstall });
+      await state.registerDevice(waId, { prekeys: body.prekeys, reinstall: body.reinstall, autoReply: body.auto_reply, ...(body.name ? { name: body.name } : {}) });
       return { wa_id: waId };
     });
+
+    // What the user sent, and whether the business has read it (the router's encrypted read receipts).
+    app.get('/sim/devices/:wa_id/sent', async (req) => ({ messages: deviceOf(state, req.params).sent() }));
 
     app.get('/sim/devices/:wa_id', async (req) => {
       const d = deviceOf(state, req.params);

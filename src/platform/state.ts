@@ -52,7 +52,7 @@ export class PlatformState {
    * Registers the device for `waId`, or returns the existing one unchanged; `reinstall` gives an existing
    * device a fresh identity. `prekeys` is the one-time key batch size.
    */
-  async registerDevice(waId: string, opts: { prekeys: number; reinstall: boolean }): Promise<{ device: Device; created: boolean }> {
+  async registerDevice(waId: string, opts: { prekeys: number; reinstall: boolean; name?: string; autoReply?: boolean }): Promise<{ device: Device; created: boolean }> {
     const existing = this.devices.get(waId);
     if (existing) {
       if (opts.reinstall) await existing.reinstall(opts.prekeys);
@@ -63,7 +63,7 @@ export class PlatformState {
       toRouter: (event) => this.toRouter(event),
       clock: this.clock,
       log: this.log,
-    });
+    }, { name: opts.name ?? `User ${waId.slice(-4)}`, autoReply: !!opts.autoReply });
     this.devices.set(waId, device);
     this.log.info({ wa_id: maskPhone(waId) }, 'device registered');
     return { device, created: true };

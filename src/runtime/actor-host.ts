@@ -7,7 +7,8 @@ import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
-import { identityChangedValue, statusValue, type ChangeValue } from '../webhook/envelope.ts';
+import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
+import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
 import type { BusinessStore } from '../store/businesses.ts';
@@ -99,6 +100,17 @@ interface Loaded {
   ciphertexts: Map<string, { type: number; body: string }>;
   /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */
   envelopes: Map<string, { messageType: number; body: string }>;
+  /** Inbound messages decrypted in this drain, until stored and forwarded. */
+  inbound: Map<string, InboundRow>;
+  /** Prekey consumption to apply after the next commit (PreKey messages from the user). */
+  afterCommit: (() => Promise<void>)[];
+}
+
+/** An inbound message as stored (sealed) and forwarded to the business. */
+interface InboundRow {
+  message: Record<string, unknown> & { type: string };
+  timestamp: string;
+  profileName?: string;
 }
 
 const commandsOf = (actions: { type: string; params?: unknown }[]): Command[] =>
@@ -124,6 +136,8 @@ export class ActorHost {
     private readonly sinks: HostSinks,
     private readonly log: Logger,
     private readonly opts: HostOptions,
+    /** The business number's prekeys, for PreKey messages users send first. */
+    private readonly preKeysOf?: (phoneNumberId: string) => Promise<BusinessPreKeys>,
   ) {
     this.leaseMs = opts.leaseMs ?? 15_000;
     this.batchSize = opts.batchSize ?? 64;
@@ -233,6 +247,8 @@ export class ActorHost {
       outbox: outbox.map((o) => JSON.parse(o) as Command),
       ciphertexts: new Map(),
       envelopes: new Map(),
+      inbound: new Map(),
+      afterCommit: [],
     };
   }
 
@@ -258,6 +274,8 @@ export class ActorHost {
       if (!op) rowOps.set(wamid, (op = { wamid }));
       return op;
     };
+    const metaSet: Record<string, string> = {};
+    const indexes: string[] = [];
     while (queue.length) {
       const event = queue.shift()!;
       const [next, actions] = transition(conversationMachine, c.snapshot as never, event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
@@ -281,8 +299,17 @@ export class ActorHost {
             results.push(await this.fetchBundle(c, event.at));
             break;
           case 'message.encrypt':
-            results.push(await this.encrypt(c, cmd.wamid, cmd.seq, !!cmd.skip, event.at, rowOp(cmd.wamid)));
+            results.push(await this.encrypt(c, cmd, event.at, rowOp(cmd.wamid)));
             break;
+          case 'inbound.store': {
+            const row = c.inbound.get(cmd.id);
+            if (!row) break;
+            const rowKey = this.keys.message(c.id, cmd.id);
+            rowOp(cmd.id).set = { c: seal(c.dk, JSON.stringify(row), `${rowKey}:c`), in: '1', at: String(cmd.at) };
+            metaSet.li = String(cmd.at);
+            indexes.push(cmd.id);
+            break;
+          }
           case 'envelope.decrypt':
             results.push(await this.decrypt(c, cmd.id, event.at));
             break;
@@ -302,7 +329,14 @@ export class ActorHost {
       // Results of local commands are the next events, ahead of the rest of the batch.
       queue.unshift(...results);
     }
-    await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()]);
+    await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet);
+    for (const f of c.afterCommit.splice(0)) await f();
+    if (indexes.length) {
+      // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
+      const m = this.redis.multi();
+      for (const id of indexes) m.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs);
+      await m.exec();
+    }
     return effects;
   }
 
@@ -319,10 +353,13 @@ export class ActorHost {
     }
   }
 
-  private async encrypt(c: Loaded, wamid: string, seq: number, skip: boolean, at: number, op: RowOp): Promise<ConversationEvent> {
+  private async encrypt(c: Loaded, cmd: Extract<Command, { type: 'message.encrypt' }>, at: number, op: RowOp): Promise<ConversationEvent> {
+    const { wamid, seq } = cmd;
     let plaintext: Uint8Array;
-    if (skip) {
+    if (cmd.skip) {
       plaintext = encodeContent({ v: 1, kind: 'skip', seq });
+    } else if (cmd.read) {
+      plaintext = encodeContent({ v: 1, kind: 'receipt', status: 'read', ids: cmd.read });
     } else {
       const rowKey = this.keys.message(c.id, wamid);
       const sealed = await this.redis.hget(rowKey, 'c');
@@ -356,16 +393,33 @@ export class ActorHost {
       }
     }
     try {
-      const bytes = await c.crypto.decrypt({ type: env.messageType, body: Buffer.from(env.body, 'base64') });
+      let prekeys: ReturnType<BusinessPreKeys['stores']> | undefined;
+      if (env.messageType === CiphertextMessageType.PreKey && this.preKeysOf) {
+        prekeys = (await this.preKeysOf(c.meta.phoneNumberId)).stores();
+        c.afterCommit.push(prekeys.commit);
+      }
+      const bytes = await c.crypto.decrypt({ type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
       const content = decodeContent(bytes);
       if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
-      return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
+      if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
+      // The same message again (a re-encrypted copy): one webhook message, not two.
+      if (c.inbound.has(content.id) || (await this.redis.exists(this.keys.message(c.id, content.id)))) {
+        return { type: 'MESSAGE_DUPLICATE', id: content.id, at };
+      }
+      c.inbound.set(content.id, {
+        message: content.message, timestamp: content.timestamp,
+        ...(content.profile_name ? { profileName: content.profile_name } : {}),
+      });
+      return { type: 'MESSAGE_RECEIVED', id: content.id, at, seq: content.seq, messageType: content.message.type };
     } catch (e) {
-      return { type: 'DECRYPT_FAILED', id, at, reason: classifySignalError(e) };
+      const reason = classifySignalError(e);
+      // A copy of a message already decrypted: libsignal recognises the counter.
+      if (reason === 'duplicate') return { type: 'MESSAGE_DUPLICATE', id, at };
+      return { type: 'DECRYPT_FAILED', id, at, reason };
     }
   }
 
-  private async commit(c: Loaded, token: string, pops: number, outbox: Command[], trace: string[], rows: RowOp[]): Promise<void> {
+  private async commit(c: Loaded, token: string, pops: number, outbox: Command[], trace: string[], rows: RowOp[], metaSet: Record<string, string> = {}): Promise<void> {
     const snapKey = this.keys.snapshot(c.id);
     const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
     const sealedSnap = seal(c.dk, JSON.stringify(persisted), `${snapKey}:s`);
@@ -379,7 +433,8 @@ export class ActorHost {
       sealedSession = seal(c.dk, json, `${this.keys.session(c.id)}:s`);
     }
     const rowKeys = rows.map((r) => this.keys.message(c.id, r.wamid));
-    const ops = rows.map((r, i) => ({ k: i + 1, ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}) }));
+    const ops: Record<string, unknown>[] = rows.map((r, i) => ({ k: i + 1, ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}) }));
+    if (Object.keys(metaSet).length) ops.push({ k: 0, set: metaSet });
     const keys = [
       snapKey, this.keys.lease(c.id), this.keys.mailbox(c.id), this.keys.session(c.id),
       this.keys.outbox(c.id), this.keys.trace(c.id), this.keys.meta(c.id), ...rowKeys,
@@ -426,6 +481,9 @@ export class ActorHost {
           ? { type: 'RETRANSMIT_DUE', at: cmd.at, timerId: cmd.id }
           : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
         await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+      } else if (cmd.type === 'webhook.message') {
+        const row = c.inbound.get(cmd.id) ?? (await this.readInbound(c, cmd.id));
+        if (row) values.push(inboundMessageValue(c.meta.waId, cmd.id, row));
       } else if (cmd.type === 'webhook.identity_changed') {
         values.push(identityChangedValue(c.meta.waId, c.crypto.remoteIdentityHash() ?? '', cmd.at, c.id));
       } else if (cmd.type === 'timer.cancel') {
@@ -458,6 +516,12 @@ export class ActorHost {
   private async readCiphertext(c: Loaded, wamid: string): Promise<{ type: number; body: string } | null> {
     const [body, type] = await this.redis.hmget(this.keys.message(c.id, wamid), 'ct', 'ty');
     return body && type ? { type: Number(type), body } : null;
+  }
+
+  private async readInbound(c: Loaded, id: string): Promise<InboundRow | null> {
+    const rowKey = this.keys.message(c.id, id);
+    const sealed = await this.redis.hget(rowKey, 'c');
+    return sealed ? (JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as InboundRow) : null;
   }
 
   private async readOpaque(c: Loaded, wamid: string): Promise<string | undefined> {

@@ -8,7 +8,8 @@ export type MailboxEvent =
   | { type: 'DELIVERED' | 'READ'; wamid: string; at: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
-  | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string };
+  | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
+  | { type: 'MARK_READ'; id: string; at: number };
 
 /** Job data of a wake-up job: only the conversation id. */
 export interface WakeJob {

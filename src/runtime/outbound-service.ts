@@ -4,7 +4,7 @@ import type { Keys } from '../store/keys.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
-import type { Accepted, OutboundPort, OutboundRequest } from './ports.ts';
+import { SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 const MAX_RETENTION_MS = 30 * 86_400_000;
 
@@ -32,6 +32,11 @@ export class OutboundService implements OutboundPort {
 
   async accept(req: OutboundRequest): Promise<Accepted> {
     const conv = await conversationId(this.dataKeys, req.businessId, req.phoneNumberId, req.waId);
+    if (req.message.type !== 'template') {
+      // Free-form messages only inside the customer-service window the user's last message opened.
+      const li = await this.redis.hget(this.keys.meta(conv), 'li');
+      if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
+    }
     const dk = await this.dataKeys.get(req.businessId);
     const retention = await this.retentionOf(req.businessId);
     const wamid = newWamid(conv);
@@ -61,12 +66,29 @@ export class OutboundService implements OutboundPort {
     return { wamid, waId: req.waId };
   }
 
+  /** Creates the conversation's metadata if it does not exist yet (a user writing first). */
+  async ensure(conv: string, businessId: string, phoneNumberId: string, waId: string): Promise<void> {
+    const metaKey = this.keys.meta(conv);
+    if (await this.redis.exists(metaKey)) return;
+    const dk = await this.dataKeys.get(businessId);
+    const keepMs = (await this.retentionOf(businessId)) + 86_400_000;
+    await this.redis
+      .multi()
+      .hsetnx(metaKey, 'business_id', businessId)
+      .hsetnx(metaKey, 'phone_number_id', phoneNumberId)
+      .hsetnx(metaKey, 'wa', seal(dk, waId, `${metaKey}:wa`))
+      .pexpire(metaKey, keepMs)
+      .exec();
+  }
+
   async markRead(businessId: string, _phoneNumberId: string, messageId: string): Promise<boolean> {
     // Inbound messages are indexed by id when they arrive ({c: conversation, b: business}); an id with no
     // entry, or another business's, is answered the same way so ids cannot be probed.
     const raw = await this.redis.get(this.keys.messageIndex(messageId));
     if (!raw) return false;
     const entry = JSON.parse(raw) as { c: string; b: string };
-    return entry.b === businessId;
+    if (entry.b !== businessId) return false;
+    await this.mailboxes.post(entry.c, [{ type: 'MARK_READ', id: messageId, at: Date.now() }], (await this.retentionOf(businessId)) + 86_400_000);
+    return true;
   }
 }

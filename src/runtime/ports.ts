@@ -31,3 +31,14 @@ export interface OutboundPort {
   /** Marks an inbound message read; false when the business has no such message. */
   markRead(businessId: string, phoneNumberId: string, messageId: string): Promise<boolean>;
 }
+
+/** A free-form message outside the 24-hour customer-service window (Cloud API 131047); templates pass. */
+export class WindowClosedError extends Error {
+  constructor() {
+    super('more than 24 hours have passed since the recipient last replied');
+    this.name = 'WindowClosedError';
+  }
+}
+
+/** The customer-service window: a user's message opens it for this long (Cloud API: 24 hours). */
+export const SERVICE_WINDOW_MS = 24 * 3600_000;

@@ -12,6 +12,7 @@ import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
 import { TransportPuller } from './transport-puller.ts';
+import { KeyPublisher } from './key-publisher.ts';
 import { cancelTimer, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
@@ -28,6 +29,7 @@ export interface RouterContext {
   webhooks: WebhookOutbox;
   outbound: OutboundService;
   transport: TransportClient;
+  publisher: KeyPublisher;
   queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob> };
   log: Logger;
   close(): Promise<void>;
@@ -53,9 +55,11 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const webhooks = new WebhookOutbox(redis, keys, queues.webhooks);
   const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs);
   const transport = new TransportClient(platformUrl);
+  const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {
-    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, queues, log,
+    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, queues, log,
     async close() {
+      publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));
       redis.disconnect();
     },
@@ -94,7 +98,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     bundleRetryMs: config.bundleRetryMs,
     retransmitBaseMs: config.retransmitBaseMs,
     retransmitMaxMs: config.retransmitMaxMs,
-  });
+  }, (pnid) => ctx.publisher.preKeysOf(pnid));
   const conversations = startConversationWorker({
     connection, prefix, queueName: keys.queueName('conversations'), host, mailboxes: ctx.mailboxes,
     concurrency: config.workerConcurrency, log: ctx.log,
@@ -107,8 +111,9 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
     timeoutMs: config.webhookTimeoutMs,
   });
-  const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
+  const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
   if (opts.pull !== false) puller.start();
+  ctx.publisher.start();
   return {
     host,
     puller,

@@ -67,6 +67,20 @@ export class TransportClient {
     return bundleFromWire(json);
   }
 
+  /** How many one-time keys the directory still holds for `address`; null when it has no bundle at all. */
+  async keyCounts(address: string): Promise<{ prekeys: number; kyber_prekeys: number } | null> {
+    const { status, json } = await this.call('GET', `/v1/keys/${encodeURIComponent(address)}/count`);
+    if (status === 404) return null;
+    if (status !== 200) throw new TransportUnavailableError(`key count answered ${status}`);
+    return json as { prekeys: number; kyber_prekeys: number };
+  }
+
+  /** Publishes (or tops up) `address`'s prekeys in the directory. */
+  async publishKeys(address: string, upload: unknown): Promise<void> {
+    const { status, json } = await this.call('PUT', `/v1/keys/${encodeURIComponent(address)}`, upload);
+    if (status !== 200) throw new Error(`key upload refused (${status}): ${json?.error ?? ''}`);
+  }
+
   /** Hands envelopes to the transport; returns the ids it rejected as unknown recipients. */
   async send(envelopes: OutgoingEnvelope[]): Promise<{ unknown: Set<string> }> {
     const unknown = new Set<string>();

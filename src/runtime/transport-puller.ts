@@ -21,6 +21,7 @@ export class TransportPuller {
     private readonly businesses: BusinessStore,
     private readonly dataKeys: DataKeys,
     private readonly mailboxes: Mailboxes,
+    private readonly conversations: { ensure(conv: string, businessId: string, phoneNumberId: string, waId: string): Promise<void> },
     private readonly log: Logger,
     private readonly mailboxTtlMs: number,
     /** How long the transport keeps a pulled event from others: a killed puller's events return after it. */
@@ -83,6 +84,8 @@ export class TransportPuller {
         return null;
       }
       const conv = await conversationId(this.dataKeys, pn.business_id, pn.phone_number_id, ev.from);
+      // A user may open the conversation: make sure it exists (idempotent) before its first event.
+      await this.conversations.ensure(conv, pn.business_id, pn.phone_number_id, ev.from);
       return { conversationId: conv, event: { type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body } };
     }
     return null;

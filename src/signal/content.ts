@@ -17,6 +17,8 @@ export interface MessageContent {
   timestamp: string;
   /** The Cloud API message object: `{ type, text?: { body }, context?, reaction?, ... }`. */
   message: Record<string, unknown> & { type: string };
+  /** Device → router: the user's profile name, as the Cloud API's `contacts[].profile.name`. */
+  profile_name?: string;
 }
 
 /** Sent by a device after it decrypted a PreKey message, so the sender's session counts as acknowledged. */
@@ -32,8 +34,16 @@ export interface SkipContent {
   seq: number;
 }
 
+/** Router → device: the business read these messages of the user's. */
+export interface ReceiptContent {
+  v: 1;
+  kind: 'receipt';
+  status: 'read';
+  ids: string[];
+}
+
 /** Everything that may be inside a Signal message. */
-export type Content = MessageContent | SessionAckContent | SkipContent;
+export type Content = MessageContent | SessionAckContent | SkipContent | ReceiptContent;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });

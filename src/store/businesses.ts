@@ -118,6 +118,7 @@ export class BusinessStore {
       })
       .hset(this.keys.token(hashToken(token)), { business_id: businessId, created_at: String(Date.now()) })
       .sadd(this.keys.businesses, businessId)
+      .sadd(this.keys.phoneNumbers, phoneNumberId)
       .exec();
     return { business_id: businessId, waba_id: wabaId, phone_number_id: phoneNumberId, display_phone_number: display, access_token: token };
   }
@@ -168,6 +169,11 @@ export class BusinessStore {
     const id: NumberIdentity = { identity: IdentityKeyPair.deserialize(openBytes(dk, sealed, `${pnKey}:identity`)), registrationId: Number(reg) };
     this.identities.set(phoneNumberId, id);
     return id;
+  }
+
+  /** Every phone_number_id. */
+  async allPhoneNumberIds(): Promise<string[]> {
+    return this.redis.smembers(this.keys.phoneNumbers);
   }
 
   /** A business's non-secret settings, or null. */

@@ -27,6 +27,14 @@ export class Keys {
   dataKey(businessId: string): string { return `${this.prefix}:biz:${businessId}:dk`; }
   /** Hash: one business phone number (routing data and its Signal identity, private part sealed). */
   phoneNumber(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}`; }
+  /** Set of all phone_number_ids (the key publisher walks it). */
+  get phoneNumbers(): string { return `${this.prefix}:numbers`; }
+  /** Hash: the number's private prekeys (sealed) and their counters. */
+  preKeys(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}:pk`; }
+  /** Set: last-resort prekey uses seen (replay guard). */
+  lastResortUsed(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}:lru`; }
+  /** String: the lock one process holds while publishing the number's keys. */
+  publishLock(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}:publock`; }
   /** String: display phone number digits → phone_number_id (routes transport events). */
   displayNumber(digits: string): string { return `${this.prefix}:pnd:${digits}`; }
   /** Hash: an access token, by the SHA-256 of the token (the token itself is never stored). */

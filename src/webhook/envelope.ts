@@ -89,3 +89,15 @@ export function identityChangedValue(waId: string, identityHash: string, at: num
     }],
   };
 }
+
+/** A user's message as the Cloud API forwards it: the contact (wa_id, profile name) and the message. */
+export function inboundMessageValue(
+  waId: string,
+  id: string,
+  row: { message: Record<string, unknown> & { type: string }; timestamp: string; profileName?: string },
+): ChangeValue {
+  return {
+    contacts: [{ profile: { name: row.profileName ?? '' }, wa_id: waId }],
+    messages: [{ from: waId, id, timestamp: row.timestamp, ...row.message }],
+  };
+}

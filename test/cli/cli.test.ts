@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
-import { sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { sendTemplate, startSystem, type TestSystem } from '../helpers/system.ts';
 
 const run = promisify(execFile);
 
@@ -66,14 +66,14 @@ describe('sealpost CLI', () => {
 
   it('trace prints a conversation as JSON Lines; replay accepts it and rejects an altered step with a diff', async () => {
     const waId = await createDevice(sys.platformUrl, '+15556660002');
-    const wamid = await sendText(sys, waId, 'trace me');
+    const wamid = await sendTemplate(sys, waId, 'trace_me');
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'delivery');
     const traced = await cli(['trace', wamid], env);
     expect(traced.code).toBe(0);
     const lines = traced.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ seq: 1, event: { type: 'SEND', wamid }, state: 'negotiating', input: expect.any(Object) });
     expect(lines.map((l) => l.event.type)).toEqual(expect.arrayContaining(['SEND', 'BUNDLE_FETCHED', 'ENCRYPTED', 'TRANSPORT_ACCEPTED', 'DELIVERED']));
-    expect(traced.stdout).not.toContain('trace me');
+    expect(traced.stdout).not.toContain('trace_me');
     expect(traced.stdout).not.toContain(waId);
     const file = path.join(dir, 'good.jsonl');
     writeFileSync(file, traced.stdout);

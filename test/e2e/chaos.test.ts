@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
 import { startOwnRedisServer, type OwnRedis } from '../helpers/redis-server.ts';
-import { sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { openWindows, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
 
 const CONVERSATIONS = 100;
 const PER_CONVERSATION = 20;
@@ -52,6 +52,7 @@ describe('chaos: a lossy, flapping transport, workers killed with SIGKILL, Redis
     }, KILL_EVERY_MS);
 
     const users = await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => createDevice(s.platformUrl, `+1555800${String(i).padStart(4, '0')}`)));
+    await openWindows(s, users);
     const faults = { drop: 0.2, duplicate: 0.1, reorder: true };
     await fetch(`${s.platformUrl}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(faults) });
     const t0 = Date.now();

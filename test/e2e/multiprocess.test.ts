@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDevice, deviceMessages, deviceStats, sendText, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
+import { createDevice, deviceMessages, deviceStats, openWindows, sendText, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
 
 const WORKERS = 3;
 const CONVERSATIONS = 50;
@@ -33,6 +33,7 @@ describe('three worker processes against one Redis', () => {
     const users = await Promise.all(
       Array.from({ length: CONVERSATIONS }, (_, i) => createDevice(sys.platformUrl, `+1555200${String(i).padStart(4, '0')}`)),
     );
+    await openWindows(sys, users);
     const sent = new Map<string, string[]>();
     // Each conversation's messages are sent one after another (API order); conversations run concurrently.
     await Promise.all(users.map(async (waId, u) => {

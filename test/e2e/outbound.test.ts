@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
-import { sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { openWindows, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
 
 describe('outbound end to end: API → actor → Signal → transport → device → signed webhooks', () => {
   let sys: TestSystem;
@@ -13,6 +13,7 @@ describe('outbound end to end: API → actor → Signal → transport → device
 
   it('delivers 200 messages to 20 users through the real HTTP API, each exactly once and in order, with sent and delivered webhooks', async () => {
     const users = await Promise.all(Array.from({ length: 20 }, (_, i) => createDevice(sys.platformUrl, `+1555400${String(i).padStart(4, '0')}`)));
+    await openWindows(sys, users);
     const sent = new Map<string, { wamid: string; body: string }[]>();
     await Promise.all(users.map(async (waId, u) => {
       const list: { wamid: string; body: string }[] = [];
@@ -55,6 +56,7 @@ describe('outbound end to end: API → actor → Signal → transport → device
 
   it('signs every webhook over the exact bytes, ASCII-escaped, as an independent HMAC confirms', async () => {
     const waId = await createDevice(sys.platformUrl, '+15554999999');
+    await openWindows(sys, [waId]);
     const body = 'Grüße, café ✓ 👋';
     const wamid = await sendText(sys, waId, body);
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'delivered webhook');

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
-import { sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { openWindows, sendTemplate, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
 
 const post = (url: string, body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
@@ -25,6 +25,7 @@ describe('session repair, prekeys and TTL, end to end', () => {
 
   it('a corrupted copy makes the device ask for a retry; the router archives, renegotiates and re-encrypts', async () => {
     const waId = await createDevice(sys.platformUrl, phone());
+    await openWindows(sys, [waId]);
     await delivered(await sendText(sys, waId, 'first, clean'));
     await faults({ corrupt_next: 1 });
     const wamid = await sendText(sys, waId, 'second, corrupted on the wire');
@@ -37,11 +38,13 @@ describe('session repair, prekeys and TTL, end to end', () => {
     const repair = t.find((l) => l.event.type === 'RETRY_REQUESTED');
     expect(repair).toMatchObject({ event: { wamid, ratchetMatches: true }, state: 'negotiating' });
     expect(repair.commands).toEqual(expect.arrayContaining([{ type: 'session.archive' }, { type: 'bundle.fetch' }]));
-    expect(t.filter((l) => l.event.type === 'BUNDLE_FETCHED')).toHaveLength(2);
+    // The first session was the one the user opened by writing; the repair fetched the business's own bundle.
+    expect(t.filter((l) => l.event.type === 'BUNDLE_FETCHED')).toHaveLength(1);
   });
 
   it('a device that lost its sessions gets the message again in a fresh session', async () => {
     const waId = await createDevice(sys.platformUrl, phone());
+    await openWindows(sys, [waId]);
     await delivered(await sendText(sys, waId, 'before'));
     await post(`${sys.platformUrl}/sim/devices/${waId}/forget-sessions`, {});
     const wamid = await sendText(sys, waId, 'after the restore');
@@ -55,6 +58,7 @@ describe('session repair, prekeys and TTL, end to end', () => {
   it("a reinstalled device's new identity is accepted from the directory and reported to the business", async () => {
     const number = phone();
     const waId = await createDevice(sys.platformUrl, number);
+    await openWindows(sys, [waId]);
     await delivered(await sendText(sys, waId, 'hello'));
     await post(`${sys.platformUrl}/sim/devices`, { phone: number, reinstall: true });
     const wamid = await sendText(sys, waId, 'welcome back');
@@ -72,12 +76,14 @@ describe('session repair, prekeys and TTL, end to end', () => {
     const { wa_id: waId } = (await res.json()) as { wa_id: string };
     const bundle = (await (await fetch(`${sys.platformUrl}/v1/keys/${waId}`)).json()) as Record<string, unknown>;
     expect(bundle.prekey).toBeUndefined();
-    await delivered(await sendText(sys, waId, 'on the last-resort key'));
-    expect((await deviceMessages(sys.platformUrl, waId))[0]!.text!.body).toBe('on the last-resort key');
+    // A template needs no open window, so the business starts the session: from the last-resort bundle.
+    await delivered(await sendTemplate(sys, waId, 'order_update'));
+    expect((await deviceMessages(sys.platformUrl, waId))[0]).toMatchObject({ type: 'template', template: { name: 'order_update' } });
   });
 
   it('gives up on a message after 5 repairs: it fails with 131026 instead of looping', async () => {
     const waId = await createDevice(sys.platformUrl, phone());
+    await openWindows(sys, [waId]);
     await delivered(await sendText(sys, waId, 'ok'));
     await faults({ corrupt: 1 });
     const wamid = await sendText(sys, waId, 'always corrupted');
@@ -89,6 +95,7 @@ describe('session repair, prekeys and TTL, end to end', () => {
 
   it('retransmits through a lossy transport until delivered, each shown once, in order', async () => {
     const waId = await createDevice(sys.platformUrl, phone());
+    await openWindows(sys, [waId]);
     await delivered(await sendText(sys, waId, 'warm-up'));
     await faults({ drop: 0.5, duplicate: 0.3, reorder: true });
     const wamids: string[] = [];
@@ -109,6 +116,7 @@ describe('TTL expiry', () => {
 
   it('a message never acknowledged fails with 131026 when its TTL runs out, and later messages are not held behind it', async () => {
     const waId = await createDevice(sys.platformUrl, '+15557799999');
+    await openWindows(sys, [waId]);
     await post(`${sys.platformUrl}/sim/faults`, { drop: 1 });
     const lost = await sendText(sys, waId, 'never arrives', { biz_opaque_callback_data: 'lost-one' });
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === lost && s.status === 'failed'), 'the failed status', 30_000);

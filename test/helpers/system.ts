@@ -7,6 +7,7 @@ import { startPlatform } from '../../src/platform/server.ts';
 import { createRouterContext, startWorkers, type RouterContext, type RunningWorkers } from '../../src/runtime/router.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from './redis.ts';
+import { waitFor } from './devices.ts';
 
 export { createDevice, deviceMessages, deviceStats, waitFor } from './devices.ts';
 
@@ -60,6 +61,8 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   const verifyToken = 'verify-me';
   const receiver = await startWebhookReceiver({ port: 0, appSecret, verifyToken });
   const business = await ctx.businesses.create({ name: 'Test Co', webhookUrl: receiver.url, appSecret, verifyToken });
+  // Publish the business's bundle now, so users can write first without waiting for the periodic check.
+  if (!(await ctx.publisher.ensure(business.phone_number_id))) throw new Error('could not publish the business prekeys');
   return {
     config, redisUrl, prefix, masterKey, ctx, workers, apiUrl, platformUrl: platform.url, receiver, business, appSecret,
     childEnv: () => ({ ...process.env, ...env, REDIS_URL: redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }),
@@ -74,6 +77,23 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   };
 }
 
+/** The user writes to the business (a text); resolves with the message id once the business got it by webhook. */
+export async function userWrites(sys: TestSystem, waId: string, text: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const res = await fetch(`${sys.platformUrl}/sim/devices/${waId}/messages`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ to: sys.business.display_phone_number, text, ...extra }),
+  });
+  if (!res.ok) throw new Error(`device send failed: ${res.status} ${await res.text()}`);
+  const { id } = (await res.json()) as { id: string };
+  await waitFor(() => sys.receiver.messages().some((m) => m.id === id), `the business to receive ${id}`);
+  return id;
+}
+
+/** Opens the 24-hour customer-service window for each user: each writes first. */
+export async function openWindows(sys: TestSystem, waIds: string[]): Promise<void> {
+  await Promise.all(waIds.map((w) => userWrites(sys, w, 'hi')));
+}
+
 /** Sends a text through the Cloud-API-compatible endpoint; returns the wamid. */
 export async function sendText(sys: TestSystem, to: string, body: string, extra: Record<string, unknown> = {}): Promise<string> {
   const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
@@ -86,3 +106,14 @@ export async function sendText(sys: TestSystem, to: string, body: string, extra:
   return json.messages[0].id;
 }
 
+/** Sends a template (allowed outside the customer-service window); returns the wamid. */
+export async function sendTemplate(sys: TestSystem, to: string, name: string): Promise<string> {
+  const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'template', template: { name, language: { code: 'en_US' } } }),
+  });
+  const json = (await res.json()) as { messages?: { id: string }[] };
+  if (res.status !== 200 || !json.messages?.[0]) throw new Error(`template send failed: ${res.status} ${JSON.stringify(json)}`);
+  return json.messages[0].id;
+}

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { startPlatform } from '../../src/platform/server.ts';
 import { ActorHost, CommitConflictError, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
-import { conversationOfWamid } from '../../src/runtime/ids.ts';
+import { conversationId, conversationOfWamid } from '../../src/runtime/ids.ts';
 import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
 import { TransportClient } from '../../src/runtime/transport-client.ts';
@@ -27,6 +27,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let puller: TransportPuller;
   let transport: TransportClient;
   let biz: Awaited<ReturnType<BusinessStore['create']>>;
+  let dataKeys: DataKeys;
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
   const cancelled: string[] = [];
@@ -37,7 +38,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     prefix = testPrefix('host');
     redis = new Redis(testRedisUrl());
     keys = new Keys(prefix);
-    const dataKeys = new DataKeys(redis, keys, randomBytes(32));
+    dataKeys = new DataKeys(redis, keys, randomBytes(32));
     const businesses = new BusinessStore(redis, keys, dataKeys);
     platform = await startPlatform({ port: 0 });
     transport = new TransportClient(platform.url);
@@ -57,7 +58,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     };
     host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
     outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, 3600e3);
-    puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, log, 3600e3);
+    puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, outbound, log, 3600e3);
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
     statuses.length = 0;
     timers.length = 0;
@@ -72,8 +73,15 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     redis.disconnect();
   });
 
-  const send = (waId: string, body: string) =>
-    outbound.accept({ businessId: biz.business_id, phoneNumberId: biz.phone_number_id, waId, message: { type: 'text', text: { body } } });
+  /** As if the user had written a minute ago: the customer-service window is open (this suite tests the host). */
+  async function openWindow(waId: string) {
+    const conv = await conversationId(dataKeys, biz.business_id, biz.phone_number_id, waId);
+    await redis.hset(keys.meta(conv), 'li', String(Date.now() - 60_000));
+  }
+  const send = async (waId: string, body: string) => {
+    await openWindow(waId);
+    return outbound.accept({ businessId: biz.business_id, phoneNumberId: biz.phone_number_id, waId, message: { type: 'text', text: { body } } });
+  };
 
   /** Pulls what the transport has for the router until `until` holds. */
   async function pullUntil(until: () => boolean) {

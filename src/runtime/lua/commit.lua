@@ -23,7 +23,7 @@
     ARGV[9]  trace length bound
     ARGV[10] lease duration (ms), renewed on success
     ARGV[11] key TTL backstop (ms)
-    ARGV[12] row operations, JSON: [{"k": key index from 8, "set": {field: value}?, "del": [field]?, "drop": true?}]
+    ARGV[12] row operations, JSON: [{"k": key index from 8 (0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
 
   Output:
     the new version, or an error reply 'LEASE_LOST' / 'VERSION_CONFLICT'
@@ -60,7 +60,8 @@ if #lines > 0 then
   redis.call('PEXPIRE', trace, ttl)
 end
 for _, op in ipairs(cjson.decode(ARGV[12])) do
-  local key = KEYS[7 + op.k]
+  local key = meta
+  if op.k > 0 then key = KEYS[7 + op.k] end
   if op.drop then
     redis.call('DEL', key)
   else
