@@ -20,6 +20,8 @@ export interface WebhookReceiver {
   messages(): { id: string; from: string; [k: string]: unknown }[];
   /** Makes the next POSTs answer `status` (tests of retries); `null` restores 200. */
   failWith(status: number | null): void;
+  /** Fails this share (0..1) of POSTs with 500, and/or delays every answer (a slow endpoint). */
+  misbehave(opts: { failRate?: number; delayMs?: number }): void;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,8 @@ export async function startWebhookReceiver(opts: {
 }): Promise<WebhookReceiver> {
   const received: ReceivedWebhook[] = [];
   let failStatus: number | null = null;
+  let failRate = 0;
+  let delayMs = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method === 'GET') {
@@ -63,8 +67,9 @@ export async function startWebhookReceiver(opts: {
       res.writeHead(401, { 'content-type': 'text/plain' });
       return res.end('bad signature');
     }
-    if (failStatus !== null) {
-      res.writeHead(failStatus);
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    if (failStatus !== null || (failRate > 0 && Math.random() < failRate)) {
+      res.writeHead(failStatus ?? 500);
       return res.end();
     }
     const w: ReceivedWebhook = { raw, signature, body: JSON.parse(raw.toString('utf8')), at: Date.now() };
@@ -99,6 +104,10 @@ export async function startWebhookReceiver(opts: {
     statuses: () => values().flatMap((v: any) => v.statuses ?? []),
     messages: () => values().flatMap((v: any) => v.messages ?? []),
     failWith: (s) => { failStatus = s; },
+    misbehave: (o) => {
+      failRate = o.failRate ?? 0;
+      delayMs = o.delayMs ?? 0;
+    },
     close: () => new Promise<void>((resolve) => {
       server.closeAllConnections();
       server.close(() => resolve());
