@@ -110,6 +110,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     concurrency: config.webhookConcurrency,
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
     timeoutMs: config.webhookTimeoutMs,
+    maxBatch: config.webhookBatch,
   });
   const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
   if (opts.pull !== false) puller.start();

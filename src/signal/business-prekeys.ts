@@ -19,6 +19,11 @@ export const PREKEY_MINIMUM = 10;
 /** Signed and last-resort keys are rotated this often (Signal: every 1.5 to 2 days). */
 export const ROTATE_EVERY_MS = 2 * 86_400_000;
 
+/** Last-resort Kyber ids live in the upper half of the 24-bit id space, one-time Kyber ids in the lower. */
+const LAST_RESORT_BASE = 0x800000;
+const nextOneTime = (id: number) => (id >= LAST_RESORT_BASE - 1 ? 1 : id + 1);
+const nextLastResort = (id: number) => (id < LAST_RESORT_BASE || id >= 0xffffff ? LAST_RESORT_BASE : id + 1);
+
 /** Key names of one business number's prekeys. */
 export interface PreKeyKeys {
   /** Hash: sealed private records (`ec:<id>`, `ky:<id>`, `sp:<id>`, `lr:<id>`) and counters. */
@@ -62,14 +67,13 @@ export class BusinessPreKeys {
     let [curSp, curLr] = meta.map((v) => (v ? Number(v) : 0)) as [number, number];
     const rotatedAt = Number(meta[2] ?? 0);
     let nextEc = Number(meta[3] ?? 1);
-    let nextKy = Number(meta[4] ?? 2);
+    let nextKy = Number(meta[4] ?? 1);
     const writes: Record<string, string> = {};
     let rotate = !curSp || now - rotatedAt >= ROTATE_EVERY_MS;
     if (rotate) {
       curSp = curSp ? nextKeyId(curSp) : 1;
-      curLr = curLr ? nextKeyId(curLr) : 1;
-      // Kyber one-time ids and last-resort ids share a namespace: keep them apart.
-      if (curLr === nextKy) nextKy = nextKeyId(nextKy);
+      // Kyber one-time and last-resort ids share libsignal's namespace: separate ranges keep them apart.
+      curLr = nextLastResort(curLr);
       const sp = generateSignedPreKey(this.identity.identity, curSp, now);
       const lr = generateKyberPreKey(this.identity.identity, curLr, now);
       writes[`sp:${curSp}`] = this.seal(`sp:${curSp}`, sp.serialize());
@@ -82,13 +86,14 @@ export class BusinessPreKeys {
     let preKeys: PreKeyRecord[] = [];
     let kyberPreKeys: KyberPreKeyRecord[] = [];
     if (topUp) {
+      if (nextKy + PREKEY_BATCH >= LAST_RESORT_BASE) nextKy = 1; // a batch never crosses into the last-resort range
       preKeys = generatePreKeys(nextEc, PREKEY_BATCH);
-      kyberPreKeys = generateKyberPreKeys(this.identity.identity, nextKy, PREKEY_BATCH, now).filter((k) => k.id() !== curLr);
+      kyberPreKeys = generateKyberPreKeys(this.identity.identity, nextKy, PREKEY_BATCH, now);
       for (const r of preKeys) writes[`ec:${r.id()}`] = this.seal(`ec:${r.id()}`, r.serialize());
       for (const r of kyberPreKeys) writes[`ky:${r.id()}`] = this.seal(`ky:${r.id()}`, r.serialize());
       for (let i = 0; i < PREKEY_BATCH; i++) {
         nextEc = nextKeyId(nextEc);
-        nextKy = nextKeyId(nextKy);
+        nextKy = nextOneTime(nextKy);
       }
       Object.assign(writes, { next_ec: String(nextEc), next_ky: String(nextKy) });
     }

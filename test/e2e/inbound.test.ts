@@ -157,7 +157,7 @@ describe('inbound under webhook failures', () => {
       ids.push(((await res.json()) as { id: string }).id);
     }
     // Wait until the router has tried (and failed) more than once, then bring the receiver back.
-    await waitFor(async () => (await sys.ctx.queues.webhooks.getJobCounts('delayed')).delayed > 0, 'a retry to be scheduled');
+    await waitFor(async () => ((await sys.ctx.queues.webhooks.getJobCounts('delayed')).delayed ?? 0) > 0, 'a retry to be scheduled');
     expect(sys.receiver.messages().filter((m) => ids.includes(m.id))).toEqual([]);
     sys.receiver.failWith(null);
     await waitFor(() => ids.every((id) => sys.receiver.messages().some((m) => m.id === id)), 'everything after the receiver came back', 60_000);
