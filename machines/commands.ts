@@ -33,6 +33,10 @@ export type Command =
   | { type: 'webhook.identity_changed'; at: number }
   /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK, RETRY_REQUESTED (a device's retry request) or DECRYPT_FAILED. */
   | { type: 'envelope.decrypt'; id: string }
+  /** Delete every message whose retention ended by `upTo` (rows, index entries, their trace lines). */
+  | { type: 'store.purge'; upTo: number }
+  /** The conversation is over: delete everything about it, the user's phone number and session included. */
+  | { type: 'conversation.delete' }
   /** The message's content is no longer needed: delete its body and ciphertext, keep its status. */
   | { type: 'message.forget'; wamid: string };
 

@@ -36,6 +36,8 @@ export interface ConversationSettings {
   retransmitMaxMs: number;
   /** Default message TTL (the Cloud API's is 30 days). */
   ttlMs: number;
+  /** How long every message is kept (the business's retention, 30 days at most). */
+  retentionMs: number;
 }
 
 /** The conversation's context: ids, times and counters only, never content or phone numbers. */
@@ -49,6 +51,8 @@ export interface ConversationContext {
   timer: { id: string; at: number } | null;
   /** When the user last wrote (opens the 24-hour customer-service window); null if never. */
   lastInboundAt: number | null;
+  /** When the retention of the newest message ends: then the conversation (and the user's number) is deleted. */
+  retentionUntil: number | null;
   settings: ConversationSettings;
 }
 
@@ -59,6 +63,7 @@ export interface ConversationInput {
   retransmitBaseMs?: number;
   retransmitMaxMs?: number;
   ttlMs?: number;
+  retentionMs?: number;
 }
 
 /** Events delivered to a conversation; `at` is the time (ms) the host observed it. */
@@ -80,6 +85,7 @@ export type ConversationEvent =
   | { type: 'MESSAGE_RECEIVED'; id: string; at: number; seq: number; messageType: string }
   | { type: 'MESSAGE_DUPLICATE'; id: string; at: number }
   | { type: 'MARK_READ'; id: string; at: number }
+  | { type: 'PURGE_DUE'; at: number }
   | { type: 'DECRYPT_FAILED'; id: string; at: number; reason: string };
 
 /** Cloud API code for an undeliverable message. */
@@ -212,6 +218,20 @@ function receiveInbound({ event }: Args): CommandBatch {
   return { list: [{ type: 'inbound.store', id: event.id, at: event.at }, { type: 'webhook.message', id: event.id }] };
 }
 
+function purge({ event }: Args): CommandBatch {
+  return { list: [{ type: 'store.purge', upTo: event.at }] };
+}
+
+function endConversation({ context, event }: Args): CommandBatch {
+  return {
+    list: [
+      { type: 'store.purge', upTo: event.at },
+      ...(context.timer ? [{ type: 'timer.cancel', id: context.timer.id } as Command] : []),
+      { type: 'conversation.delete' },
+    ],
+  };
+}
+
 function identityNotice({ event }: Args): CommandBatch {
   return { list: event.type === 'BUNDLE_FETCHED' && event.identityChanged ? [{ type: 'webhook.identity_changed', at: event.at }] : [] };
 }
@@ -240,6 +260,9 @@ export const conversationMachine = setup({
     isEncrypting: ({ context, event }) => find(context, wamidOf(event))?.state === 'encrypting',
     isInFlight: ({ context, event }) => isInFlight(find(context, wamidOf(event))),
     isOutstanding: ({ context, event }) => !!find(context, wamidOf(event)),
+    // Over when the newest message's retention has ended and nothing is owed but notices about expired ones.
+    conversationOver: ({ context, event }) =>
+      context.retentionUntil !== null && event.at >= context.retentionUntil && context.messages.every(isControl),
     recipientUnknown: ({ event }) => 'reason' in event && event.reason === 'unknown_recipient',
     repairsExhausted: ({ context, event }) => (find(context, wamidOf(event))?.repairs ?? 0) >= MAX_REPAIRS,
     ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
@@ -250,6 +273,7 @@ export const conversationMachine = setup({
     emitCommands: (_args, _params: CommandBatch) => {},
     enqueue: assign({
       nextSeq: ({ context }) => context.nextSeq + 1,
+      retentionUntil: ({ context, event }) => Math.max(context.retentionUntil ?? 0, event.at + context.settings.retentionMs),
       messages: ({ context, event }) => [
         ...context.messages,
         {
@@ -299,7 +323,10 @@ export const conversationMachine = setup({
     removeQueued: assign({ messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued') }),
     countBundleFailure: assign({ bundleFailures: ({ context }) => context.bundleFailures + 1 }),
     resetBundleFailures: assign({ bundleFailures: 0 }),
-    noteInbound: assign({ lastInboundAt: ({ event }) => event.at }),
+    noteInbound: assign({
+      lastInboundAt: ({ event }) => event.at,
+      retentionUntil: ({ context, event }) => Math.max(context.retentionUntil ?? 0, event.at + context.settings.retentionMs),
+    }),
     queueReadReceipt: assign({
       messages: ({ context, event }) => {
         const id = event.type === 'MARK_READ' ? event.id : '';
@@ -330,11 +357,13 @@ export const conversationMachine = setup({
     bundleFailures: 0,
     timer: null,
     lastInboundAt: null,
+    retentionUntil: null,
     settings: {
       retryBaseMs: input.retryBaseMs ?? 5000,
       retransmitBaseMs: input.retransmitBaseMs ?? 5000,
       retransmitMaxMs: input.retransmitMaxMs ?? 15 * 60_000,
       ttlMs: input.ttlMs ?? 30 * DAY,
+      retentionMs: input.retentionMs ?? 30 * DAY,
     },
   }),
   initial: 'noSession',
@@ -363,8 +392,15 @@ export const conversationMachine = setup({
     DECRYPT_FAILED: {},
     MESSAGE_DUPLICATE: {},
     MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    // Retention: expired messages go; after the newest one, everything about the user goes.
+    PURGE_DUE: [
+      { guard: 'conversationOver', target: '.expired', actions: { type: 'emitCommands', params: endConversation } },
+      { actions: { type: 'emitCommands', params: purge } },
+    ],
   },
   states: {
+    /** Deleted: the host removes every key of the conversation; a later message starts a new one. */
+    expired: { type: 'final' },
     noSession: {
       on: {
         SEND: { guard: 'isNewMessage', target: 'negotiating', actions: ['enqueue', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },

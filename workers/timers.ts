@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Mailboxes, MailboxEvent } from '../src/runtime/mailbox.ts';
@@ -9,7 +10,11 @@ export interface TimerJob {
   event: MailboxEvent;
 }
 
-const jobIdOf = (conversationId: string, timerId: string) => `${conversationId}-${timerId.replace(/:/g, '_')}`;
+/**
+ * A timer's job id: stable (a replayed schedule is a no-op, a cancel finds it) but a digest, so BullMQ's
+ * event stream never names a conversation after it was deleted.
+ */
+export const jobIdOf = (conversationId: string, timerId: string) => `t${createHash('sha256').update(`${conversationId}|${timerId}`).digest('hex').slice(0, 32)}`;
 
 /** Adds a timer as a delayed job; the id makes a replayed schedule a no-op. */
 export async function scheduleTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void> {
@@ -44,4 +49,22 @@ export function startTimerWorker(opts: {
 /** Removes a timer's delayed job; one that already ran (or never existed) is fine. */
 export async function cancelTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string): Promise<void> {
   await queue.remove(jobIdOf(conversationId, timerId));
+}
+
+/**
+ * Makes sure a deletion job wakes the conversation once a message's retention ends at `until`. Jobs are
+ * bucketed (a tenth of the retention, 1 s to 60 s), so a busy conversation has one job per bucket, not one per
+ * message; a message is deleted at most one bucket late (and Redis key TTLs back this up).
+ */
+export async function schedulePurge(queue: Queue<TimerJob>, conversationId: string, until: number, retentionMs: number): Promise<void> {
+  const bucket = Math.min(60_000, Math.max(1000, Math.floor(retentionMs / 10)));
+  const at = Math.ceil(until / bucket) * bucket;
+  await queue.add('purge', { conversationId, event: { type: 'PURGE_DUE', at } }, {
+    jobId: jobIdOf(conversationId, `purge:${at}`),
+    delay: Math.max(0, at - Date.now()),
+    removeOnComplete: true,
+    removeOnFail: 1000,
+    attempts: 10,
+    backoff: { type: 'exponential', delay: 500 },
+  });
 }

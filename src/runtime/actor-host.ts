@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
-import { conversationMachine, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
+import { conversationMachine, type ConversationContext, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
 import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
@@ -17,6 +17,7 @@ import { open, seal, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
+import { snapshotBefore } from '../trace/replay.ts';
 
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
 /** Extends the lease only while this process still holds it. */
@@ -42,6 +43,8 @@ export interface HostSinks {
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
   /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
   cancelTimer(conversationId: string, timerId: string): Promise<void>;
+  /** Makes sure a deletion job wakes the conversation when a message's retention ends at `until`. */
+  purgeAt(conversationId: string, until: number, retentionMs: number): Promise<void>;
 }
 
 /** Settings of the actor host. */
@@ -84,6 +87,7 @@ interface RowOp {
   wamid: string;
   set?: Record<string, string>;
   del?: string[];
+  drop?: boolean;
 }
 
 /** The state of one conversation while a worker runs it. */
@@ -104,6 +108,10 @@ interface Loaded {
   inbound: Map<string, InboundRow>;
   /** Prekey consumption to apply after the next commit (PreKey messages from the user). */
   afterCommit: (() => Promise<void>)[];
+  /** The business's retention, fixed for this drain. */
+  retentionMs: number;
+  /** Set once the conversation was deleted (its retention ended). */
+  deleted: boolean;
 }
 
 /** An inbound message as stored (sealed) and forwarded to the business. */
@@ -173,12 +181,15 @@ export class ActorHost {
       for (let step = 0; step < this.maxSteps; step++) {
         const raw = await this.redis.lrange(this.keys.mailbox(conversationId), 0, this.batchSize - 1);
         const fromMailbox = raw.map((r) => this.toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
-        const events = [...pending, ...fromMailbox];
+        // Retention ticks go last: they are timers, and a message arriving in the same batch keeps the
+        // conversation alive instead of being lost with it.
+        const events = [...pending, ...fromMailbox.filter((e) => e.type !== 'PURGE_DUE'), ...fromMailbox.filter((e) => e.type === 'PURGE_DUE')];
         pending = [];
         if (!events.length) break;
         const effects = await this.step(loaded, events, raw.length, token);
         handled += events.length;
         pending = await this.executeEffects(loaded, effects, token);
+        if (loaded.deleted) return handled;
       }
       if (pending.length) {
         // Out of steps with results still to record: commit them so the outbox is not replayed needlessly.
@@ -197,14 +208,21 @@ export class ActorHost {
     return (await this.redis.llen(this.keys.mailbox(conversationId))) > 0;
   }
 
-  private inputOf(conversationId: string): ConversationInput {
+  private inputOf(conversationId: string, retentionMs: number): ConversationInput {
     return {
       conversationId,
       retryBaseMs: this.opts.bundleRetryMs,
       retransmitBaseMs: this.opts.retransmitBaseMs,
       retransmitMaxMs: this.opts.retransmitMaxMs,
-      ttlMs: Math.min(this.opts.retentionMs, 30 * 86_400_000),
+      ttlMs: retentionMs,
+      retentionMs,
     };
+  }
+
+  /** The business's retention (its own setting, else the default; never more than 30 days). */
+  private async retentionOf(businessId: string): Promise<number> {
+    const info = await this.businesses.info(businessId);
+    return Math.min(info?.retention_ms ?? this.opts.retentionMs, 30 * 86_400_000);
   }
 
   private async load(id: string): Promise<Loaded | null> {
@@ -220,12 +238,13 @@ export class ActorHost {
     const pn = await this.businesses.phoneNumber(metaRow.phone_number_id);
     if (!pn) return null;
     const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
+    const retentionMs = await this.retentionOf(meta.businessId);
     let snapshot: AnyMachineSnapshot;
     if (snapRow.s) {
       const persisted = JSON.parse(open(dk, snapRow.s, `${this.keys.snapshot(id)}:s`).toString());
       snapshot = conversationMachine.resolveState(persisted) as AnyMachineSnapshot;
     } else {
-      [snapshot] = initialTransition(conversationMachine, this.inputOf(id)) as unknown as [AnyMachineSnapshot];
+      [snapshot] = initialTransition(conversationMachine, this.inputOf(id, retentionMs)) as unknown as [AnyMachineSnapshot];
     }
     let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
     if (sess) {
@@ -242,6 +261,8 @@ export class ActorHost {
       dk,
       snapshot,
       version: snapRow.v ?? '0',
+      retentionMs,
+      deleted: false,
       traceSeq: Number(snapRow.t ?? 0),
       crypto: new ConversationCrypto(identity, meta.display, waId, keys),
       outbox: outbox.map((o) => JSON.parse(o) as Command),
@@ -276,6 +297,11 @@ export class ActorHost {
     };
     const metaSet: Record<string, string> = {};
     const indexes: string[] = [];
+    const retained: [number, string][] = [];
+    const purged: string[] = [];
+    let traceReset: string[] | null = null;
+    let deleteAll = false;
+    const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
     while (queue.length) {
       const event = queue.shift()!;
       const [next, actions] = transition(conversationMachine, c.snapshot as never, event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
@@ -289,7 +315,7 @@ export class ActorHost {
         event,
         state: next.value as string,
         commands,
-        ...(c.traceSeq === 1 ? { input: this.inputOf(c.id) } : {}),
+        ...(c.traceSeq === 1 ? { input: this.inputOf(c.id, c.retentionMs) } : {}),
       };
       traceLines.push(JSON.stringify(line));
       const results: ConversationEvent[] = [];
@@ -308,8 +334,21 @@ export class ActorHost {
             rowOp(cmd.id).set = { c: seal(c.dk, JSON.stringify(row), `${rowKey}:c`), in: '1', at: String(cmd.at) };
             metaSet.li = String(cmd.at);
             indexes.push(cmd.id);
+            retained.push([cmd.at + c.retentionMs, cmd.id]);
             break;
           }
+          case 'store.purge': {
+            for (const id of await this.redis.zrangebyscore(this.keys.retention(c.id), '-inf', String(cmd.upTo))) {
+              rowOp(id).drop = true;
+              purged.push(id);
+            }
+            traceReset = await this.prunedTrace(c, cmd.upTo - c.retentionMs, traceLines);
+            break;
+          }
+          case 'conversation.delete':
+            for (const id of await this.redis.zrange(this.keys.retention(c.id), '0', '-1')) rowOp(id).drop = true;
+            deleteAll = true;
+            break;
           case 'envelope.decrypt':
             results.push(await this.decrypt(c, cmd.id, event.at));
             break;
@@ -329,8 +368,25 @@ export class ActorHost {
       // Results of local commands are the next events, ahead of the rest of the batch.
       queue.unshift(...results);
     }
-    await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet);
+    if (deleteAll) {
+      await this.commit(c, token, mailboxCount, effects, [], [...rowOps.values()], {}, { deleteAll: true });
+      c.deleted = true;
+      await this.afterDelete(c, [...rowOps.keys()]);
+      return effects;
+    }
+    await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet, { retained, purged, traceReset });
     for (const f of c.afterCommit.splice(0)) await f();
+    if (purged.length) {
+      const m = this.redis.multi();
+      for (const id of purged) m.del(this.keys.messageIndex(id));
+      await m.exec();
+    }
+    const untilAfter = (c.snapshot.context as ConversationContext).retentionUntil;
+    if (untilAfter !== null && untilAfter !== untilBefore) {
+      // The sweeper's index, and the deletion job for the newest message's retention end.
+      await this.redis.zadd(this.keys.expiries, 'GT', untilAfter, c.id);
+    }
+    for (const [until] of retained) await this.sinks.purgeAt(c.id, until, c.retentionMs);
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
       const m = this.redis.multi();
@@ -419,7 +475,35 @@ export class ActorHost {
     }
   }
 
-  private async commit(c: Loaded, token: string, pops: number, outbox: Command[], trace: string[], rows: RowOp[], metaSet: Record<string, string> = {}): Promise<void> {
+  /**
+   * The trace without its lines from before `cutoff` (they name messages whose retention ended); the new
+   * first line carries the snapshot before it, so the shorter trace still replays. Null when nothing goes.
+   */
+  private async prunedTrace(c: Loaded, cutoff: number, pendingLines: string[]): Promise<string[] | null> {
+    const stored = await this.redis.lrange(this.keys.trace(c.id), 0, -1);
+    const all = [...stored, ...pendingLines.splice(0)].map((l) => JSON.parse(l) as TraceLine);
+    const keepFrom = all.findIndex((l) => l.at > cutoff);
+    if (keepFrom === 0) {
+      pendingLines.push(...all.slice(stored.length).map((l) => JSON.stringify(l)));
+      return null;
+    }
+    if (keepFrom < 0) return [];
+    const before = snapshotBefore(all, keepFrom);
+    const kept = all.slice(keepFrom).map((l, i) => (i === 0 ? { ...l, before } : l));
+    return kept.map((l) => JSON.stringify(l));
+  }
+
+  /** After a conversation was deleted: its index entries and its place in the sweeper's index go too. */
+  private async afterDelete(c: Loaded, messageIds: string[]): Promise<void> {
+    const m = this.redis.multi().zrem(this.keys.expiries, c.id).del(this.keys.mailbox(c.id));
+    for (const id of messageIds) m.del(this.keys.messageIndex(id));
+    await m.exec();
+  }
+
+  private async commit(
+    c: Loaded, token: string, pops: number, outbox: Command[], trace: string[], rows: RowOp[], metaSet: Record<string, string> = {},
+    extra: { retained?: [number, string][]; purged?: string[]; traceReset?: string[] | null; deleteAll?: boolean } = {},
+  ): Promise<void> {
     const snapKey = this.keys.snapshot(c.id);
     const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
     const sealedSnap = seal(c.dk, JSON.stringify(persisted), `${snapKey}:s`);
@@ -433,22 +517,27 @@ export class ActorHost {
       sealedSession = seal(c.dk, json, `${this.keys.session(c.id)}:s`);
     }
     const rowKeys = rows.map((r) => this.keys.message(c.id, r.wamid));
-    const ops: Record<string, unknown>[] = rows.map((r, i) => ({ k: i + 1, ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}) }));
+    const ops: Record<string, unknown>[] = rows.map((r, i) => ({
+      k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}),
+    }));
     if (Object.keys(metaSet).length) ops.push({ k: 0, set: metaSet });
     const keys = [
       snapKey, this.keys.lease(c.id), this.keys.mailbox(c.id), this.keys.session(c.id),
-      this.keys.outbox(c.id), this.keys.trace(c.id), this.keys.meta(c.id), ...rowKeys,
+      this.keys.outbox(c.id), this.keys.trace(c.id), this.keys.meta(c.id), this.keys.retention(c.id), ...rowKeys,
     ];
     const args = [
       token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
       JSON.stringify(outbox.map((o) => JSON.stringify(o))), JSON.stringify(trace), String(this.traceMax),
       String(this.leaseMs), String(this.keyTtlMs), JSON.stringify(ops),
+      JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
+      extra.traceReset ? JSON.stringify(extra.traceReset) : extra.traceReset === null || extra.traceReset === undefined ? '' : '[]',
+      extra.deleteAll ? '1' : '',
     ];
     try {
       c.version = (await (this.redis as any).sealpostCommit(keys.length, ...keys, ...args)) as string;
     } catch (e) {
       const msg = (e as Error).message;
-      if (msg.includes('LEASE_LOST') || msg.includes('VERSION_CONFLICT')) throw new CommitConflictError(msg);
+      if (msg.includes('LEASE_LOST') || msg.includes('VERSION_CONFLICT') || msg.includes('MAILBOX_MOVED')) throw new CommitConflictError(msg);
       throw e;
     }
     c.crypto.markClean();

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Queue } from 'bullmq';
 import type { Keys } from '../store/keys.ts';
@@ -9,7 +10,8 @@ export type MailboxEvent =
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
-  | { type: 'MARK_READ'; id: string; at: number };
+  | { type: 'MARK_READ'; id: string; at: number }
+  | { type: 'PURGE_DUE'; at: number };
 
 /** Job data of a wake-up job: only the conversation id. */
 export interface WakeJob {
@@ -43,7 +45,8 @@ export class Mailboxes {
   /** Adds the conversation's wake-up job unless one is already waiting. */
   async wake(conversationId: string): Promise<void> {
     await this.wakeQueue.add('wake', { conversationId }, {
-      deduplication: { id: conversationId, keepLastIfActive: true },
+      // A digest, not the id: BullMQ's event stream outlives jobs, and must not name deleted conversations.
+      deduplication: { id: createHash('sha256').update(conversationId).digest('hex').slice(0, 32), keepLastIfActive: true },
       removeOnComplete: true,
       removeOnFail: 1000,
       attempts: 20,

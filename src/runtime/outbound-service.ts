@@ -22,6 +22,8 @@ export class OutboundService implements OutboundPort {
     private readonly businesses: BusinessStore,
     private readonly mailboxes: Mailboxes,
     private readonly defaultRetentionMs: number,
+    /** Schedules the deletion job of a message whose retention ends at `until`. */
+    private readonly purgeAt: (conversationId: string, until: number, retentionMs: number) => Promise<void> = async () => {},
   ) {}
 
   /** How long the business keeps messages. */
@@ -57,11 +59,14 @@ export class OutboundService implements OutboundPort {
       .hsetnx(metaKey, 'wa', seal(dk, req.waId, `${metaKey}:wa`))
       .pexpire(metaKey, keepMs)
       .hset(rowKey, row)
-      // A backstop: the row must outlive the message's TTL so its failure can still be reported.
+      // A backstop behind the deletion job: the row must outlive the message's TTL so a failure is reported.
       .pexpire(rowKey, retention + 3_600_000)
+      .zadd(this.keys.retention(conv), now + retention, wamid)
+      .pexpire(this.keys.retention(conv), keepMs)
       .rpush(this.keys.mailbox(conv), JSON.stringify(event))
       .pexpire(this.keys.mailbox(conv), keepMs)
       .exec();
+    await this.purgeAt(conv, now + retention, retention);
     await this.mailboxes.wake(conv);
     return { wamid, waId: req.waId };
   }

@@ -13,7 +13,8 @@ import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
 import { TransportPuller } from './transport-puller.ts';
 import { KeyPublisher } from './key-publisher.ts';
-import { cancelTimer, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
+import { RetentionSweeper } from './retention-sweeper.ts';
+import { cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
 
@@ -46,14 +47,17 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const dataKeys = new DataKeys(redis, keys, masterKey);
   const businesses = new BusinessStore(redis, keys, dataKeys);
   const prefix = keys.bullPrefix;
+  // BullMQ's per-queue event streams are bounded (its default keeps 10,000 events).
+  const streams = { events: { maxLen: 1000 } };
   const queues = {
-    conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix }),
-    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix }),
+    conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix, streams }),
+    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams }),
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
   };
   const mailboxes = new Mailboxes(redis, keys, queues.conversations);
   const webhooks = new WebhookOutbox(redis, keys, queues.webhooks);
-  const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs);
+  const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs,
+    (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs));
   const transport = new TransportClient(platformUrl);
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {
@@ -77,6 +81,9 @@ function sinksFor(ctx: RouterContext): HostSinks {
     },
     async cancelTimer(conversationId, timerId) {
       await cancelTimer(ctx.queues.timers, conversationId, timerId);
+    },
+    async purgeAt(conversationId, until, retentionMs) {
+      await schedulePurge(ctx.queues.timers, conversationId, until, retentionMs);
     },
   };
 }
@@ -115,10 +122,13 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();
+  const sweeper = new RetentionSweeper(ctx.redis, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);
+  sweeper.start(config.sweepEveryMs);
   return {
     host,
     puller,
     async close() {
+      sweeper.stop();
       await puller.stop();
       await Promise.all([conversations.close(), timers.close(), webhooks.worker.close()]);
     },

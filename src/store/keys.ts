@@ -54,6 +54,10 @@ export class Keys {
   outbox(id: string): string { return `${this.conv(id)}:outbox`; }
   /** List: the conversation's trace, JSON Lines, bounded. */
   trace(id: string): string { return `${this.conv(id)}:trace`; }
+  /** Sorted set: the conversation's messages by the time their retention ends. */
+  retention(id: string): string { return `${this.conv(id)}:ret`; }
+  /** Sorted set: conversations by when their newest message's retention ends (the sweeper's index). */
+  get expiries(): string { return `${this.prefix}:expiries`; }
   /** String: the single-writer lease token. */
   lease(id: string): string { return `${this.conv(id)}:lease`; }
   /** Hash: one message row (sealed body, Signal ciphertext for retransmission, status). */

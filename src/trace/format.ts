@@ -17,4 +17,9 @@ export interface TraceLine {
   commands: Command[];
   /** On the first line of a conversation only: the machine's input, so a replay starts where it started. */
   input?: ConversationInput;
+  /**
+   * On the first line of a trace whose older lines were deleted (their messages' retention ended): the
+   * machine's persisted snapshot before this line, where a replay starts instead.
+   */
+  before?: unknown;
 }

@@ -39,6 +39,28 @@ export function parseTrace(text: string): TraceLine[] {
 
 const show = (v: unknown) => JSON.stringify(v);
 
+/** Where a trace starts: the initial state (seq 1), or the snapshot its first line carries. */
+function startOf(first: TraceLine): AnyMachineSnapshot {
+  if (first.before) return conversationMachine.resolveState(first.before as never) as unknown as AnyMachineSnapshot;
+  if (first.seq !== 1) throw new Error(`trace starts at seq ${first.seq} without a "before" snapshot: replay needs seq 1 or one`);
+  return (initialTransition(conversationMachine, first.input ?? { conversationId: first.conversation_id }) as unknown as [AnyMachineSnapshot])[0];
+}
+
+const commandsOfActions = (actions: { type: string; params?: unknown }[]): Command[] =>
+  actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
+
+/**
+ * The persisted snapshot before `lines[index]`, replaying from the trace's start (for pruning a trace
+ * without losing the ability to replay what is kept).
+ */
+export function snapshotBefore(lines: TraceLine[], index: number): unknown {
+  let s = startOf(lines[0]!);
+  for (const line of lines.slice(0, index)) {
+    [s] = transition(conversationMachine, s as never, line.event as never) as unknown as [AnyMachineSnapshot];
+  }
+  return conversationMachine.getPersistedSnapshot(s as never);
+}
+
 /**
  * Re-runs each conversation's events on the pure machine, from its initial state, and compares the state and
  * the commands of every step with the recorded ones; stops at the first divergence.
@@ -51,14 +73,16 @@ export function replayTrace(lines: TraceLine[]): ReplayResult {
   for (const [conversationId, convLines] of byConv) {
     convLines.sort((a, b) => a.seq - b.seq);
     const first = convLines[0]!;
-    if (first.seq !== 1) {
-      return { ok: false, conversationId, seq: first.seq, diff: `trace starts at seq ${first.seq}: replay needs the conversation from seq 1` };
+    let s: AnyMachineSnapshot;
+    try {
+      s = startOf(first);
+    } catch (e) {
+      return { ok: false, conversationId, seq: first.seq, diff: (e as Error).message };
     }
-    let [s] = initialTransition(conversationMachine, first.input ?? { conversationId }) as unknown as [AnyMachineSnapshot];
     for (const line of convLines) {
       const [next, actions] = transition(conversationMachine, s as never, line.event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
       s = next;
-      const commands: Command[] = actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
+      const commands = commandsOfActions(actions);
       const state = String(next.value);
       steps++;
       if (state !== line.state || !isDeepStrictEqual(commands, line.commands)) {

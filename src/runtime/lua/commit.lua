@@ -1,6 +1,7 @@
 --[[
-  Atomic commit of one actor step: the conversation's snapshot, Signal session, message rows, mailbox
-  consumption, outbox and trace, written together or not at all. All keys share the hash tag {c:<id>}.
+  Atomic commit of one actor step: the conversation's snapshot, Signal session, message rows, retention
+  index, mailbox consumption, outbox and trace, written together or not at all. All keys share the hash
+  tag {c:<id>}.
 
   Input:
     KEYS[1] snapshot hash (fields v = version, s = sealed snapshot, t = trace sequence)
@@ -9,26 +10,31 @@
     KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
     KEYS[5] outbox list
     KEYS[6] trace list
-    KEYS[7] meta hash (only its TTL is refreshed)
-    KEYS[8..] message rows, addressed by index from ARGV[12]
+    KEYS[7] meta hash
+    KEYS[8] retention sorted set (score = when a message's retention ends, member = message id)
+    KEYS[9..] message rows, addressed by index from ARGV[12]
 
     ARGV[1]  lease token: the commit fails unless the lease still holds it (fencing)
     ARGV[2]  expected snapshot version ('0' = no snapshot yet)
     ARGV[3]  new sealed snapshot
     ARGV[4]  trace sequence after this step
     ARGV[5]  new sealed session ('' = unchanged)
-    ARGV[6]  number of mailbox entries consumed (LPOP count)
+    ARGV[6]  number of mailbox entries consumed (LTRIM from the head)
     ARGV[7]  outbox entries as a JSON array of strings ('[]' = empty outbox)
-    ARGV[8]  trace lines as a JSON array of strings
+    ARGV[8]  trace lines to append, JSON array of strings
     ARGV[9]  trace length bound
     ARGV[10] lease duration (ms), renewed on success
     ARGV[11] key TTL backstop (ms)
-    ARGV[12] row operations, JSON: [{"k": key index from 8 (0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
+    ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
+    ARGV[13] retention entries to add, JSON: [[score, member], ...]
+    ARGV[14] retention members to remove, JSON: [member, ...]
+    ARGV[15] the whole trace to keep before appending ('' = keep it as it is), JSON array of strings
+    ARGV[16] '1' to delete the conversation: every key above (rows given in KEYS) instead of writing
 
   Output:
-    the new version, or an error reply 'LEASE_LOST' / 'VERSION_CONFLICT'
+    the new version ('0' after a delete), or an error reply 'LEASE_LOST' / 'VERSION_CONFLICT' / 'MAILBOX_MOVED'
 ]]
-local snap, lease, mbox, sess, outbox, trace, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local snap, lease, mbox, sess, outbox, trace, meta, ret = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 if redis.call('GET', lease) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
 end
@@ -36,6 +42,18 @@ local current = redis.call('HGET', snap, 'v') or '0'
 if current ~= ARGV[2] then
   return redis.error_reply('VERSION_CONFLICT')
 end
+local pops = tonumber(ARGV[6])
+
+if ARGV[16] == '1' then
+  -- Events the step did not see would be lost with the conversation: let the next drain decide again.
+  if redis.call('LLEN', mbox) > pops then
+    return redis.error_reply('MAILBOX_MOVED')
+  end
+  redis.call('DEL', snap, mbox, sess, outbox, trace, meta, ret)
+  for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
+  return '0'
+end
+
 local ttl = tonumber(ARGV[11])
 local version = tostring(tonumber(current) + 1)
 redis.call('HSET', snap, 'v', version, 's', ARGV[3], 't', ARGV[4])
@@ -43,7 +61,6 @@ redis.call('PEXPIRE', snap, ttl)
 if ARGV[5] ~= '' then
   redis.call('SET', sess, ARGV[5], 'PX', ttl)
 end
-local pops = tonumber(ARGV[6])
 if pops > 0 then
   redis.call('LTRIM', mbox, pops, -1)
 end
@@ -51,17 +68,21 @@ redis.call('DEL', outbox)
 for _, entry in ipairs(cjson.decode(ARGV[7])) do
   redis.call('RPUSH', outbox, entry)
 end
+if ARGV[15] ~= '' then
+  redis.call('DEL', trace)
+  for _, line in ipairs(cjson.decode(ARGV[15])) do redis.call('RPUSH', trace, line) end
+end
 local lines = cjson.decode(ARGV[8])
 if #lines > 0 then
   for _, line in ipairs(lines) do
     redis.call('RPUSH', trace, line)
   end
   redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
-  redis.call('PEXPIRE', trace, ttl)
 end
+if redis.call('EXISTS', trace) == 1 then redis.call('PEXPIRE', trace, ttl) end
 for _, op in ipairs(cjson.decode(ARGV[12])) do
   local key = meta
-  if op.k > 0 then key = KEYS[7 + op.k] end
+  if op.k > 0 then key = KEYS[8 + op.k] end
   if op.drop then
     redis.call('DEL', key)
   else
@@ -73,6 +94,12 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
     end
   end
 end
+for _, e in ipairs(cjson.decode(ARGV[13])) do
+  redis.call('ZADD', ret, e[1], e[2])
+end
+local rem = cjson.decode(ARGV[14])
+if #rem > 0 then redis.call('ZREM', ret, unpack(rem)) end
+if redis.call('EXISTS', ret) == 1 then redis.call('PEXPIRE', ret, ttl) end
 if redis.call('EXISTS', meta) == 1 then
   redis.call('PEXPIRE', meta, ttl)
 end
