@@ -86,6 +86,7 @@ export type ConversationEvent =
   | { type: 'MESSAGE_DUPLICATE'; id: string; at: number }
   | { type: 'MARK_READ'; id: string; at: number }
   | { type: 'PURGE_DUE'; at: number }
+  | { type: 'ERASE'; at: number }
   | { type: 'DECRYPT_FAILED'; id: string; at: number; reason: string };
 
 /** Cloud API code for an undeliverable message. */
@@ -226,6 +227,15 @@ function endConversation({ context, event }: Args): CommandBatch {
   return {
     list: [
       { type: 'store.purge', upTo: event.at },
+      ...(context.timer ? [{ type: 'timer.cancel', id: context.timer.id } as Command] : []),
+      { type: 'conversation.delete' },
+    ],
+  };
+}
+
+function eraseConversation({ context }: Args): CommandBatch {
+  return {
+    list: [
       ...(context.timer ? [{ type: 'timer.cancel', id: context.timer.id } as Command] : []),
       { type: 'conversation.delete' },
     ],
@@ -393,6 +403,8 @@ export const conversationMachine = setup({
     MESSAGE_DUPLICATE: {},
     MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: planTimer }, 'replan'] },
     // Retention: expired messages go; after the newest one, everything about the user goes.
+    // A data request: everything about this user for this business goes now, whatever is still owed.
+    ERASE: { target: '.expired', actions: { type: 'emitCommands', params: eraseConversation } },
     PURGE_DUE: [
       { guard: 'conversationOver', target: '.expired', actions: { type: 'emitCommands', params: endConversation } },
       { actions: { type: 'emitCommands', params: purge } },

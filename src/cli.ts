@@ -146,6 +146,76 @@ common(device.command('create'))
     process.stdout.write(JSON.stringify(json) + '\n');
   });
 
+/** Runs `fn` with a router context (Redis resolved, master key loaded), closing it afterwards. */
+async function withContext<T>(opts: CommonOpts, fn: (ctx: ReturnType<typeof createRouterContext>) => Promise<T>): Promise<T> {
+  const c = config(opts, true);
+  const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function knownBusiness(ctx: ReturnType<typeof createRouterContext>, id: string): Promise<string> {
+  if (!(await ctx.businesses.info(id))) throw new CliError(`no business ${id}`);
+  return id;
+}
+
+common(program.command('stats'))
+  .description("a business's daily aggregates (accepted, sent, delivered, read, failed by code, inbound); no user data")
+  .requiredOption('--business <id>', 'business_id')
+  .option('--from <day>', 'first day, YYYY-MM-DD (default: 6 days before --to)')
+  .option('--to <day>', 'last day, YYYY-MM-DD (default: today, UTC)')
+  .action(async (opts: CommonOpts & { business: string; from?: string; to?: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const to = opts.to ?? new Date().toISOString().slice(0, 10);
+      const from = opts.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 6 * 86_400_000).toISOString().slice(0, 10);
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(from) || !/^\d{4}-\d{2}-\d{2}$/.test(to) || from > to) throw new CliError('--from and --to must be days (YYYY-MM-DD), from <= to');
+      process.stdout.write(JSON.stringify({ business_id: id, days: await ctx.stats.days(id, from, to) }) + '\n');
+    });
+  });
+
+common(program.command('billing'))
+  .description("a business's billable messages by category for a month")
+  .requiredOption('--business <id>', 'business_id')
+  .option('--month <month>', 'YYYY-MM (default: this month, UTC)')
+  .action(async (opts: CommonOpts & { business: string; month?: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const month = opts.month ?? new Date().toISOString().slice(0, 7);
+      if (!/^\d{4}-\d{2}$/.test(month)) throw new CliError('--month must be YYYY-MM');
+      process.stdout.write(JSON.stringify(await ctx.stats.billing(id, month)) + '\n');
+    });
+  });
+
+const user = program.command('user').description("data requests: one user's data for one business");
+for (const action of ['export', 'erase'] as const) {
+  common(user.command(action))
+    .description(action === 'export' ? 'prints everything held about the user (JSON)' : 'deletes everything held about the user, now')
+    .requiredOption('--business <id>', 'business_id')
+    .requiredOption('--wa-id <digits>', "the user's number (wa_id)")
+    .option('--phone-number-id <id>', "which of the business's numbers (default: its first)")
+    .action(async (opts: CommonOpts & { business: string; waId: string; phoneNumberId?: string }) => {
+      await withContext(opts, async (ctx) => {
+        const id = await knownBusiness(ctx, opts.business);
+        const waId = opts.waId.replace(/[\s+\-()]/g, '');
+        if (!/^[1-9]\d{6,14}$/.test(waId)) throw new CliError('--wa-id must be a phone number (digits)');
+        const numbers = await ctx.businesses.numbersOf(id);
+        const pn = opts.phoneNumberId ?? numbers[0];
+        if (!pn || !numbers.includes(pn)) throw new CliError(`--phone-number-id is not a number of business ${id}`);
+        if (action === 'export') {
+          const data = await ctx.data.export(id, pn, waId);
+          if (!data) throw new CliError('Sealpost holds nothing about this user for this business');
+          process.stdout.write(JSON.stringify(data) + '\n');
+        } else {
+          process.stdout.write(JSON.stringify({ success: true, erased: await ctx.data.erase(id, pn, waId) }) + '\n');
+        }
+      });
+    });
+}
+
 common(program.command('trace'))
   .description("writes a conversation's trace as JSON Lines to stdout")
   .argument('<id>', 'a conversation id or a wamid')

@@ -57,16 +57,22 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     closers.unshift(() => workers!.close());
   }
   let apiUrl: string | undefined;
+  // The demo makes an admin token up when none is configured, and prints it.
+  const adminToken = config.adminToken ?? (opts.demo ? randomBytes(24).toString('base64url') : undefined);
   if (opts.roles.includes('api')) {
     const { buildApp } = await import('./api/app.ts');
-    const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }) });
+    const { adminRoutes } = await import('./api/admin.ts');
+    const app = buildApp({
+      businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
+      extraRoutes: adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+    });
     const address = await app.listen({ host: config.host, port: config.port });
     apiUrl = address.replace('0.0.0.0', '127.0.0.1');
     closers.unshift(() => app.close());
     out(`API on ${apiUrl} (Redis ${redactUrl(redisUrl)})`);
   }
   if (opts.demo && apiUrl) {
-    const demo = await provisionDemo(ctx, apiUrl, platformUrl);
+    const demo = await provisionDemo(ctx, apiUrl, platformUrl, adminToken!);
     closers.unshift(demo.close);
   }
   return {
@@ -78,7 +84,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   };
 }
 
-async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl: string, platformUrl: string): Promise<{ close: () => Promise<void> }> {
+async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl: string, platformUrl: string, adminToken: string): Promise<{ close: () => Promise<void> }> {
   const { startWebhookReceiver } = await import('./webhook/receiver.ts');
   const appSecret = randomBytes(16).toString('hex');
   const verifyToken = randomBytes(8).toString('hex');
@@ -104,7 +110,6 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
     return ((await res.json()) as { id: string }).id;
   }));
   for (let i = 0; i < 300 && !greeted.every((id) => receiver.messages().some((m) => m.id === id)); i++) await new Promise((r) => setTimeout(r, 50));
-  const adminToken = ctx.config.adminToken ?? randomBytes(24).toString('base64url');
   const body = JSON.stringify({ messaging_product: 'whatsapp', to: phones[0], type: 'text', text: { body: 'Hello from Sealpost' } });
   out('');
   out('Sealpost demo is ready.');
@@ -122,6 +127,8 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   out(`    -d '${body}'`);
   out('See what the device received and decrypted:');
   out(`  curl -s ${platformUrl}/sim/devices/${devices[0]}/messages`);
+  out("Today's statistics of the business (aggregates only):");
+  out(`  curl -s -H 'Authorization: Bearer ${adminToken}' ${apiUrl}/admin/businesses/${created.business_id}/stats`);
   out('');
   return { close: () => receiver.close() };
 }

@@ -57,8 +57,7 @@ export async function cancelTimer(queue: Queue<TimerJob>, conversationId: string
  * message; a message is deleted at most one bucket late (and Redis key TTLs back this up).
  */
 export async function schedulePurge(queue: Queue<TimerJob>, conversationId: string, until: number, retentionMs: number): Promise<void> {
-  const bucket = Math.min(60_000, Math.max(1000, Math.floor(retentionMs / 10)));
-  const at = Math.ceil(until / bucket) * bucket;
+  const at = purgeBucket(until, retentionMs);
   await queue.add('purge', { conversationId, event: { type: 'PURGE_DUE', at } }, {
     jobId: jobIdOf(conversationId, `purge:${at}`),
     delay: Math.max(0, at - Date.now()),
@@ -67,4 +66,16 @@ export async function schedulePurge(queue: Queue<TimerJob>, conversationId: stri
     attempts: 10,
     backoff: { type: 'exponential', delay: 500 },
   });
+}
+
+/** When the deletion job for a retention end at `until` runs (see {@link schedulePurge}). */
+export function purgeBucket(until: number, retentionMs: number): number {
+  const bucket = Math.min(60_000, Math.max(1000, Math.floor(retentionMs / 10)));
+  return Math.ceil(until / bucket) * bucket;
+}
+
+/** Removes the pending deletion jobs of a conversation that is gone (so no job names it any more). */
+export async function cancelPurges(queue: Queue<TimerJob>, conversationId: string, untils: number[], retentionMs: number): Promise<void> {
+  const ids = new Set(untils.map((u) => jobIdOf(conversationId, `purge:${purgeBucket(u, retentionMs)}`)));
+  for (const id of ids) await queue.remove(id);
 }

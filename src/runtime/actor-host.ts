@@ -43,8 +43,12 @@ export interface HostSinks {
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
   /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
   cancelTimer(conversationId: string, timerId: string): Promise<void>;
+  /** Adds to the business's aggregate counters (statistics and billing; no user identifiers). */
+  count(businessId: string, fields: Record<string, number>): Promise<void>;
   /** Makes sure a deletion job wakes the conversation when a message's retention ends at `until`. */
   purgeAt(conversationId: string, until: number, retentionMs: number): Promise<void>;
+  /** Removes the deletion jobs of a deleted conversation. */
+  cancelPurges(conversationId: string, untils: number[], retentionMs: number): Promise<void>;
 }
 
 /** Settings of the actor host. */
@@ -301,6 +305,7 @@ export class ActorHost {
     const purged: string[] = [];
     let traceReset: string[] | null = null;
     let deleteAll = false;
+    const pendingPurges: number[] = [];
     const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
     while (queue.length) {
       const event = queue.shift()!;
@@ -342,13 +347,20 @@ export class ActorHost {
               rowOp(id).drop = true;
               purged.push(id);
             }
-            traceReset = await this.prunedTrace(c, cmd.upTo - c.retentionMs, traceLines);
+            traceReset = await this.prunedTrace(c, cmd.upTo - c.retentionMs, purged, traceLines);
             break;
           }
-          case 'conversation.delete':
-            for (const id of await this.redis.zrange(this.keys.retention(c.id), '0', '-1')) rowOp(id).drop = true;
+          case 'conversation.delete': {
+            const entries = await this.redis.zrange(this.keys.retention(c.id), '0', '-1', 'WITHSCORES');
+            for (let i = 0; i < entries.length; i += 2) {
+              rowOp(entries[i]!).drop = true;
+              pendingPurges.push(Number(entries[i + 1]));
+            }
+            const until = (c.snapshot.context as ConversationContext).retentionUntil;
+            if (until) pendingPurges.push(until);
             deleteAll = true;
             break;
+          }
           case 'envelope.decrypt':
             results.push(await this.decrypt(c, cmd.id, event.at));
             break;
@@ -372,6 +384,7 @@ export class ActorHost {
       await this.commit(c, token, mailboxCount, effects, [], [...rowOps.values()], {}, { deleteAll: true });
       c.deleted = true;
       await this.afterDelete(c, [...rowOps.keys()]);
+      await this.sinks.cancelPurges(c.id, pendingPurges, c.retentionMs);
       return effects;
     }
     await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet, { retained, purged, traceReset });
@@ -479,17 +492,30 @@ export class ActorHost {
    * The trace without its lines from before `cutoff` (they name messages whose retention ended); the new
    * first line carries the snapshot before it, so the shorter trace still replays. Null when nothing goes.
    */
-  private async prunedTrace(c: Loaded, cutoff: number, pendingLines: string[]): Promise<string[] | null> {
+  private async prunedTrace(c: Loaded, cutoff: number, purgedIds: string[], pendingLines: string[]): Promise<string[] | null> {
     const stored = await this.redis.lrange(this.keys.trace(c.id), 0, -1);
-    const all = [...stored, ...pendingLines.splice(0)].map((l) => JSON.parse(l) as TraceLine);
-    const keepFrom = all.findIndex((l) => l.at > cutoff);
+    const raw = [...stored, ...pendingLines.splice(0)];
+    const all = raw.map((l) => JSON.parse(l) as TraceLine);
+    // Everything up to the last line naming a deleted message goes, and everything older than the cutoff.
+    let lastMention = -1;
+    raw.forEach((l, i) => {
+      if (purgedIds.some((id) => l.includes(id))) lastMention = i;
+    });
+    const afterCutoff = all.findIndex((l) => l.at > cutoff);
+    // This step's own lines always stay: the kept trace must end where the snapshot is.
+    const keepFrom = Math.min(Math.max(afterCutoff < 0 ? stored.length : afterCutoff, lastMention + 1), stored.length);
     if (keepFrom === 0) {
-      pendingLines.push(...all.slice(stored.length).map((l) => JSON.stringify(l)));
+      pendingLines.push(...raw.slice(stored.length));
       return null;
     }
-    if (keepFrom < 0) return [];
-    const before = snapshotBefore(all, keepFrom);
-    const kept = all.slice(keepFrom).map((l, i) => (i === 0 ? { ...l, before } : l));
+    let before: unknown;
+    try {
+      before = snapshotBefore(all, keepFrom);
+    } catch {
+      // The stored trace had already lost its start (bounded length): it cannot be made replayable again.
+      before = undefined;
+    }
+    const kept = all.slice(keepFrom).map((l, i) => (i === 0 && before !== undefined ? { ...l, before } : l));
     return kept.map((l) => JSON.stringify(l));
   }
 
@@ -553,13 +579,18 @@ export class ActorHost {
     const statuses: StatusUpdate[] = [];
     const values: ChangeValue[] = [];
     const opaque = new Map<string, string | undefined>();
+    const kinds = new Map<string, string>();
     for (const cmd of effects) {
       if (cmd.type === 'transport.send') {
         const ct = c.ciphertexts.get(cmd.wamid) ?? (await this.readCiphertext(c, cmd.wamid));
         if (!ct) continue;
         sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
       } else if (cmd.type === 'webhook.status') {
-        if (!opaque.has(cmd.wamid)) opaque.set(cmd.wamid, await this.readOpaque(c, cmd.wamid));
+        if (!opaque.has(cmd.wamid)) {
+          const { bo, kind } = await this.readOpaque(c, cmd.wamid);
+          opaque.set(cmd.wamid, bo);
+          kinds.set(cmd.wamid, kind);
+        }
         const bo = opaque.get(cmd.wamid);
         statuses.push({
           wamid: cmd.wamid, status: cmd.status, at: cmd.at, recipientId: c.meta.waId,
@@ -579,7 +610,22 @@ export class ActorHost {
         await this.sinks.cancelTimer(c.id, cmd.id);
       }
     }
-    if (statuses.length) values.push(statusValue(statuses));
+    if (statuses.length) {
+      values.push(statusValue(statuses));
+      const fields: Record<string, number> = {};
+      for (const st of statuses) {
+        const f = st.status === 'failed' ? `failed:${st.errorCode ?? 0}` : st.status;
+        fields[f] = (fields[f] ?? 0) + 1;
+        if (st.status === 'delivered') {
+          const kind = kinds.get(st.wamid) ?? 'service';
+          const f2 = kind === 'template' ? 'billable:template' : 'free:service';
+          fields[f2] = (fields[f2] ?? 0) + 1;
+        }
+      }
+      await this.sinks.count(c.meta.businessId, fields);
+    }
+    const inboundCount = effects.filter((e) => e.type === 'webhook.message').length;
+    if (inboundCount) await this.sinks.count(c.meta.businessId, { inbound: inboundCount });
     if (values.length) await this.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values);
     if (sends.length) {
       try {
@@ -613,9 +659,9 @@ export class ActorHost {
     return sealed ? (JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as InboundRow) : null;
   }
 
-  private async readOpaque(c: Loaded, wamid: string): Promise<string | undefined> {
+  private async readOpaque(c: Loaded, wamid: string): Promise<{ bo: string | undefined; kind: string }> {
     const rowKey = this.keys.message(c.id, wamid);
-    const sealed = await this.redis.hget(rowKey, 'bo');
-    return sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined;
+    const [sealed, kind] = await this.redis.hmget(rowKey, 'bo', 'k');
+    return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service' };
   }
 }

@@ -11,7 +11,8 @@ export type MailboxEvent =
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'MARK_READ'; id: string; at: number }
-  | { type: 'PURGE_DUE'; at: number };
+  | { type: 'PURGE_DUE'; at: number }
+  | { type: 'ERASE'; at: number };
 
 /** Job data of a wake-up job: only the conversation id. */
 export interface WakeJob {

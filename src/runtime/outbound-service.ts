@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
+import type { Stats } from '../store/stats.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
@@ -24,6 +25,7 @@ export class OutboundService implements OutboundPort {
     private readonly defaultRetentionMs: number,
     /** Schedules the deletion job of a message whose retention ends at `until`. */
     private readonly purgeAt: (conversationId: string, until: number, retentionMs: number) => Promise<void> = async () => {},
+    private readonly stats?: Stats,
   ) {}
 
   /** How long the business keeps messages. */
@@ -48,6 +50,8 @@ export class OutboundService implements OutboundPort {
     const row: Record<string, string> = {
       c: seal(dk, JSON.stringify({ message: req.message, ts: String(Math.floor(now / 1000)) }), `${rowKey}:c`),
       at: String(now),
+      // Billing category: templates bill when delivered, service messages (inside the window) are free.
+      k: req.message.type === 'template' ? 'template' : 'service',
     };
     if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
     const event: MailboxEvent = { type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) };
@@ -68,6 +72,7 @@ export class OutboundService implements OutboundPort {
       .exec();
     await this.purgeAt(conv, now + retention, retention);
     await this.mailboxes.wake(conv);
+    await this.stats?.count(req.businessId, { accepted: 1 }, now);
     return { wamid, waId: req.waId };
   }
 

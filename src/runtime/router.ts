@@ -7,14 +7,16 @@ import { createLogger } from '../log.ts';
 import { BusinessStore } from '../store/businesses.ts';
 import { Keys } from '../store/keys.ts';
 import { DataKeys } from '../store/sealer.ts';
+import { Stats } from '../store/stats.ts';
 import { ActorHost, type HostSinks } from './actor-host.ts';
 import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
 import { TransportPuller } from './transport-puller.ts';
 import { KeyPublisher } from './key-publisher.ts';
+import { DataRequests } from './data-requests.ts';
 import { RetentionSweeper } from './retention-sweeper.ts';
-import { cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
+import { cancelPurges, cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
 
@@ -31,6 +33,8 @@ export interface RouterContext {
   outbound: OutboundService;
   transport: TransportClient;
   publisher: KeyPublisher;
+  stats: Stats;
+  data: DataRequests;
   queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob> };
   log: Logger;
   close(): Promise<void>;
@@ -56,12 +60,14 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   };
   const mailboxes = new Mailboxes(redis, keys, queues.conversations);
   const webhooks = new WebhookOutbox(redis, keys, queues.webhooks);
+  const stats = new Stats(redis, keys);
   const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs,
-    (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs));
+    (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats);
   const transport = new TransportClient(platformUrl);
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {
-    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, queues, log,
+    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
+    data: new DataRequests(redis, keys, dataKeys, mailboxes),
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));
@@ -82,8 +88,14 @@ function sinksFor(ctx: RouterContext): HostSinks {
     async cancelTimer(conversationId, timerId) {
       await cancelTimer(ctx.queues.timers, conversationId, timerId);
     },
+    async count(businessId, fields) {
+      await ctx.stats.count(businessId, fields);
+    },
     async purgeAt(conversationId, until, retentionMs) {
       await schedulePurge(ctx.queues.timers, conversationId, until, retentionMs);
+    },
+    async cancelPurges(conversationId, untils, retentionMs) {
+      await cancelPurges(ctx.queues.timers, conversationId, untils, retentionMs);
     },
   };
 }

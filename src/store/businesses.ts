@@ -105,6 +105,7 @@ export class BusinessStore {
         verify_token: seal(dk, input.verifyToken, `${bizKey}:verify_token`),
         region: input.region ?? '',
         retention_ms: input.retentionMs ? String(input.retentionMs) : '',
+        numbers: phoneNumberId,
         created_at: String(Date.now()),
       })
       .hset(pnKey, {
@@ -169,6 +170,12 @@ export class BusinessStore {
     const id: NumberIdentity = { identity: IdentityKeyPair.deserialize(openBytes(dk, sealed, `${pnKey}:identity`)), registrationId: Number(reg) };
     this.identities.set(phoneNumberId, id);
     return id;
+  }
+
+  /** The business's phone_number_ids. */
+  async numbersOf(businessId: string): Promise<string[]> {
+    const v = await this.redis.hget(this.keys.business(businessId), 'numbers');
+    return v ? v.split(',').filter(Boolean) : [];
   }
 
   /** Every phone_number_id. */

@@ -64,6 +64,8 @@ export class Keys {
   message(id: string, wamid: string): string { return `${this.conv(id)}:m:${wamid}`; }
   /** List: a business's pending webhook updates, delivered in order, batched. */
   webhookOutbox(businessId: string): string { return `${this.prefix}:{w:${businessId}}:out`; }
+  /** Hash: one business's aggregate counters for one day (no user identifiers). */
+  stats(businessId: string, day: string): string { return `${this.prefix}:stats:${businessId}:${day}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
 }

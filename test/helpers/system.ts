@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { configureLogging } from '../../src/log.ts';
 import { buildApp } from '../../src/api/app.ts';
+import { adminRoutes } from '../../src/api/admin.ts';
 import { startPlatform } from '../../src/platform/server.ts';
 import { createRouterContext, startWorkers, type RouterContext, type RunningWorkers } from '../../src/runtime/router.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
@@ -40,6 +41,7 @@ export interface TestSystem {
   receiver: Awaited<ReturnType<typeof startWebhookReceiver>>;
   business: { business_id: string; phone_number_id: string; display_phone_number: string; access_token: string; waba_id: string };
   appSecret: string;
+  adminToken: string;
   /** Environment for a child process that should join this system (e.g. `sealpost worker`). */
   childEnv(): NodeJS.ProcessEnv;
   close(): Promise<void>;
@@ -55,7 +57,11 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   const platform = await startPlatform({ host: '127.0.0.1', port: 0 });
   const ctx = createRouterContext(config, redisUrl, masterKey, platform.url);
   const workers = opts.workers === false ? undefined : startWorkers(ctx);
-  const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }) });
+  const adminToken = randomBytes(24).toString('base64url');
+  const app = buildApp({
+    businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
+    extraRoutes: adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+  });
   const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
   const appSecret = randomBytes(16).toString('hex');
   const verifyToken = 'verify-me';
@@ -64,8 +70,8 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   // Publish the business's bundle now, so users can write first without waiting for the periodic check.
   if (!(await ctx.publisher.ensure(business.phone_number_id))) throw new Error('could not publish the business prekeys');
   return {
-    config, redisUrl, prefix, masterKey, ctx, workers, apiUrl, platformUrl: platform.url, receiver, business, appSecret,
-    childEnv: () => ({ ...process.env, ...env, REDIS_URL: redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }),
+    config, redisUrl, prefix, masterKey, ctx, workers, apiUrl, platformUrl: platform.url, receiver, business, appSecret, adminToken,
+    childEnv: () => ({ ...process.env, ...env, REDIS_URL: redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn', SEALPOST_ADMIN_TOKEN: adminToken }),
     async close() {
       await app.close();
       await workers?.close();

@@ -56,6 +56,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
       async timer(_c, id, at) { timers.push({ id, at }); },
       async cancelTimer(_c, id) { cancelled.push(id); },
       async purgeAt() {},
+      async cancelPurges() {},
+      async count() {},
     };
     host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
     outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, 3600e3);

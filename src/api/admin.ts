@@ -1,0 +1,78 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { DataRequests } from '../runtime/data-requests.ts';
+import type { BusinessStore } from '../store/businesses.ts';
+import type { Stats } from '../store/stats.ts';
+import { AuthError, InvalidParameterError, UnknownObjectError } from './errors.ts';
+
+/** What the admin routes need. */
+export interface AdminDeps {
+  /** SEALPOST_ADMIN_TOKEN; without one the admin API refuses every request. */
+  token?: string;
+  businesses: BusinessStore;
+  stats: Stats;
+  data: DataRequests;
+}
+
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
+const MONTH = /^\d{4}-\d{2}$/;
+
+function checkAdmin(req: FastifyRequest, token: string | undefined): void {
+  if (!token) throw new AuthError('The admin API is disabled: set SEALPOST_ADMIN_TOKEN');
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+  const given = Buffer.from(m?.[1] ?? '');
+  const want = Buffer.from(token);
+  if (given.length !== want.length || !timingSafeEqual(given, want)) throw new AuthError('Invalid admin token');
+}
+
+/**
+ * Admin routes (behind the admin token): statistics and billing per business, and data requests (export,
+ * erase) for one user of one business.
+ */
+export function adminRoutes(deps: AdminDeps) {
+  return (app: FastifyInstance): void => {
+    const business = async (id: string) => {
+      if (!(await deps.businesses.info(id))) throw new UnknownObjectError(id.slice(0, 40), 'GET');
+      return id;
+    };
+    const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
+
+    app.get('/admin/businesses/:business_id/stats', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id);
+      const q = req.query as { from?: string; to?: string };
+      const to = q.to ?? new Date().toISOString().slice(0, 10);
+      const from = q.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 6 * 86_400_000).toISOString().slice(0, 10);
+      if (!DAY.test(from) || !DAY.test(to) || from > to) throw new InvalidParameterError('from and to must be days (YYYY-MM-DD), from <= to');
+      return { business_id: id, days: await deps.stats.days(id, from, to) };
+    });
+
+    app.get('/admin/businesses/:business_id/billing', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id);
+      const month = (req.query as { month?: string }).month ?? new Date().toISOString().slice(0, 7);
+      if (!MONTH.test(month)) throw new InvalidParameterError('month must be YYYY-MM');
+      return deps.stats.billing(id, month);
+    });
+
+    const userOf = async (req: FastifyRequest) => {
+      const p = req.params as { business_id: string; wa_id: string };
+      const id = await business(p.business_id);
+      if (!/^[1-9]\d{6,14}$/.test(p.wa_id)) throw new InvalidParameterError('wa_id must be the user\'s number, digits only');
+      const numbers = await deps.businesses.numbersOf(id);
+      const pn = (req.query as { phone_number_id?: string }).phone_number_id ?? numbers[0];
+      if (!pn || !numbers.includes(pn)) throw new InvalidParameterError('phone_number_id is not one of this business\'s numbers');
+      return { id, pn, waId: p.wa_id };
+    };
+
+    app.get('/admin/businesses/:business_id/users/:wa_id', { onRequest }, async (req, reply) => {
+      const u = await userOf(req);
+      const data = await deps.data.export(u.id, u.pn, u.waId);
+      if (!data) return reply.code(404).send({ error: { message: 'Sealpost holds nothing about this user for this business', code: 100 } });
+      return data;
+    });
+
+    app.delete('/admin/businesses/:business_id/users/:wa_id', { onRequest }, async (req) => {
+      const u = await userOf(req);
+      return { success: true, erased: await deps.data.erase(u.id, u.pn, u.waId) };
+    });
+  };
+}

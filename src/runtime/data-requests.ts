@@ -1,0 +1,72 @@
+import type { Redis } from 'ioredis';
+import type { Keys } from '../store/keys.ts';
+import { open, type DataKeys } from '../store/sealer.ts';
+import { conversationId } from './ids.ts';
+import type { Mailboxes } from './mailbox.ts';
+
+/** Everything Sealpost holds about one user for one business (a data-subject export). */
+export interface UserExport {
+  business_id: string;
+  phone_number_id: string;
+  wa_id: string;
+  conversation_id: string;
+  /** When the user last wrote (ms), if ever: the customer-service window. */
+  last_inbound_at: number | null;
+  messages: { id: string; direction: 'inbound' | 'outbound'; at: number; retained_until: number | null; message?: Record<string, unknown>; biz_opaque_callback_data?: string }[];
+}
+
+/**
+ * Data requests for one user of one business: export everything held about them, or erase it all now
+ * (conversation state, Signal session, the phone number, every stored message and index entry).
+ */
+export class DataRequests {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly dataKeys: DataKeys,
+    private readonly mailboxes: Mailboxes,
+  ) {}
+
+  /** The user's data, or null when Sealpost holds nothing about them for this business. */
+  async export(businessId: string, phoneNumberId: string, waId: string): Promise<UserExport | null> {
+    const conv = await conversationId(this.dataKeys, businessId, phoneNumberId, waId);
+    const meta = await this.redis.hgetall(this.keys.meta(conv));
+    if (meta.business_id !== businessId) return null;
+    const dk = await this.dataKeys.get(businessId);
+    const ids = await this.redis.zrange(this.keys.retention(conv), '0', '-1', 'WITHSCORES');
+    const messages: UserExport['messages'] = [];
+    for (let i = 0; i < ids.length; i += 2) {
+      const id = ids[i]!;
+      const rowKey = this.keys.message(conv, id);
+      const row = await this.redis.hgetall(rowKey);
+      if (!row.at) continue;
+      const body = row.c ? (JSON.parse(open(dk, row.c, `${rowKey}:c`).toString()) as { message: Record<string, unknown> }) : null;
+      messages.push({
+        id,
+        direction: row.in ? 'inbound' : 'outbound',
+        at: Number(row.at),
+        retained_until: Number(ids[i + 1]),
+        ...(body ? { message: body.message } : {}),
+        ...(row.bo ? { biz_opaque_callback_data: open(dk, row.bo, `${rowKey}:bo`).toString() } : {}),
+      });
+    }
+    return {
+      business_id: businessId, phone_number_id: phoneNumberId, wa_id: waId, conversation_id: conv,
+      last_inbound_at: meta.li ? Number(meta.li) : null, messages,
+    };
+  }
+
+  /** Erases everything about the user for this business; resolves once it is gone (false: nothing held). */
+  async erase(businessId: string, phoneNumberId: string, waId: string, timeoutMs = 15_000): Promise<boolean> {
+    const conv = await conversationId(this.dataKeys, businessId, phoneNumberId, waId);
+    if ((await this.redis.hget(this.keys.meta(conv), 'business_id')) !== businessId) return false;
+    // The conversation's own actor erases it, so nothing it is doing can write the user back.
+    await this.mailboxes.post(conv, [{ type: 'ERASE', at: Date.now() }], 86_400_000);
+    const deadline = Date.now() + timeoutMs;
+    while (await this.redis.exists(this.keys.meta(conv))) {
+      if (Date.now() > deadline) throw new Error('erase is taking longer than expected; it will complete when the workers run');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
+  }
+}

@@ -1,0 +1,75 @@
+import type { Redis } from 'ioredis';
+import type { Keys } from './keys.ts';
+
+/** One business's non-identifiable aggregates for one day (UTC). */
+export interface DayStats {
+  day: string;
+  accepted: number;
+  sent: number;
+  delivered: number;
+  read: number;
+  inbound: number;
+  failed: Record<string, number>;
+}
+
+/** Billable and free messages of one business for one month, by category. */
+export interface Billing {
+  business_id: string;
+  month: string;
+  billable: Record<string, number>;
+  free: Record<string, number>;
+}
+
+const dayOf = (at: number) => new Date(at).toISOString().slice(0, 10);
+const KEEP_MS = 400 * 86_400_000;
+
+/**
+ * Statistics and billing: counters per business and day, with no phone number, message id or conversation
+ * id in them (the only dimensions are business, day, status, error code and category). Counted when the
+ * event happens; a step replayed after a crash may count again, so they are at-least-once aggregates.
+ */
+export class Stats {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+  ) {}
+
+  /** Adds to counters of one business for the day of `at`. */
+  async count(businessId: string, fields: Record<string, number>, at = Date.now()): Promise<void> {
+    const key = this.keys.stats(businessId, dayOf(at));
+    const m = this.redis.multi();
+    for (const [f, n] of Object.entries(fields)) if (n) m.hincrby(key, f, n);
+    await m.pexpire(key, KEEP_MS).exec();
+  }
+
+  /** The business's days from `from` to `to` (inclusive, YYYY-MM-DD). */
+  async days(businessId: string, from: string, to: string): Promise<DayStats[]> {
+    const out: DayStats[] = [];
+    for (let t = Date.parse(`${from}T00:00:00Z`); t <= Date.parse(`${to}T00:00:00Z`) && out.length < 400; t += 86_400_000) {
+      const day = dayOf(t);
+      const row = await this.redis.hgetall(this.keys.stats(businessId, day));
+      const failed: Record<string, number> = {};
+      for (const [f, v] of Object.entries(row)) if (f.startsWith('failed:')) failed[f.slice(7)] = Number(v);
+      out.push({
+        day, accepted: Number(row.accepted ?? 0), sent: Number(row.sent ?? 0), delivered: Number(row.delivered ?? 0),
+        read: Number(row.read ?? 0), inbound: Number(row.inbound ?? 0), failed,
+      });
+    }
+    return out;
+  }
+
+  /** The month's (YYYY-MM) billable messages by category: delivered templates bill, service messages are free. */
+  async billing(businessId: string, month: string): Promise<Billing> {
+    const billable: Record<string, number> = {};
+    const free: Record<string, number> = {};
+    const start = Date.parse(`${month}-01T00:00:00Z`);
+    for (let t = start; new Date(t).toISOString().slice(0, 7) === month; t += 86_400_000) {
+      const row = await this.redis.hgetall(this.keys.stats(businessId, dayOf(t)));
+      for (const [f, v] of Object.entries(row)) {
+        if (f.startsWith('billable:')) billable[f.slice(9)] = (billable[f.slice(9)] ?? 0) + Number(v);
+        if (f.startsWith('free:')) free[f.slice(5)] = (free[f.slice(5)] ?? 0) + Number(v);
+      }
+    }
+    return { business_id: businessId, month, billable, free };
+  }
+}
