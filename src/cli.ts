@@ -123,7 +123,7 @@ common(business.command('create'))
       const check = await verifySubscription(url.toString(), opts.verifyToken, { timeoutMs: 10_000 });
       if (!check.ok) throw new CliError(`webhook subscription check failed: ${check.reason}`);
     }
-    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).keys);
     try {
       const created = await ctx.businesses.create({
         name: opts.name, webhookUrl: url.toString(), appSecret: opts.appSecret, verifyToken: opts.verifyToken,
@@ -149,7 +149,7 @@ common(device.command('create'))
 /** Runs `fn` with a router context (Redis resolved, master key loaded), closing it afterwards. */
 async function withContext<T>(opts: CommonOpts, fn: (ctx: ReturnType<typeof createRouterContext>) => Promise<T>): Promise<T> {
   const c = config(opts, true);
-  const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+  const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).keys);
   try {
     return await fn(ctx);
   } finally {
@@ -216,13 +216,23 @@ for (const action of ['export', 'erase'] as const) {
     });
 }
 
+const keysCmd = program.command('keys').description('key management');
+common(keysCmd.command('rotate-master'))
+  .description('re-wraps every business data key with the current master key (SEALPOST_MASTER_KEY); the old one must be in SEALPOST_MASTER_KEY_PREVIOUS')
+  .action(async (opts: CommonOpts) => {
+    await withContext(opts, async (ctx) => {
+      const n = await ctx.dataKeys.rewrapAll();
+      process.stdout.write(JSON.stringify({ rewrapped: n }) + '\n');
+    });
+  });
+
 common(program.command('trace'))
   .description("writes a conversation's trace as JSON Lines to stdout")
   .argument('<id>', 'a conversation id or a wamid')
   .action(async (id: string, opts: CommonOpts) => {
     const c = config(opts);
     const conv = isConversationId(id) ? id : conversationOfWamid(id);
-    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).key);
+    const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).keys);
     try {
       const resolved = conv ?? (JSON.parse((await ctx.redis.get(ctx.keys.messageIndex(id))) ?? 'null') as { c: string } | null)?.c;
       if (!resolved) throw new CliError(`not a conversation id or a known wamid: ${id}`);

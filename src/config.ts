@@ -37,6 +37,7 @@ const schema = z.object({
   adminToken: z.string().min(16, 'SEALPOST_ADMIN_TOKEN must be at least 16 characters').optional(),
   masterKey: z.string().optional(),
   masterKeyFile: z.string().optional(),
+  masterKeyPrevious: z.string().optional(),
   retentionMs: duration.default(MAX_RETENTION_MS).refine((ms) => ms <= MAX_RETENTION_MS, 'SEALPOST_RETENTION is at most 30d'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   workerConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
@@ -90,6 +91,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     adminToken: env.SEALPOST_ADMIN_TOKEN,
     masterKey: env.SEALPOST_MASTER_KEY,
     masterKeyFile: env.SEALPOST_MASTER_KEY_FILE,
+    masterKeyPrevious: env.SEALPOST_MASTER_KEY_PREVIOUS,
     retentionMs: env.SEALPOST_RETENTION,
     logLevel: env.LOG_LEVEL,
     workerConcurrency: env.SEALPOST_WORKER_CONCURRENCY,
@@ -126,7 +128,18 @@ export function apiUrlOf(config: Config): string {
  * The 32-byte master key: SEALPOST_MASTER_KEY (base64), else the key file, else `<dataDir>/master.key`,
  * generated on first use (`generated` tells the caller to say so).
  */
-export function loadMasterKey(config: Config): { key: Buffer; source: string; generated: boolean } {
+export function loadMasterKey(config: Config): { key: Buffer; keys: Buffer[]; source: string; generated: boolean } {
+  const current = loadCurrentMasterKey(config);
+  // Older master keys (comma-separated, base64) still unwrap data keys during a rotation.
+  const previous = (config.masterKeyPrevious ?? '').split(',').map((k) => k.trim()).filter(Boolean).map((k) => {
+    const b = Buffer.from(k, 'base64');
+    if (b.length !== 32) throw new ConfigError('SEALPOST_MASTER_KEY_PREVIOUS: each key must be 32 bytes, base64-encoded');
+    return b;
+  });
+  return { ...current, keys: [current.key, ...previous] };
+}
+
+function loadCurrentMasterKey(config: Config): { key: Buffer; source: string; generated: boolean } {
   const check = (key: Buffer, where: string) => {
     if (key.length !== 32) throw new ConfigError(`${where}: the master key must be 32 bytes, base64-encoded`);
     return key;

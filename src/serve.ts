@@ -49,7 +49,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     closers.push(() => platform.close());
     out(`platform (simulated transport and devices) on ${platform.url}`);
   }
-  const ctx = createRouterContext(config, redisUrl, master.key, platformUrl);
+  const ctx = createRouterContext(config, redisUrl, master.keys, platformUrl);
   closers.unshift(() => ctx.close());
   let workers: RunningWorkers | undefined;
   if (opts.roles.includes('worker')) {

@@ -41,7 +41,7 @@ export interface RouterContext {
 }
 
 /** Opens the connections and builds the shared parts for a process of any role. */
-export function createRouterContext(config: Config, redisUrl: string, masterKey: Buffer, platformUrl = platformUrlOf(config)): RouterContext {
+export function createRouterContext(config: Config, redisUrl: string, masterKey: Buffer | Buffer[], platformUrl = platformUrlOf(config)): RouterContext {
   const log = createLogger('sealpost');
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: 20 });
   redis.on('error', (e) => log.warn({ err: e.message }, 'redis connection error'));

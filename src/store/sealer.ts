@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Keys } from './keys.ts';
 
@@ -37,24 +37,49 @@ export function open(key: Buffer, sealed: string, aad: string): Buffer {
   }
 }
 
+/** The id of a master key: the start of its SHA-256, stored with every data key it wraps. */
+export function masterKeyId(key: Buffer): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, 8);
+}
+
 /**
  * Per-business data keys wrapped by the master key (envelope encryption). Data keys are cached unwrapped
- * in memory only; Redis holds them wrapped.
+ * in memory only; Redis holds them wrapped, tagged with the id of the master key that wrapped them. The
+ * first master key wraps; any of them unwraps, so rotating the master key needs no downtime: give every
+ * process the new key first and the old one after it, re-wrap ({@link DataKeys.rewrapAll}), then drop the old.
  */
 export class DataKeys {
   private readonly cache = new Map<string, Buffer>();
+  private readonly masters: Map<string, Buffer>;
+  private readonly current: Buffer;
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
-    private readonly masterKey: Buffer,
-  ) {}
+    masterKeys: Buffer | Buffer[],
+  ) {
+    const list = Array.isArray(masterKeys) ? masterKeys : [masterKeys];
+    if (!list.length) throw new SealError('no master key');
+    this.current = list[0]!;
+    this.masters = new Map(list.map((k) => [masterKeyId(k), k]));
+  }
+
+  private wrap(name: string, dk: Buffer): string {
+    return `${masterKeyId(this.current)}:${seal(this.current, dk, name)}`;
+  }
+
+  private unwrap(name: string, wrapped: string): Buffer {
+    const m = /^([0-9a-f]{8}):(.*)$/s.exec(wrapped);
+    const master = m ? this.masters.get(m[1]!) : this.current;
+    if (!master) throw new SealError(`data key of ${name} is wrapped by master key ${m![1]}, which this process does not have`);
+    return open(master, m ? m[2]! : wrapped, name);
+  }
 
   /** Creates and stores a new data key for a business (idempotent: keeps an existing one). */
   async create(businessId: string): Promise<Buffer> {
     const dk = randomBytes(32);
     const name = this.keys.dataKey(businessId);
-    const ok = await this.redis.set(name, seal(this.masterKey, dk, name), 'NX');
+    const ok = await this.redis.set(name, this.wrap(name, dk), 'NX');
     if (ok) {
       this.cache.set(businessId, dk);
       return dk;
@@ -69,9 +94,25 @@ export class DataKeys {
     const name = this.keys.dataKey(businessId);
     const wrapped = await this.redis.get(name);
     if (!wrapped) throw new SealError(`no data key for business ${businessId}`);
-    const dk = open(this.masterKey, wrapped, name);
+    const dk = this.unwrap(name, wrapped);
     this.cache.set(businessId, dk);
     return dk;
+  }
+
+  /** Re-wraps every business's data key with the current master key; returns how many changed. */
+  async rewrapAll(): Promise<number> {
+    let changed = 0;
+    const currentId = masterKeyId(this.current);
+    for (const businessId of await this.redis.smembers(this.keys.businesses)) {
+      const name = this.keys.dataKey(businessId);
+      const wrapped = await this.redis.get(name);
+      if (!wrapped || wrapped.startsWith(`${currentId}:`)) continue;
+      const dk = this.unwrap(name, wrapped);
+      // Only if unchanged meanwhile: a concurrent rotation must not be overwritten with a stale value.
+      const ok = await this.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0", 1, name, wrapped, this.wrap(name, dk));
+      if (ok === 1) changed++;
+    }
+    return changed;
   }
 
   /** A keyed hash under the business's data key: stable opaque ids that reveal nothing without the key. */
