@@ -68,6 +68,10 @@ export function buildPlatform(opts: PlatformOptions = {}): Platform {
     json(req, text, done);
   });
 
+  if (opts.tap) {
+    const tap = opts.tap;
+    app.addHook('preHandler', async (req) => tap(req.method, req.url, req.body));
+  }
   app.addHook('onResponse', async (req, reply) => {
     req.log.debug({ method: req.method, route: req.routeOptions.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
   });

@@ -10,6 +10,8 @@ import { maskNumbers } from './mask.ts';
 
 /** Knobs for building a platform; all optional. */
 export interface PlatformOptions {
+  /** Sees every request the platform receives (method, route, body): privacy tests scan the traffic. */
+  tap?: (method: string, url: string, body: unknown) => void;
   /** Random source for faults (tests pass a seeded one). */
   random?: () => number;
   /** Clock in ms (event timestamps, leases, outages). */

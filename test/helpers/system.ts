@@ -48,13 +48,13 @@ export interface TestSystem {
 }
 
 /** Starts a system with its own key prefix; `workers: false` leaves the workers to other processes. */
-export async function startSystem(opts: { workers?: boolean; env?: Record<string, string>; redisUrl?: string } = {}): Promise<TestSystem> {
+export async function startSystem(opts: { workers?: boolean; env?: Record<string, string>; redisUrl?: string; platformTap?: (method: string, url: string, body: unknown) => void } = {}): Promise<TestSystem> {
   const redisUrl = opts.redisUrl ?? testRedisUrl();
   const prefix = testPrefix('sp');
   const masterKey = randomBytes(32);
   const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_BUNDLE_RETRY_MS: '200', SEALPOST_WEBHOOK_BACKOFF_BASE_MS: '50', SEALPOST_WEBHOOK_BACKOFF_MAX_MS: '500', ...opts.env };
   const config = loadConfig({ ...env, REDIS_URL: redisUrl });
-  const platform = await startPlatform({ host: '127.0.0.1', port: 0 });
+  const platform = await startPlatform({ host: '127.0.0.1', port: 0, ...(opts.platformTap ? { tap: opts.platformTap } : {}) });
   const ctx = createRouterContext(config, redisUrl, masterKey, platform.url);
   const workers = opts.workers === false ? undefined : startWorkers(ctx);
   const adminToken = randomBytes(24).toString('base64url');
