@@ -45,7 +45,7 @@ describe('privacy: canaries through every path', () => {
     await fetch(`${sys.platformUrl}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ drop: 0.4, duplicate: 0.3, reorder: true }) });
     const lossy = [canary(), canary(), canary()];
     texts.push(...lossy);
-    const lossyIds = [];
+    const lossyIds: string[] = [];
     for (const t of lossy) lossyIds.push(await sendText(sys, b!, t));
     await waitFor(() => lossyIds.every((id) => sys.receiver.statuses().some((s) => s.id === id && s.status === 'delivered')), 'lossy messages delivered');
 
