@@ -1,15 +1,33 @@
-import { Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
+import { Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import { createLogger } from '../src/log.ts';
 import type { Keys } from '../src/store/keys.ts';
-import { deliverWebhook, WebhookRejectedError, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
+import { deliverWebhook, WebhookRejectedError, type FetchLike, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
 import { RECOVERY } from './conversation.ts';
 
 /** Job data of a webhook wake-up: only the business; the updates wait in its outbox list. */
-export interface WebhookJob {
+export interface WebhookWakeJob {
   business_id: string;
 }
+
+/**
+ * Job data of a self-contained delivery ({@link enqueueWebhook}): the `value`s of one business number. Never
+ * the URL or the app secret: those are resolved at delivery time, so a rotated secret signs the retries.
+ */
+export interface WebhookDeliveryJob {
+  business_id: string;
+  phone_number_id: string;
+  values: ChangeValue[];
+  /** Set by the worker when it empties `values` (the content leaves Redis): how many were delivered. */
+  delivered?: number;
+  /** Set by the worker when it empties `values`: how many were dropped. */
+  dropped?: number;
+}
+
+/** Any job of the webhooks queue: a wake-up (the outbox) or a self-contained delivery. */
+export type WebhookJob = WebhookWakeJob | WebhookDeliveryJob;
 
 /** One update waiting in a business's webhook outbox. */
 export interface OutboxEntry {
@@ -29,18 +47,85 @@ export interface WebhookBackoff {
   maxAgeMs: number;
 }
 
-// Enough attempts that the age limit, not the count, ends the retries.
+// Enough attempts that the age limit, not the count, ends the retries (7 days at a 1 h cap is ~180).
 const ATTEMPTS = 1_000_000;
 
-/** The webhooks queue (wake-up jobs, one per business at a time). */
+/** Options every webhooks job is added with: retried by the `webhook` strategy, finished jobs kept visible. */
+export const WEBHOOK_JOB_OPTS = {
+  attempts: ATTEMPTS,
+  backoff: { type: 'webhook' },
+  removeOnComplete: { count: 1000 },
+  removeOnFail: { count: 10_000 },
+} as const satisfies JobsOptions;
+
+/** The webhooks queue (wake-up jobs, one per business at a time, and self-contained deliveries). */
 export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string }): Queue<WebhookJob> {
   return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix });
+}
+
+/**
+ * Adds a self-contained delivery; with `jobId` a second add of the same id is ignored while the first job is
+ * kept (BullMQ: custom ids may not be integers nor contain ':'). Resolves to the job id.
+ * @example await enqueueWebhook(queue, { business_id, phone_number_id, values: [statusValue([s])] }, { jobId: `st-${wamid}-read` })
+ */
+export async function enqueueWebhook(queue: Queue<WebhookJob>, data: WebhookDeliveryJob, opts: { jobId?: string } = {}): Promise<string> {
+  const job = await queue.add('webhook', data, { ...WEBHOOK_JOB_OPTS, ...(opts.jobId !== undefined ? { jobId: opts.jobId } : {}) });
+  return job.id as string;
 }
 
 /** Exponential backoff with jitter in [delay/2, delay], capped. */
 export function webhookDelay(attemptsMade: number, b: Pick<WebhookBackoff, 'baseMs' | 'maxMs'>, random = Math.random): number {
   const exp = Math.min(b.baseMs * 2 ** Math.max(0, attemptsMade - 1), b.maxMs);
   return Math.round(exp / 2 + (exp / 2) * random());
+}
+
+/**
+ * A failed attempt that will be retried, carrying when its oldest update reaches the age limit: the backoff
+ * never waits past that moment, so the last attempt happens at the limit rather than up to `maxMs` after it.
+ */
+export class WebhookAttemptError extends Error {
+  constructor(message: string, readonly retryBy: number) {
+    super(message);
+    this.name = 'WebhookAttemptError';
+  }
+}
+
+/** The `settings.backoffStrategy` of the webhooks worker: {@link webhookDelay}, clamped to the age limit. */
+export function webhookBackoffStrategy(b: Pick<WebhookBackoff, 'baseMs' | 'maxMs'>): (attemptsMade: number, type?: string, err?: Error) => number {
+  return (attemptsMade, _type, err) => {
+    const delay = webhookDelay(attemptsMade, b);
+    if (!(err instanceof WebhookAttemptError)) return delay;
+    return Math.max(0, Math.min(delay, err.retryBy - Date.now()));
+  };
+}
+
+const changeValue = z.strictObject({
+  statuses: z.array(z.record(z.string(), z.unknown())).optional(),
+  messages: z.array(z.record(z.string(), z.unknown())).optional(),
+  contacts: z.array(z.record(z.string(), z.unknown())).optional(),
+  errors: z.array(z.record(z.string(), z.unknown())).optional(),
+});
+const deliveryJob = z.object({
+  business_id: z.string().min(1),
+  phone_number_id: z.string().min(1),
+  values: z.array(changeValue),
+  delivered: z.number().int().min(0).optional(),
+  dropped: z.number().int().min(0).optional(),
+}).refine((d) => d.values.length > 0 || d.delivered !== undefined || d.dropped !== undefined, { path: ['values'], message: 'no values' });
+const wakeJob = z.object({ business_id: z.string().min(1) });
+
+/**
+ * Validates a job as it arrives (producers may use plain bullmq): a job naming a phone number or carrying
+ * values is a delivery and must be a whole one, so a malformed delivery is never mistaken for a wake-up.
+ */
+function parseJob(data: unknown): { kind: 'wake'; data: WebhookWakeJob } | { kind: 'delivery'; data: WebhookDeliveryJob } {
+  const isDelivery = typeof data === 'object' && data !== null && ('values' in data || 'phone_number_id' in data);
+  const parsed = (isDelivery ? deliveryJob : wakeJob).safeParse(data);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UnrecoverableError(`invalid webhook job: ${issue?.path.join('.') || '(data)'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return isDelivery ? { kind: 'delivery', data: parsed.data as WebhookDeliveryJob } : { kind: 'wake', data: parsed.data };
 }
 
 /**
@@ -68,96 +153,160 @@ export class WebhookOutbox {
   /** Makes sure the business's delivery job exists. */
   async wake(businessId: string): Promise<void> {
     await this.queue.add('deliver', { business_id: businessId }, {
+      ...WEBHOOK_JOB_OPTS,
       deduplication: { id: businessId, keepLastIfActive: true },
-      attempts: ATTEMPTS,
-      backoff: { type: 'webhook' },
-      removeOnComplete: true,
-      removeOnFail: { count: 10_000 },
     });
   }
 }
 
 /** Counters a process can export. */
 export interface WebhookStats {
+  /** Updates (status or message values) delivered with HTTP 200. */
   delivered: number;
+  /** Updates given up: past the age limit, or the business has no webhook target. */
   dropped: number;
+  /** POSTs (or target look-ups) that did not end in HTTP 200. */
   failedAttempts: number;
 }
 
-/**
- * The webhooks queue's processor: takes the oldest updates of the business (up to `maxBatch`), drops those
- * past the age limit (counted), signs and POSTs the rest as one envelope per phone number; only HTTP 200 is
- * success, then they leave the outbox. Anything else fails the job, which BullMQ retries with exponential
- * backoff; updates queued meanwhile join the next attempt, behind the ones that failed.
- */
-export function startWebhookWorker(opts: {
+/** Options of {@link startWebhookWorker}. */
+export interface WebhookWorkerOptions {
   connection: ConnectionOptions;
+  /** For the outbox (wake-up jobs). */
   redis: Redis;
   keys: Keys;
+  /** BullMQ prefix and queue name, as given to {@link createWebhookQueue}. */
   prefix: string;
   queueName: string;
+  /** The business store's look-up (URL, app secret, WABA id, display number); `null` = no webhook. */
   resolveTarget: WebhookTargetResolver;
   concurrency: number;
   backoff: WebhookBackoff;
+  /** Per POST, answer included (10 s in the default configuration). */
   timeoutMs: number;
+  /** Outbox updates per POST (Meta: up to 1000). */
   maxBatch?: number;
-  onDropped?: (businessId: string, count: number) => void;
-}): { worker: Worker<WebhookJob>; stats: WebhookStats } {
+  /** Stands in for the global `fetch` (tests, an egress proxy). */
+  fetchImpl?: FetchLike;
+  /** Called once per drop with the number of updates given up and the job that gave them up. */
+  onDropped?: (businessId: string, count: number, jobId: string | undefined) => void;
+}
+
+/**
+ * The webhooks queue's processor. A wake-up job drains the business's outbox: the oldest updates (up to
+ * `maxBatch`), one signed POST per phone number; only HTTP 200 is success, then they leave the outbox. A
+ * delivery job POSTs its own values. Anything else fails the attempt, which BullMQ retries with exponential
+ * backoff and jitter; an update that fails an attempt made at or after `maxAgeMs` since it was queued is
+ * dropped (logged as `webhook dropped`, counted, `onDropped`), so nothing is dropped without a last attempt.
+ */
+export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker<WebhookJob>; stats: WebhookStats } {
   const log = createLogger('webhooks');
   const stats: WebhookStats = { delivered: 0, dropped: 0, failedAttempts: 0 };
   const maxBatch = opts.maxBatch ?? 1000;
+  const { maxAgeMs } = opts.backoff;
+  const post = (businessId: string, phoneNumberId: string, values: ChangeValue[]) =>
+    deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, {
+      timeoutMs: opts.timeoutMs,
+      ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}),
+    });
+  const isPermanent = (e: unknown) => e instanceof WebhookRejectedError && e.permanent;
+  const dropped = (job: Job, businessId: string, count: number, reason: string) => {
+    stats.dropped += count;
+    log.warn({ business_id: businessId, job_id: job.id, dropped: count, reason }, 'webhook dropped');
+    opts.onDropped?.(businessId, count, job.id);
+  };
+
+  // Kept jobs (completed and failed stay visible) must not keep the content: phone numbers, message text.
+  const scrub = (job: Job, data: WebhookDeliveryJob, outcome: { delivered: number } | { dropped: number }) =>
+    job.updateData({ business_id: data.business_id, phone_number_id: data.phone_number_id, values: [], ...outcome });
+
+  const deliverJob = async (job: Job, data: WebhookDeliveryJob) => {
+    // Emptied by an earlier run that stopped before BullMQ recorded the outcome: nothing is left to send.
+    if (!data.values.length) return;
+    try {
+      await post(data.business_id, data.phone_number_id, data.values);
+    } catch (e) {
+      stats.failedAttempts++;
+      const reason = (e as Error).message;
+      const retryBy = job.timestamp + maxAgeMs;
+      if (isPermanent(e) || Date.now() >= retryBy) {
+        const why = isPermanent(e) ? reason : `age limit reached: ${reason}`;
+        await scrub(job, data, { dropped: data.values.length });
+        dropped(job, data.business_id, data.values.length, why);
+        throw new UnrecoverableError(`webhook dropped: ${why}`);
+      }
+      throw new WebhookAttemptError(reason, retryBy);
+    }
+    stats.delivered += data.values.length;
+    await scrub(job, data, { delivered: data.values.length });
+  };
+
+  const drainOutbox = async (job: Job, businessId: string) => {
+    const key = opts.keys.webhookOutbox(businessId);
+    for (;;) {
+      const raw = await opts.redis.lrange(key, 0, maxBatch - 1);
+      if (!raw.length) return;
+      const entries = raw.map((r) => JSON.parse(r) as OutboxEntry);
+      // One POST per phone number, in the order of each number's first update.
+      const byNumber = new Map<string, ChangeValue[]>();
+      for (const e of entries) byNumber.set(e.p, [...(byNumber.get(e.p) ?? []), e.v]);
+      const done = new Set<string>();
+      let current = '';
+      try {
+        for (const [phoneNumberId, values] of byNumber) {
+          current = phoneNumberId;
+          await post(businessId, phoneNumberId, values);
+          done.add(phoneNumberId);
+        }
+      } catch (e) {
+        stats.failedAttempts++;
+        const reason = (e as Error).message;
+        // No target for this number (removed, or its business has no webhook): its updates can never go out.
+        const hopeless = isPermanent(e) ? current : null;
+        const now = Date.now();
+        const fate = entries.map((x) => (done.has(x.p) ? 'delivered' : x.p === hopeless ? 'hopeless' : now - x.t >= maxAgeMs ? 'expired' : 'keep'));
+        const count = (f: string) => fate.filter((x) => x === f).length;
+        const keep = raw.filter((_, i) => fate[i] === 'keep');
+        stats.delivered += count('delivered');
+        if (keep.length < raw.length) {
+          // Safe without a lock: producers only RPUSH at the tail, and only this (deduplicated) job touches the head.
+          const tx = opts.redis.multi().ltrim(key, raw.length, -1);
+          if (keep.length) tx.lpush(key, ...[...keep].reverse());
+          await tx.exec();
+        }
+        if (count('hopeless')) dropped(job, businessId, count('hopeless'), reason);
+        if (count('expired')) dropped(job, businessId, count('expired'), `age limit reached: ${reason}`);
+        // The other numbers were not tried yet (hopeless), or nothing owed is left in this batch: go on now.
+        if (hopeless !== null || !keep.length) continue;
+        const oldest = Math.min(...entries.filter((_, i) => fate[i] === 'keep').map((x) => x.t));
+        throw new WebhookAttemptError(reason, oldest + maxAgeMs);
+      }
+      stats.delivered += entries.length;
+      await opts.redis.ltrim(key, entries.length, -1);
+    }
+  };
+
   const worker = new Worker<WebhookJob>(
     opts.queueName,
     async (job) => {
-      const businessId = job.data.business_id;
-      const key = opts.keys.webhookOutbox(businessId);
-      for (;;) {
-        const raw = await opts.redis.lrange(key, 0, maxBatch - 1);
-        if (!raw.length) return;
-        const now = Date.now();
-        const entries = raw.map((r) => JSON.parse(r) as OutboxEntry);
-        const live = entries.filter((e) => now - e.t <= opts.backoff.maxAgeMs);
-        const dropped = entries.length - live.length;
-        if (dropped) {
-          stats.dropped += dropped;
-          log.warn({ business_id: businessId, dropped }, 'webhook updates dropped after the age limit');
-          opts.onDropped?.(businessId, dropped);
-        }
-        // One POST per phone number, in the order of each number's first update.
-        const byNumber = new Map<string, ChangeValue[]>();
-        for (const e of live) byNumber.set(e.p, [...(byNumber.get(e.p) ?? []), e.v]);
-        try {
-          for (const [phoneNumberId, values] of byNumber) {
-            await deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, { timeoutMs: opts.timeoutMs });
-          }
-        } catch (e) {
-          stats.failedAttempts++;
-          if (e instanceof WebhookRejectedError && e.permanent) {
-            log.warn({ business_id: businessId, err: e.message, dropped: entries.length }, 'webhook updates dropped');
-            stats.dropped += live.length;
-            await opts.redis.ltrim(key, entries.length, -1);
-            throw new UnrecoverableError(e.message);
-          }
-          // Expired updates at the head are gone for good; the live ones stay, in order, for the retry.
-          const expiredHead = entries.findIndex((x) => now - x.t <= opts.backoff.maxAgeMs);
-          if (expiredHead > 0) await opts.redis.ltrim(key, expiredHead, -1);
-          throw e;
-        }
-        stats.delivered += live.length;
-        await opts.redis.ltrim(key, entries.length, -1);
-      }
+      const parsed = parseJob(job.data);
+      if (parsed.kind === 'delivery') return deliverJob(job, parsed.data);
+      return drainOutbox(job, parsed.data.business_id);
     },
     {
       connection: opts.connection,
       prefix: opts.prefix,
       concurrency: opts.concurrency,
       ...RECOVERY,
-      settings: { backoffStrategy: (attemptsMade: number) => webhookDelay(attemptsMade, opts.backoff) },
+      settings: { backoffStrategy: webhookBackoffStrategy(opts.backoff) },
     },
   );
   worker.on('failed', (job, err) => {
-    if (job && !(err instanceof UnrecoverableError)) {
-      log.debug({ business_id: job.data.business_id, attempt: job.attemptsMade, err: err.message }, 'webhook attempt failed');
+    if (!job) return;
+    if (err instanceof UnrecoverableError && err.message.startsWith('invalid webhook job')) {
+      log.warn({ job_id: job.id, err: err.message }, 'webhook job rejected');
+    } else if (!(err instanceof UnrecoverableError)) {
+      log.debug({ business_id: job.data.business_id, job_id: job.id, attempt: job.attemptsMade, err: err.message }, 'webhook attempt failed');
     }
   });
   worker.on('error', (err) => log.error({ err: err.message }, 'webhook worker error'));

@@ -20,18 +20,26 @@ export class WebhookRejectedError extends Error {
   }
 }
 
-/** One delivery attempt: build the envelope, serialize it once as ASCII JSON, sign those bytes, POST them. */
+/** The `fetch` a delivery uses; injectable so tests and proxies can stand in. */
+export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
+
+/**
+ * One delivery attempt: build the envelope, serialize it once as ASCII JSON, sign those bytes, POST them.
+ * Resolves only on HTTP 200; throws {@link WebhookRejectedError} otherwise (redirects are not followed, so a
+ * 3xx fails too).
+ */
 export async function deliverWebhook(
   data: { business_id: string; phone_number_id: string; values: ChangeValue[] },
   resolve: WebhookTargetResolver,
-  opts: { timeoutMs: number },
+  opts: { timeoutMs: number; fetchImpl?: FetchLike },
 ): Promise<void> {
   const target = await resolve(data.business_id, data.phone_number_id);
   if (!target) throw new WebhookRejectedError('no webhook target for this business number', true);
+  // Serialized once: the signed string is the exact string sent.
   const body = asciiJson(buildEnvelope({ wabaId: target.wabaId, displayPhoneNumber: target.displayPhoneNumber, phoneNumberId: data.phone_number_id }, data.values));
   let res: Response;
   try {
-    res = await fetch(target.url, {
+    res = await (opts.fetchImpl ?? fetch)(target.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-hub-signature-256': signBody(target.appSecret, body) },
       body,
@@ -42,6 +50,7 @@ export async function deliverWebhook(
     const cause = (e as Error & { cause?: Error }).cause;
     throw new WebhookRejectedError(`webhook POST failed: ${cause?.message ?? (e as Error).message}`);
   }
+  // Drain the answer so the keep-alive connection can be reused; the timeout bounds this read too.
   await res.arrayBuffer().catch(() => undefined);
   if (res.status !== 200) throw new WebhookRejectedError(`webhook answered HTTP ${res.status}`);
 }

@@ -9,6 +9,16 @@ export interface StatusInput {
   recipientId: string;
   bizOpaqueCallbackData?: string;
   errorCode?: number;
+  /** Passed through as the Cloud API `pricing` object. */
+  pricing?: StatusPricing;
+}
+
+/** The Cloud API `pricing` object of a status (billing is per business, so the router may report it). */
+export interface StatusPricing {
+  billable: boolean;
+  pricing_model: string;
+  type?: 'regular' | 'free_customer_service' | 'free_entry_point';
+  category: string;
 }
 
 /** One `value` of a `messages` change, without the metadata (added at delivery time). */
@@ -40,18 +50,25 @@ export function statusError(code: number): Record<string, unknown> {
   return { code, title: e.title, message: e.title, error_data: { details: e.details }, href: '/documentation/business-messaging/whatsapp/support/error-codes' };
 }
 
+/**
+ * One Cloud API status object; optional fields appear only when set, as Meta omits them.
+ * @example statusUpdate({ wamid: 'wamid.X', status: 'read', at: Date.now(), recipientId: '15551234567' })
+ */
+export function statusUpdate(u: StatusInput): Record<string, unknown> {
+  return {
+    id: u.wamid,
+    status: u.status,
+    timestamp: String(Math.floor(u.at / 1000)),
+    recipient_id: u.recipientId,
+    ...(u.bizOpaqueCallbackData !== undefined ? { biz_opaque_callback_data: u.bizOpaqueCallbackData } : {}),
+    ...(u.errorCode ? { errors: [statusError(u.errorCode)] } : {}),
+    ...(u.pricing ? { pricing: u.pricing } : {}),
+  };
+}
+
 /** A `value` carrying status objects, in the order given. */
 export function statusValue(updates: StatusInput[]): ChangeValue {
-  return {
-    statuses: updates.map((u) => ({
-      id: u.wamid,
-      status: u.status,
-      timestamp: String(Math.floor(u.at / 1000)),
-      recipient_id: u.recipientId,
-      ...(u.bizOpaqueCallbackData !== undefined ? { biz_opaque_callback_data: u.bizOpaqueCallbackData } : {}),
-      ...(u.errorCode ? { errors: [statusError(u.errorCode)] } : {}),
-    })),
-  };
+  return { statuses: updates.map(statusUpdate) };
 }
 
 /** The full webhook envelope for one business number. */

@@ -5,7 +5,8 @@ export type SubscriptionCheck = { ok: true } | { ok: false; reason: string };
 
 /**
  * The Cloud API's subscription check: GET `url?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`;
- * success only on HTTP 200 whose body is exactly the challenge.
+ * success only on HTTP 200 whose body is exactly the challenge. Reasons name only the URL's origin, never
+ * its query, so the verify token stays out of logs and CLI output.
  */
 export async function verifySubscription(url: string, verifyToken: string, opts: { timeoutMs?: number } = {}): Promise<SubscriptionCheck> {
   const challenge = randomBytes(12).toString('hex');
@@ -15,13 +16,16 @@ export async function verifySubscription(url: string, verifyToken: string, opts:
   u.searchParams.set('hub.challenge', challenge);
   let res: Response;
   try {
-    res = await fetch(u, { signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
+    // Redirects are not followed: deliveries are not either, so a URL that redirects would verify but never get a webhook.
+    res = await fetch(u, { redirect: 'manual', signal: AbortSignal.timeout(opts.timeoutMs ?? 10_000) });
   } catch (e) {
     const cause = (e as Error & { cause?: Error }).cause;
     return { ok: false, reason: `${u.origin} unreachable: ${cause?.message ?? (e as Error).message}` };
   }
-  const body = await res.text();
+  // The timeout also covers the body; an endpoint that stalls mid-answer fails the check instead of throwing.
+  const body = await res.text().catch(() => null);
   if (res.status !== 200) return { ok: false, reason: `${u.origin} answered HTTP ${res.status} (needs 200)` };
+  if (body === null) return { ok: false, reason: `${u.origin} did not finish its answer in time` };
   if (body !== challenge) return { ok: false, reason: `${u.origin} answered 200 without echoing hub.challenge` };
   return { ok: true };
 }

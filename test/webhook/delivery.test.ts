@@ -1,38 +1,25 @@
-import { createServer, type Server } from 'node:http';
-import { Queue, type ConnectionOptions } from 'bullmq';
+import { createHmac } from 'node:crypto';
+import type { Job, Queue, ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Keys } from '../../src/store/keys.ts';
-import { statusValue } from '../../src/webhook/envelope.ts';
+import type { WebhookTarget } from '../../src/webhook/delivery.ts';
+import { inboundMessageValue, statusValue } from '../../src/webhook/envelope.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
-import { verifySubscription } from '../../src/webhook/subscription.ts';
-import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
+import {
+  createWebhookQueue, enqueueWebhook, startWebhookWorker, webhookBackoffStrategy, WebhookAttemptError, webhookDelay, WebhookOutbox,
+  type WebhookJob, type WebhookWorkerOptions,
+} from '../../workers/webhook.ts';
 import { waitFor } from '../helpers/devices.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
+import { dumpPrefix, keysContaining } from '../helpers/scan.ts';
+import { closedPortUrl, nextCall, scriptedEndpoint } from './endpoint.ts';
 
 const SECRET = 'test-app-secret';
 const status = (wamid: string, s: 'sent' | 'delivered' = 'sent') =>
   statusValue([{ wamid, status: s, at: Date.now(), recipientId: '15551234567' }]);
-
-/** An endpoint answering a scripted sequence of statuses (then 200), recording the bodies it accepted. */
-async function scriptedEndpoint(script: number[], opts: { hangMs?: number } = {}) {
-  const seen: { status: number; body: string }[] = [];
-  const state = { answered: 0 };
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const code = script.shift() ?? 200;
-      seen.push({ status: code, body: Buffer.concat(chunks).toString() });
-      if (opts.hangMs) return void setTimeout(() => { state.answered++; res.writeHead(200).end(); }, opts.hangMs);
-      state.answered++;
-      res.writeHead(code).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  return { url: `http://127.0.0.1:${port}/hook`, seen, state, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
-}
+const statusesOf = (body: string): string[] =>
+  JSON.parse(body).entry[0].changes.flatMap((c: any) => c.value.statuses.map((x: any) => `${x.id}:${x.status}`));
 
 describe('webhook delivery', () => {
   let prefix: string;
@@ -58,98 +45,242 @@ describe('webhook delivery', () => {
     redis.disconnect();
   });
 
-  function worker(url: string, over: Partial<{ maxAgeMs: number; timeoutMs: number }> = {}, onDropped?: (b: string, n: number) => void) {
+  function worker(url: string | ((businessId: string, phoneNumberId: string) => WebhookTarget | null), over: Partial<WebhookWorkerOptions> & { maxAgeMs?: number; baseMs?: number; maxMs?: number } = {}) {
+    const { maxAgeMs, baseMs, maxMs, ...rest } = over;
     const w = startWebhookWorker({
       connection: connection(), redis, keys, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
-      resolveTarget: async () => ({ url, appSecret: SECRET, wabaId: 'waba1', displayPhoneNumber: '15550001111' }),
-      concurrency: 4, backoff: { baseMs: 20, maxMs: 100, maxAgeMs: over.maxAgeMs ?? 60_000 }, timeoutMs: over.timeoutMs ?? 2000,
-      ...(onDropped ? { onDropped } : {}),
+      resolveTarget: async (b, p) => (typeof url === 'string' ? { url, appSecret: SECRET, wabaId: 'waba1', displayPhoneNumber: '15550001111' } : url(b, p)),
+      concurrency: 4, backoff: { baseMs: baseMs ?? 20, maxMs: maxMs ?? 100, maxAgeMs: maxAgeMs ?? 60_000 }, timeoutMs: 2000,
+      ...rest,
     });
     stop.push(() => w.worker.close());
     return w;
   }
+  const finished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', jobId: string) =>
+    nextCall<Job>((cb) => w.worker.on(event, (job: Job | undefined) => { if (job?.id === jobId) cb(job); }), `job ${jobId} ${event}`);
 
-  it('retries until HTTP 200: 500, 500, then 200 delivers once; a 201 or 204 counts as a failure', async () => {
-    const ep = await scriptedEndpoint([500, 500, 201, 204]);
+  it('signs the exact bytes it sends: ASCII-only JSON, verified by an independent HMAC over the received bytes', async () => {
+    const ep = await scriptedEndpoint([]);
     stop.push(ep.close);
-    const { stats } = worker(ep.url);
-    await outbox.enqueue('b1', 'pn1', [status('wamid.A')], 60_000);
-    await waitFor(() => stats.delivered === 1, 'delivery after retries');
-    expect(ep.seen.map((s) => s.status)).toEqual([500, 500, 201, 204, 200]);
-    expect(stats.failedAttempts).toBe(4);
-    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
-  });
-
-  it('keeps order and batches what queued up while the endpoint was failing', async () => {
-    const ep = await scriptedEndpoint([503, 503]);
-    stop.push(ep.close);
-    const { stats } = worker(ep.url);
-    await outbox.enqueue('b1', 'pn1', [status('wamid.1')], 60_000);
-    await outbox.enqueue('b1', 'pn1', [status('wamid.2'), status('wamid.2', 'delivered')], 60_000);
-    await outbox.enqueue('b1', 'pn1', [status('wamid.3')], 60_000);
-    await waitFor(() => stats.delivered === 4, 'all updates');
-    const ok = ep.seen.filter((s) => s.status === 200).flatMap((s) => JSON.parse(s.body).entry[0].changes.flatMap((c: any) => c.value.statuses.map((x: any) => `${x.id}:${x.status}`)));
-    expect(ok).toEqual(['wamid.1:sent', 'wamid.2:sent', 'wamid.2:delivered', 'wamid.3:sent']);
-    // What queued up behind the failures went out together, not one POST per update.
-    expect(ep.seen.filter((x) => x.status === 200).length).toBeLessThan(4);
-  });
-
-  it('drops updates still undelivered after the age limit, and counts them', async () => {
-    const ep = await scriptedEndpoint(Array(10_000).fill(500));
-    stop.push(ep.close);
-    const dropped: number[] = [];
-    const { stats } = worker(ep.url, { maxAgeMs: 300 }, (_b, n) => dropped.push(n));
-    await outbox.enqueue('b1', 'pn1', [status('wamid.X')], 60_000);
-    await waitFor(() => stats.dropped === 1, 'the drop');
-    expect(dropped).toEqual([1]);
-    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
-    expect(ep.seen.length).toBeGreaterThan(1);
-  });
-
-  it('a receiver that does not answer in time counts as a failure and is retried', async () => {
-    const ep = await scriptedEndpoint([], { hangMs: 1000 });
-    stop.push(ep.close);
-    const { stats } = worker(ep.url, { timeoutMs: 100 });
-    await outbox.enqueue('b1', 'pn1', [status('wamid.T')], 60_000);
-    await waitFor(() => stats.failedAttempts >= 2, 'timeouts');
-    expect(stats.delivered).toBe(0);
-  });
-
-  it('a slow endpoint of one business does not hold up another business', async () => {
-    const slow = await scriptedEndpoint([], { hangMs: 3000 });
-    const fast = await startWebhookReceiver({ appSecret: SECRET, verifyToken: 'v' });
-    stop.push(slow.close, fast.close);
-    const w = startWebhookWorker({
-      connection: connection(), redis, keys, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
-      resolveTarget: async (b) => ({ url: b === 'slow' ? slow.url : fast.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }),
-      concurrency: 4, backoff: { baseMs: 20, maxMs: 100, maxAgeMs: 60_000 }, timeoutMs: 10_000,
+    const w = worker(ep.url);
+    const done = finished(w, 'completed', 'in-1');
+    const text = 'Grüße, äöå 👋 naïve canary-7f3a';
+    await enqueueWebhook(queue, {
+      business_id: 'b1', phone_number_id: 'pn1',
+      values: [inboundMessageValue('15551234567', 'wamid.IN', { message: { type: 'text', text: { body: text } }, timestamp: '1700000000', profileName: 'Åsa' })],
+    }, { jobId: 'in-1' });
+    const [req] = await ep.requests(1);
+    expect(req!.method).toBe('POST');
+    expect(req!.headers['content-type']).toBe('application/json');
+    expect([...req!.raw].every((b) => b < 0x80)).toBe(true);
+    expect(req!.body).toContain('Gr\\u00fc\\u00dfe, \\u00e4\\u00f6\\u00e5 \\ud83d\\udc4b');
+    const independent = createHmac('sha256', SECRET).update(req!.raw).digest('hex');
+    expect(req!.headers['x-hub-signature-256']).toBe(`sha256=${independent}`);
+    const parsed = JSON.parse(req!.body);
+    expect(parsed).toMatchObject({
+      object: 'whatsapp_business_account',
+      entry: [{ id: 'waba1', changes: [{ field: 'messages', value: {
+        messaging_product: 'whatsapp',
+        metadata: { display_phone_number: '15550001111', phone_number_id: 'pn1' },
+        contacts: [{ profile: { name: 'Åsa' }, wa_id: '15551234567' }],
+        messages: [{ from: '15551234567', id: 'wamid.IN', type: 'text', text: { body: text } }],
+      } }] }],
     });
-    stop.push(() => w.worker.close());
-    await outbox.enqueue('slow', 'pn', [status('wamid.S')], 60_000);
-    await waitFor(() => slow.seen.length === 1, 'the slow endpoint to be called');
-    await outbox.enqueue('fast', 'pn', [status('wamid.F')], 60_000);
-    await waitFor(() => fast.statuses().length === 1, 'fast business delivered');
-    expect(slow.state.answered).toBe(0); // B was delivered while A's endpoint was still holding its request
+    // The completed job stays visible, but the content and the user's number left Redis with the 200.
+    const job = await done;
+    expect((await queue.getJob(job.id!))!.data).toEqual({ business_id: 'b1', phone_number_id: 'pn1', values: [], delivered: 1 });
+    const dump = await dumpPrefix(testRedisUrl(), prefix);
+    expect(keysContaining(dump, 'canary-7f3a')).toEqual([]);
+    expect(keysContaining(dump, '15551234567')).toEqual([]);
   });
 
-  it('the receiver rejects a bad signature with 401 and accepts a good one', async () => {
-    const r = await startWebhookReceiver({ appSecret: SECRET, verifyToken: 'v' });
-    stop.push(r.close);
-    const bad = await fetch(r.url, { method: 'POST', body: '{}', headers: { 'x-hub-signature-256': 'sha256=00' } });
-    expect(bad.status).toBe(401);
-    expect(r.received).toEqual([]);
+  it('a job retried after 500, 500 is delivered on the third attempt; the same jobId twice is one job', async () => {
+    const ep = await scriptedEndpoint([500, 500]);
+    stop.push(ep.close);
+    const w = worker(ep.url);
+    const done = finished(w, 'completed', 'st-A-sent');
+    const data = { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.A')] };
+    expect(await enqueueWebhook(queue, data, { jobId: 'st-A-sent' })).toBe('st-A-sent');
+    expect(await enqueueWebhook(queue, data, { jobId: 'st-A-sent' })).toBe('st-A-sent');
+    const job = await done;
+    expect(job.attemptsMade).toBe(3);
+    expect(ep.seen.map((s) => s.status)).toEqual([500, 500, 200]);
+    expect(statusesOf(ep.seen[2]!.body)).toEqual(['wamid.A:sent']);
+    expect(w.stats).toEqual({ delivered: 1, dropped: 0, failedAttempts: 2 });
+    expect(await queue.getJobCounts('completed', 'failed', 'waiting', 'delayed')).toEqual({ completed: 1, failed: 0, waiting: 0, delayed: 0 });
   });
 
-  it('the subscription check succeeds only on 200 echoing the challenge', async () => {
-    const r = await startWebhookReceiver({ appSecret: SECRET, verifyToken: 'right' });
-    stop.push(r.close);
-    expect(await verifySubscription(r.url, 'right')).toEqual({ ok: true });
-    expect(await verifySubscription(r.url, 'wrong')).toMatchObject({ ok: false, reason: expect.stringContaining('403') });
-    const wrongBody = await scriptedEndpoint([200]);
-    const err = await scriptedEndpoint([500]);
-    stop.push(wrongBody.close, err.close);
-    expect(await verifySubscription(wrongBody.url, 'right')).toMatchObject({ ok: false, reason: expect.stringContaining('without echoing') });
-    expect(await verifySubscription(err.url, 'right')).toMatchObject({ ok: false, reason: expect.stringContaining('500') });
-    expect(await verifySubscription('http://127.0.0.1:9/none', 'right')).toMatchObject({ ok: false, reason: expect.stringContaining('unreachable') });
+  it('only 200 is success: 201, 204, 302, 404 and 503 are failures and retried', async () => {
+    const ep = await scriptedEndpoint([201, 204, 302, 404, 503], { headers: { location: 'http://127.0.0.1:9/elsewhere' } });
+    stop.push(ep.close);
+    const w = worker(ep.url);
+    const done = finished(w, 'completed', 'only-200');
+    await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.B')] }, { jobId: 'only-200' });
+    expect((await done).attemptsMade).toBe(6);
+    expect(ep.seen.map((s) => s.status)).toEqual([201, 204, 302, 404, 503, 200]);
+    expect(w.stats.failedAttempts).toBe(5);
+  });
+
+  it('an endpoint that never answers 200 is dropped at the age limit, after a last attempt at the limit, and onDropped fires', async () => {
+    const ep = await scriptedEndpoint(Array(1000).fill(500));
+    stop.push(ep.close);
+    const drops: [string, number, string | undefined][] = [];
+    // A 10 s backoff against a 300 ms age limit: only the clamp to the age limit makes the drop come quickly.
+    const w = worker(ep.url, { maxAgeMs: 300, baseMs: 10_000, maxMs: 10_000, onDropped: (b, n, id) => drops.push([b, n, id]) });
+    const onDrop = nextCall<void>((cb) => w.worker.on('failed', (job) => { if (job?.finishedOn) cb(); }), 'the job to fail for good');
+    const jobId = await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.X'), status('wamid.Y')] });
+    await onDrop;
+    const job = await queue.getJob(jobId);
+    expect(await job!.getState()).toBe('failed');
+    expect(job!.failedReason).toMatch(/^webhook dropped: age limit reached: webhook answered HTTP 500$/);
+    expect(drops).toEqual([['b1', 2, jobId]]);
+    expect(job!.data).toEqual({ business_id: 'b1', phone_number_id: 'pn1', values: [], dropped: 2 });
+    expect(w.stats).toMatchObject({ delivered: 0, dropped: 2, failedAttempts: 2 });
+    expect(ep.seen).toHaveLength(2);
+    expect(ep.seen[1]!.at).toBeGreaterThanOrEqual(job!.timestamp + 300);
+  });
+
+  it('a timeout and a refused connection count as failures and are retried', async () => {
+    const slow = await scriptedEndpoint([], { hangMs: 5000 });
+    stop.push(slow.close);
+    const refused = await closedPortUrl();
+    const w = worker((b) => ({ url: b === 'slow' ? slow.url : refused, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }), { timeoutMs: 100 });
+    const errors: string[] = [];
+    const twoEach = nextCall<void>((cb) => w.worker.on('failed', (job, err) => {
+      errors.push(`${job?.data.business_id} ${err.message}`);
+      const n = (b: string) => errors.filter((e) => e.startsWith(b)).length;
+      if (n('slow') >= 2 && n('refused') >= 2) cb();
+    }), 'two failed attempts of each');
+    await enqueueWebhook(queue, { business_id: 'slow', phone_number_id: 'pn1', values: [status('wamid.T')] });
+    await enqueueWebhook(queue, { business_id: 'refused', phone_number_id: 'pn1', values: [status('wamid.R')] });
+    await twoEach;
+    expect(errors.find((e) => e.startsWith('slow'))).toMatch(/webhook POST failed: .*(timeout|aborted)/i);
+    expect(errors.find((e) => e.startsWith('refused'))).toMatch(/webhook POST failed: .*ECONNREFUSED/);
+    expect(w.stats.delivered).toBe(0);
+  });
+
+  it('a malformed job is failed with a clear reason and kept, never delivered or dropped silently', async () => {
+    const ep = await scriptedEndpoint([]);
+    stop.push(ep.close);
+    const w = worker(ep.url);
+    const failed = finished(w, 'failed', 'bad-1');
+    await queue.add('webhook', { business_id: 'b1', phone_number_id: 'pn1', values: [{ statuses: 'nope' }] } as never, { jobId: 'bad-1' });
+    const job = await failed;
+    expect(job.failedReason).toMatch(/^invalid webhook job: values\.0\.statuses: /);
+    expect(await job.getState()).toBe('failed');
+    expect(ep.seen).toEqual([]);
+  });
+
+  it('the injected fetch is used, with the signed body and headers', async () => {
+    const calls: { url: string; init: RequestInit }[] = [];
+    const w = worker('https://example.invalid/hook', {
+      fetchImpl: async (url, init) => { calls.push({ url, init }); return new Response('ok', { status: 200 }); },
+    });
+    const done = finished(w, 'completed', 'fetch-1');
+    await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.F')] }, { jobId: 'fetch-1' });
+    await done;
+    expect(calls).toHaveLength(1);
+    const body = calls[0]!.init.body as string;
+    expect((calls[0]!.init.headers as Record<string, string>)['x-hub-signature-256']).toBe(`sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`);
+  });
+
+  describe('the per-business outbox', () => {
+    it('retries until HTTP 200: 500, 500, then 200 delivers once; a 201 or 204 counts as a failure', async () => {
+      const ep = await scriptedEndpoint([500, 500, 201, 204]);
+      stop.push(ep.close);
+      const { stats } = worker(ep.url);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.A')], 60_000);
+      await waitFor(() => stats.delivered === 1, 'delivery after retries');
+      expect(ep.seen.map((s) => s.status)).toEqual([500, 500, 201, 204, 200]);
+      expect(stats.failedAttempts).toBe(4);
+      expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
+    });
+
+    it('keeps order and batches what queued up while the endpoint was failing', async () => {
+      const ep = await scriptedEndpoint([503, 503]);
+      stop.push(ep.close);
+      const { stats } = worker(ep.url);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.1')], 60_000);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.2'), status('wamid.2', 'delivered')], 60_000);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.3')], 60_000);
+      await waitFor(() => stats.delivered === 4, 'all updates');
+      const ok = ep.seen.filter((s) => s.status === 200).flatMap((s) => statusesOf(s.body));
+      expect(ok).toEqual(['wamid.1:sent', 'wamid.2:sent', 'wamid.2:delivered', 'wamid.3:sent']);
+      // What queued up behind the failures went out together, not one POST per update.
+      expect(ep.seen.filter((x) => x.status === 200).length).toBeLessThan(4);
+    });
+
+    it('drops updates still undelivered after the age limit, counts them, and logs the job', async () => {
+      const ep = await scriptedEndpoint(Array(10_000).fill(500));
+      stop.push(ep.close);
+      let onDropped: (b: string, n: number, id: string | undefined) => void = () => {};
+      const dropped = nextCall<[string, number, string | undefined]>((cb) => { onDropped = (...a) => cb(a); }, 'the drop');
+      const { stats } = worker(ep.url, { maxAgeMs: 300, onDropped: (...a) => onDropped(...a) });
+      await outbox.enqueue('b1', 'pn1', [status('wamid.X')], 60_000);
+      const [b, n, jobId] = await dropped;
+      expect([b, n]).toEqual(['b1', 1]);
+      expect(jobId).toBeTruthy();
+      expect(stats.dropped).toBe(1);
+      expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
+      expect(ep.seen.length).toBeGreaterThan(1);
+    });
+
+    it('a number without a target loses only its own updates; the business\'s other numbers are delivered', async () => {
+      const ep = await scriptedEndpoint([]);
+      stop.push(ep.close);
+      const drops: [string, number][] = [];
+      const { stats } = worker((_b, p) => (p === 'gone' ? null : { url: ep.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }), {
+        onDropped: (b, n) => drops.push([b, n]),
+      });
+      // Queued before the worker picks them up, so both numbers are in one batch and 'gone' comes first.
+      await redis.rpush(keys.webhookOutbox('b1'), ...[['gone', 'wamid.G'], ['pn1', 'wamid.K'], ['gone', 'wamid.H']].map(([p, id]) => JSON.stringify({ p, v: status(id!), t: Date.now() })));
+      await outbox.wake('b1');
+      await waitFor(() => stats.delivered === 1 && stats.dropped === 2, 'the delivery and the drop');
+      expect(drops).toEqual([['b1', 2]]);
+      expect(ep.seen.flatMap((s) => statusesOf(s.body))).toEqual(['wamid.K:sent']);
+      expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
+    });
+
+    it('after a partial failure only what is still owed is retried', async () => {
+      const a = await scriptedEndpoint([]);
+      const b = await scriptedEndpoint([500]);
+      stop.push(a.close, b.close);
+      const { stats } = worker((_b, p) => ({ url: p === 'pnA' ? a.url : b.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }));
+      await redis.rpush(keys.webhookOutbox('b1'), ...[['pnA', 'wamid.1'], ['pnB', 'wamid.2']].map(([p, id]) => JSON.stringify({ p, v: status(id!), t: Date.now() })));
+      await outbox.wake('b1');
+      await waitFor(() => stats.delivered === 2, 'both numbers');
+      expect(a.seen.map((s) => statusesOf(s.body))).toEqual([['wamid.1:sent']]);
+      expect(b.seen.map((s) => s.status)).toEqual([500, 200]);
+    });
+
+    it('a slow endpoint of one business does not hold up another business', async () => {
+      const slow = await scriptedEndpoint([], { hangMs: 3000 });
+      const fast = await startWebhookReceiver({ appSecret: SECRET, verifyToken: 'v' });
+      stop.push(slow.close, fast.close);
+      worker((b) => ({ url: b === 'slow' ? slow.url : fast.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }), { timeoutMs: 10_000 });
+      await outbox.enqueue('slow', 'pn', [status('wamid.S')], 60_000);
+      await slow.requests(1);
+      await outbox.enqueue('fast', 'pn', [status('wamid.F')], 60_000);
+      await waitFor(() => fast.statuses().length === 1, 'fast business delivered');
+      expect(slow.state.answered).toBe(0); // B was delivered while A's endpoint was still holding its request
+      await slow.close(); // rather than let the worker's close wait out the held request
+    });
+  });
+});
+
+describe('webhook backoff', () => {
+  it('grows exponentially with jitter in [d/2, d] and stops growing at the cap', () => {
+    const b = { baseMs: 1000, maxMs: 3_600_000 };
+    expect([1, 2, 3, 4].map((n) => webhookDelay(n, b, () => 1))).toEqual([1000, 2000, 4000, 8000]);
+    expect([1, 2, 3, 4].map((n) => webhookDelay(n, b, () => 0))).toEqual([500, 1000, 2000, 4000]);
+    expect(webhookDelay(40, b, () => 1)).toBe(3_600_000);
+  });
+
+  it('never waits past the age limit of the failed attempt', () => {
+    const strategy = webhookBackoffStrategy({ baseMs: 60_000, maxMs: 60_000 });
+    const retryBy = Date.now() + 5_000;
+    expect(strategy(1, 'webhook', new WebhookAttemptError('x', retryBy))).toBeLessThanOrEqual(5_000);
+    expect(strategy(1, 'webhook', new WebhookAttemptError('x', Date.now() - 1))).toBe(0);
+    expect(strategy(1, 'webhook', new Error('other'))).toBeGreaterThanOrEqual(30_000);
   });
 });
