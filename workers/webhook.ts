@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { createLogger } from '../src/log.ts';
 import type { Keys } from '../src/store/keys.ts';
+import { open, seal } from '../src/store/sealer.ts';
 import { deliverWebhook, WebhookRejectedError, type FetchLike, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
 import { RECOVERY } from './conversation.ts';
@@ -139,6 +140,8 @@ export class WebhookOutbox {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly queue: Queue<WebhookJob>,
+    /** The business's data key: pending updates carry message text and phone numbers, so they are sealed. */
+    private readonly dataKeyOf: (businessId: string) => Promise<Buffer>,
   ) {}
 
   /** Appends updates for one business number and wakes the business's delivery. */
@@ -146,7 +149,9 @@ export class WebhookOutbox {
     if (!values.length) return;
     const key = this.keys.webhookOutbox(businessId);
     const t = Date.now();
-    await this.redis.multi().rpush(key, ...values.map((v) => JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry))).pexpire(key, ttlMs).exec();
+    const dk = await this.dataKeyOf(businessId);
+    const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
+    await this.redis.multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
     await this.wake(businessId);
   }
 
@@ -175,6 +180,8 @@ export interface WebhookWorkerOptions {
   /** For the outbox (wake-up jobs). */
   redis: Redis;
   keys: Keys;
+  /** The business's data key, to open sealed outbox entries. */
+  dataKeyOf: (businessId: string) => Promise<Buffer>;
   /** BullMQ prefix and queue name, as given to {@link createWebhookQueue}. */
   prefix: string;
   queueName: string;
@@ -246,7 +253,8 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
     for (;;) {
       const raw = await opts.redis.lrange(key, 0, maxBatch - 1);
       if (!raw.length) return;
-      const entries = raw.map((r) => JSON.parse(r) as OutboxEntry);
+      const dk = await opts.dataKeyOf(businessId);
+      const entries = raw.map((r) => JSON.parse(open(dk, r, key).toString()) as OutboxEntry);
       // One POST per phone number, in the order of each number's first update.
       const byNumber = new Map<string, ChangeValue[]>();
       for (const e of entries) byNumber.set(e.p, [...(byNumber.get(e.p) ?? []), e.v]);

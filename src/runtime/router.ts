@@ -59,7 +59,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
   };
   const mailboxes = new Mailboxes(redis, keys, queues.conversations);
-  const webhooks = new WebhookOutbox(redis, keys, queues.webhooks);
+  const webhooks = new WebhookOutbox(redis, keys, queues.webhooks, (b) => dataKeys.get(b));
   const stats = new Stats(redis, keys);
   const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs,
     (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats);
@@ -124,7 +124,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   });
   const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
   const webhooks = startWebhookWorker({
-    connection, redis: ctx.redis, keys, prefix, queueName: keys.queueName('webhooks'),
+    connection, redis: ctx.redis, keys, dataKeyOf: (b: string) => ctx.dataKeys.get(b), prefix, queueName: keys.queueName('webhooks'),
     resolveTarget: (businessId: string, phoneNumberId: string) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
     concurrency: config.webhookConcurrency,
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { seal } from '../../src/store/sealer.ts';
 import { createHmac } from 'node:crypto';
 import type { Job, Queue, ConnectionOptions } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -29,13 +31,18 @@ describe('webhook delivery', () => {
   let outbox: WebhookOutbox;
   let stop: (() => Promise<void>)[];
   const connection = () => ({ url: testRedisUrl(), maxRetriesPerRequest: null }) as ConnectionOptions;
+  // Outbox entries are sealed with the business's data key; one key per test business is enough here.
+  const dataKey = randomBytes(32);
+  const dataKeyOf = async () => dataKey;
+  /** An outbox entry as the outbox writes it (sealed), for tests that set up a batch by hand. */
+  const sealedEntry = (b: string, p: string, id: string) => seal(dataKey, JSON.stringify({ p, v: status(id), t: Date.now() }), keys.webhookOutbox(b));
 
   beforeEach(() => {
     prefix = testPrefix('wh');
     redis = new Redis(testRedisUrl());
     keys = new Keys(prefix);
     queue = createWebhookQueue(connection(), { prefix: keys.bullPrefix, queueName: keys.queueName('webhooks') });
-    outbox = new WebhookOutbox(redis, keys, queue);
+    outbox = new WebhookOutbox(redis, keys, queue, dataKeyOf);
     stop = [];
   });
   afterEach(async () => {
@@ -48,7 +55,7 @@ describe('webhook delivery', () => {
   function worker(url: string | ((businessId: string, phoneNumberId: string) => WebhookTarget | null), over: Partial<WebhookWorkerOptions> & { maxAgeMs?: number; baseMs?: number; maxMs?: number } = {}) {
     const { maxAgeMs, baseMs, maxMs, ...rest } = over;
     const w = startWebhookWorker({
-      connection: connection(), redis, keys, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
+      connection: connection(), redis, keys, dataKeyOf, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
       resolveTarget: async (b, p) => (typeof url === 'string' ? { url, appSecret: SECRET, wabaId: 'waba1', displayPhoneNumber: '15550001111' } : url(b, p)),
       concurrency: 4, backoff: { baseMs: baseMs ?? 20, maxMs: maxMs ?? 100, maxAgeMs: maxAgeMs ?? 60_000 }, timeoutMs: 2000,
       ...rest,
@@ -58,6 +65,19 @@ describe('webhook delivery', () => {
   }
   const finished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', jobId: string) =>
     nextCall<Job>((cb) => w.worker.on(event, (job: Job | undefined) => { if (job?.id === jobId) cb(job); }), `job ${jobId} ${event}`);
+
+  it('keeps pending updates sealed: a message waiting for a failing endpoint is not readable in Redis', async () => {
+    const ep = await scriptedEndpoint(Array(1000).fill(503));
+    stop.push(ep.close);
+    const w = worker(ep.url);
+    const canary = `CANARY-${randomBytes(6).toString('hex')}`;
+    await outbox.enqueue('b1', 'pn1', [{ contacts: [{ wa_id: '15557654321' }], messages: [{ from: '15557654321', id: 'wamid.IN', type: 'text', text: { body: canary } }] }], 60_000);
+    await nextCall<void>((cb) => w.worker.on('failed', () => cb()), 'a failed attempt');
+    const raw = (await redis.lrange(keys.webhookOutbox('b1'), 0, -1)).join('\n');
+    expect(raw).not.toContain(canary);
+    expect(raw).not.toContain('15557654321');
+    expect(ep.seen.some((x) => x.body.includes(canary))).toBe(true); // it was the real payload that failed
+  });
 
   it('signs the exact bytes it sends: ASCII-only JSON, verified by an independent HMAC over the received bytes', async () => {
     const ep = await scriptedEndpoint([]);
@@ -233,7 +253,7 @@ describe('webhook delivery', () => {
         onDropped: (b, n) => drops.push([b, n]),
       });
       // Queued before the worker picks them up, so both numbers are in one batch and 'gone' comes first.
-      await redis.rpush(keys.webhookOutbox('b1'), ...[['gone', 'wamid.G'], ['pn1', 'wamid.K'], ['gone', 'wamid.H']].map(([p, id]) => JSON.stringify({ p, v: status(id!), t: Date.now() })));
+      await redis.rpush(keys.webhookOutbox('b1'), ...[['gone', 'wamid.G'], ['pn1', 'wamid.K'], ['gone', 'wamid.H']].map(([p, id]) => sealedEntry('b1', p!, id!)));
       await outbox.wake('b1');
       await waitFor(() => stats.delivered === 1 && stats.dropped === 2, 'the delivery and the drop');
       expect(drops).toEqual([['b1', 2]]);
@@ -246,7 +266,7 @@ describe('webhook delivery', () => {
       const b = await scriptedEndpoint([500]);
       stop.push(a.close, b.close);
       const { stats } = worker((_b, p) => ({ url: p === 'pnA' ? a.url : b.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }));
-      await redis.rpush(keys.webhookOutbox('b1'), ...[['pnA', 'wamid.1'], ['pnB', 'wamid.2']].map(([p, id]) => JSON.stringify({ p, v: status(id!), t: Date.now() })));
+      await redis.rpush(keys.webhookOutbox('b1'), ...[['pnA', 'wamid.1'], ['pnB', 'wamid.2']].map(([p, id]) => sealedEntry('b1', p!, id!)));
       await outbox.wake('b1');
       await waitFor(() => stats.delivered === 2, 'both numbers');
       expect(a.seen.map((s) => statusesOf(s.body))).toEqual([['wamid.1:sent']]);
