@@ -216,6 +216,24 @@ for (const action of ['export', 'erase'] as const) {
     });
 }
 
+common(program.command('bench'))
+  .description('the end-to-end benchmark (accept → delivered webhook), with the crypto and BullMQ ceilings measured in the same run')
+  .option('--messages <n>', 'messages to send', '2000')
+  .option('--conversations <n>', 'established conversations to spread them over', '200')
+  .option('--workers <n>', 'worker processes (0: in the bench process)', '1')
+  .option('--json', 'print one JSON object')
+  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean }) => {
+    const c = config(opts, true);
+    const [messages, conversations, workers] = [opts.messages, opts.conversations, opts.workers].map(Number) as [number, number, number];
+    if (!(messages > 0 && conversations > 0 && conversations <= 100_000 && workers >= 0 && workers <= 16)) {
+      throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers 0 to 16');
+    }
+    const { runBench } = await import('../bench/bench.ts');
+    const result = await runBench({ redisUrl: await redisFor(c), messages, conversations, workers, log: opts.json ? undefined : (s) => process.stderr.write(`${s}\n`) });
+    process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : Object.entries(result).map(([k, v]) => `${k.padEnd(30)} ${v}`).join('\n') + '\n');
+    process.exit(0);
+  });
+
 const keysCmd = program.command('keys').description('key management');
 common(keysCmd.command('rotate-master'))
   .description('re-wraps every business data key with the current master key (SEALPOST_MASTER_KEY); the old one must be in SEALPOST_MASTER_KEY_PREVIOUS')

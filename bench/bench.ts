@@ -1,0 +1,221 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import * as S from '@signalapp/libsignal-client';
+import { loadConfig } from '../src/config.ts';
+import { configureLogging } from '../src/log.ts';
+import { buildApp } from '../src/api/app.ts';
+import { startPlatform } from '../src/platform/server.ts';
+import { createRouterContext, startWorkers } from '../src/runtime/router.ts';
+import { startWebhookReceiver } from '../src/webhook/receiver.ts';
+import { ConversationCrypto } from '../src/signal/conversation-crypto.ts';
+import { generateKeys } from '../src/signal/prekeys.ts';
+import { PartyStores } from '../src/platform/device-stores.ts';
+import { conversationOfWamid } from '../src/runtime/ids.ts';
+
+/** What `bench --json` prints (CONTRACT.md names the required fields). */
+export interface BenchResult {
+  msgs_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  crypto_ceiling_msgs_per_s: number;
+  bullmq_noop_jobs_per_s: number;
+  ratio_to_crypto_ceiling: number;
+  ratio_to_bullmq_noop: number;
+  first_contact_per_s: number;
+  conversations: number;
+  messages: number;
+  workers: number;
+  redis_bytes_per_conversation: number;
+  cpu_ms_per_message: number;
+}
+
+const quantile = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0;
+};
+
+/** libsignal alone: encrypt on the business side and decrypt on the device side, one established session per pair. */
+async function cryptoCeiling(messages: number): Promise<number> {
+  const biz = { identity: S.IdentityKeyPair.generate(), registrationId: 1 };
+  const devKeys = generateKeys({ oneTime: 1 });
+  const dev = new PartyStores(devKeys);
+  const router = new ConversationCrypto(biz, '15550000000', '15551111111', { session: null, remoteIdentity: null });
+  const pre = devKeys.preKeys[0]!;
+  const kyb = devKeys.kyberPreKeys[0]!;
+  await router.processBundle(S.PreKeyBundle.new(devKeys.registrationId, 1, pre.id(), pre.publicKey(), devKeys.signedPreKey.id(),
+    devKeys.signedPreKey.publicKey(), devKeys.signedPreKey.signature(), devKeys.identity.publicKey, kyb.id(), kyb.publicKey(), kyb.signature()), new Date());
+  const bizAddr = S.ProtocolAddress.new('15550000000', 1);
+  const usrAddr = S.ProtocolAddress.new('15551111111', 1);
+  const decrypt = async (m: { type: number; body: Uint8Array }) => m.type === 3
+    ? S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(new Uint8Array(m.body)), bizAddr, usrAddr, dev.sessions, dev.identities, dev.preKeys, dev.signedPreKeys, dev.kyberPreKeys)
+    : S.signalDecrypt(S.SignalMessage.deserialize(new Uint8Array(m.body)), bizAddr, usrAddr, dev.sessions, dev.identities);
+  await decrypt(await router.encrypt(new Uint8Array(200), new Date()));
+  const ack = await S.signalEncrypt(new Uint8Array(10), bizAddr, usrAddr, dev.sessions, dev.identities);
+  await router.decrypt({ type: ack.type(), body: ack.serialize() });
+  const pt = new Uint8Array(200).fill(0x61);
+  const t0 = performance.now();
+  for (let i = 0; i < messages; i++) await decrypt(await router.encrypt(pt, new Date()));
+  return messages / ((performance.now() - t0) / 1000);
+}
+
+/** BullMQ alone: no-op jobs through one worker (concurrency 16) on the same Redis. */
+async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Promise<number> {
+  const connection = { url: redisUrl, maxRetriesPerRequest: null } as never;
+  const q = new Queue(`{noop}`, { connection, prefix: `${prefix}:q` });
+  await q.addBulk(Array.from({ length: jobs }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: true } })));
+  let done = 0;
+  const t0 = performance.now();
+  const finished = new Promise<void>((resolve) => {
+    const w = new Worker(`{noop}`, async () => {}, { connection, prefix: `${prefix}:q`, concurrency: 16 });
+    w.on('completed', () => {
+      if (++done === jobs) void w.close().then(resolve);
+    });
+  });
+  await finished;
+  const rate = jobs / ((performance.now() - t0) / 1000);
+  await q.obliterate({ force: true });
+  await q.close();
+  return rate;
+}
+
+async function deletePrefix(url: string, prefix: string): Promise<void> {
+  const r = new Redis(url);
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await r.unlink(...keys);
+  } while (cursor !== '0');
+  r.disconnect();
+}
+
+/**
+ * The end-to-end benchmark: API accept → conversation actor → Signal → transport → device decrypts →
+ * `delivered` webhook received, over `conversations` established conversations, with `workers` worker
+ * processes (0: in this process). Measures the crypto and BullMQ ceilings in the same run.
+ */
+export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void }): Promise<BenchResult> {
+  const log = opts.log ?? (() => {});
+  configureLogging({ level: 'warn' });
+  const prefix = `bench-${randomBytes(4).toString('hex')}`;
+  const masterKey = randomBytes(32);
+  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_WORKER_CONCURRENCY: '64', SEALPOST_RETRANSMIT_BASE_MS: '30000' };
+  const config = loadConfig({ ...env, REDIS_URL: opts.redisUrl });
+  const platform = await startPlatform({ port: 0 });
+  const ctx = createRouterContext(config, opts.redisUrl, masterKey, platform.url);
+  const children: ChildProcess[] = [];
+  const inProcess = opts.workers === 0 ? startWorkers(ctx) : undefined;
+  for (let i = 0; i < opts.workers; i++) {
+    children.push(spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], {
+      env: { ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }, stdio: 'ignore',
+    }));
+  }
+  const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound });
+  const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+  const delivered = new Map<string, number>();
+  const receiver = await startWebhookReceiver({
+    appSecret: 'bench-secret', verifyToken: 'v',
+    onUpdate: (w) => {
+      for (const ch of w.body.entry[0].changes) for (const s of ch.value.statuses ?? []) if (s.status === 'delivered') delivered.set(s.id, w.at);
+    },
+  });
+  try {
+    const biz = await ctx.businesses.create({ name: 'Bench', webhookUrl: receiver.url, appSecret: 'bench-secret', verifyToken: 'v' });
+    await ctx.publisher.ensure(biz.phone_number_id);
+    const users: string[] = [];
+    for (let i = 0; i < opts.conversations; i++) {
+      const res = await fetch(`${platform.url}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone: `+1777${String(i).padStart(7, '0')}`, prekeys: 1 }) });
+      users.push(((await res.json()) as { wa_id: string }).wa_id);
+    }
+    const send = async (to: string): Promise<{ wamid: string; at: number }> => {
+      const res = await fetch(`${apiUrl}/v23.0/${biz.phone_number_id}/messages`, {
+        method: 'POST', headers: { authorization: `Bearer ${biz.access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } } }),
+      });
+      const json = (await res.json()) as { messages?: { id: string }[] };
+      if (!json.messages) throw new Error(`send failed: ${JSON.stringify(json)}`);
+      return { wamid: json.messages[0]!.id, at: Date.now() };
+    };
+    const waitDelivered = async (ids: string[], what: string) => {
+      const deadline = Date.now() + 600_000;
+      while (!ids.every((id) => delivered.has(id))) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    // First contact: bundle fetch, PQXDH, the first PreKey message, for every conversation.
+    log(`first contact with ${opts.conversations} users…`);
+    let t0 = Date.now();
+    const firsts = await pool(users, 32, send);
+    await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
+    const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
+
+    log(`${opts.messages} messages over ${opts.conversations} established conversations…`);
+    const cpu0 = process.cpuUsage();
+    t0 = Date.now();
+    const targets = Array.from({ length: opts.messages }, (_, i) => users[i % users.length]!);
+    const sent = await pool(targets, 64, send);
+    await waitDelivered(sent.map((s) => s.wamid), 'delivery');
+    const elapsed = (Date.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const latencies = sent.map((s) => delivered.get(s.wamid)! - s.at);
+
+    // Idle established conversations: their Redis footprint.
+    const r = new Redis(opts.redisUrl);
+    let bytes = 0;
+    const convs = new Set(sent.map((s) => conversationOfWamid(s.wamid)!));
+    for (const c of convs) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:{c:${c}}:*`, 'COUNT', 100);
+        cursor = next;
+        for (const k of keys) bytes += Number((await r.call('MEMORY', 'USAGE', k, 'SAMPLES', '0')) ?? 0);
+      } while (cursor !== '0');
+    }
+    r.disconnect();
+
+    log('ceilings: libsignal alone, BullMQ alone…');
+    const crypto = await cryptoCeiling(Math.min(opts.messages, 2000));
+    const noop = await bullmqCeiling(opts.redisUrl, prefix, 5000);
+    const msgsPerS = opts.messages / elapsed;
+    return {
+      msgs_per_s: Math.round(msgsPerS),
+      p50_ms: quantile(latencies, 0.5),
+      p99_ms: quantile(latencies, 0.99),
+      crypto_ceiling_msgs_per_s: Math.round(crypto),
+      bullmq_noop_jobs_per_s: Math.round(noop),
+      ratio_to_crypto_ceiling: Number((msgsPerS / crypto).toFixed(3)),
+      ratio_to_bullmq_noop: Number((msgsPerS / noop).toFixed(3)),
+      first_contact_per_s: Math.round(firstContactPerS),
+      conversations: opts.conversations,
+      messages: opts.messages,
+      workers: opts.workers,
+      redis_bytes_per_conversation: Math.round(bytes / convs.size),
+      // This process only (API, platform with its devices, receiver); worker processes are not included.
+      cpu_ms_per_message: Number(((cpu.user + cpu.system) / 1000 / opts.messages).toFixed(3)),
+    };
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await app.close();
+    await inProcess?.close();
+    await ctx.close();
+    await receiver.close();
+    await platform.close();
+    await deletePrefix(opts.redisUrl, prefix);
+  }
+}
+
+/** Runs `fn` over `items` with at most `width` in flight, keeping the results in order. */
+async function pool<T, R>(items: T[], width: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  }));
+  return out;
+}
