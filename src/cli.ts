@@ -103,8 +103,9 @@ common(business.command('create'))
   .requiredOption('--verify-token <token>', 'verify token for the subscription check')
   .option('--region <region>', 'region to keep data in')
   .option('--retention <duration>', 'how long messages are kept (e.g. 30d, 10m); default SEALPOST_RETENTION')
+  .addOption(new Option('--storage <mode>', "'none': the Cloud API's no-storage mode (content kept at most 60 minutes)").choices(['default', 'none']).default('default'))
   .addOption(new Option('--no-verify', 'skip the webhook subscription check'))
-  .action(async (opts: CommonOpts & { name: string; webhookUrl: string; appSecret: string; verifyToken: string; region?: string; retention?: string; verify: boolean }) => {
+  .action(async (opts: CommonOpts & { name: string; webhookUrl: string; appSecret: string; verifyToken: string; region?: string; retention?: string; storage: 'default' | 'none'; verify: boolean }) => {
     const c = config(opts, true);
     let url: URL;
     try {
@@ -127,8 +128,10 @@ common(business.command('create'))
     try {
       const created = await ctx.businesses.create({
         name: opts.name, webhookUrl: url.toString(), appSecret: opts.appSecret, verifyToken: opts.verifyToken,
-        ...(opts.region ? { region: opts.region } : {}), ...(retentionMs ? { retentionMs } : {}),
+        ...(opts.region ? { region: opts.region } : {}), ...(retentionMs ? { retentionMs } : {}), storage: opts.storage,
       });
+      // Users can write first only once the number's bundle is in the directory; the workers retry if not.
+      await ctx.publisher.ensure(created.phone_number_id);
       process.stdout.write(JSON.stringify(created) + '\n');
     } finally {
       await ctx.close();

@@ -21,7 +21,12 @@ export interface BusinessInput {
   verifyToken: string;
   region?: string;
   retentionMs?: number;
+  /** `none`: the Cloud API's no-storage mode, content kept at most 60 minutes. */
+  storage?: 'default' | 'none';
 }
+
+/** The Cloud API's no-storage mode keeps message content at most this long. */
+export const NO_STORAGE_RETENTION_MS = 3_600_000;
 
 /** A business phone number as the API and the runtime see it. */
 export interface PhoneNumber {
@@ -55,6 +60,7 @@ export interface BusinessInfo {
   waba_id: string;
   retention_ms: number | null;
   region: string | null;
+  storage: 'default' | 'none';
 }
 
 const digits = (n: number) => Array.from({ length: n }, (_, i) => (i === 0 ? randomInt(1, 10) : randomInt(0, 10))).join('');
@@ -104,7 +110,8 @@ export class BusinessStore {
         app_secret: seal(dk, input.appSecret, `${bizKey}:app_secret`),
         verify_token: seal(dk, input.verifyToken, `${bizKey}:verify_token`),
         region: input.region ?? '',
-        retention_ms: input.retentionMs ? String(input.retentionMs) : '',
+        retention_ms: String(input.storage === 'none' ? Math.min(input.retentionMs ?? NO_STORAGE_RETENTION_MS, NO_STORAGE_RETENTION_MS) : input.retentionMs ?? ''),
+        storage: input.storage ?? 'default',
         numbers: phoneNumberId,
         created_at: String(Date.now()),
       })
@@ -193,6 +200,7 @@ export class BusinessStore {
       waba_id: row.waba_id,
       retention_ms: row.retention_ms ? Number(row.retention_ms) : null,
       region: row.region || null,
+      storage: row.storage === 'none' ? 'none' : 'default',
     };
   }
 

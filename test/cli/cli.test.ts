@@ -47,6 +47,12 @@ describe('sealpost CLI', () => {
     } finally {
       await receiver.close();
     }
+    // The Cloud API's no-storage mode: content kept at most 60 minutes, whatever the default retention.
+    const noStore = await cli(['business', 'create', '--name', 'Ephemeral', '--webhook-url', 'http://127.0.0.1:9/none', '--app-secret', 'cli-secret-1', '--verify-token', 't', '--storage', 'none', '--no-verify'], env);
+    expect(noStore.code).toBe(0);
+    expect(await sys.ctx.businesses.info(JSON.parse(noStore.stdout).business_id)).toMatchObject({ storage: 'none', retention_ms: 3_600_000 });
+    const badStorage = await cli(['business', 'create', '--name', 'X', '--webhook-url', 'http://127.0.0.1:9/x', '--app-secret', 'cli-secret-1', '--verify-token', 't', '--storage', 'cloud', '--no-verify'], env);
+    expect(badStorage.code).toBe(1);
     const badUrl = await cli(['business', 'create', '--name', 'X', '--webhook-url', 'not a url', '--app-secret', 'cli-secret-1', '--verify-token', 't'], env);
     expect(badUrl).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: --webhook-url: not an http\(s\) URL/) });
     const missing = await cli(['business', 'create', '--name', 'X'], env);
