@@ -119,6 +119,9 @@ common(business.command('create'))
       retentionMs = loadConfig({ SEALPOST_RETENTION: opts.retention }).retentionMs;
     }
     if (!opts.name.trim()) throw new CliError('--name must not be empty');
+    if (opts.region && !(opts.region in c.regions)) {
+      throw new CliError(`--region ${opts.region} is not configured (SEALPOST_REGIONS has: ${Object.keys(c.regions).join(', ') || 'none'})`);
+    }
     if (opts.appSecret.length < 8) throw new CliError('--app-secret must be at least 8 characters');
     if (opts.verify) {
       const check = await verifySubscription(url.toString(), opts.verifyToken, { timeoutMs: 10_000 });

@@ -48,6 +48,19 @@ const schema = z.object({
   webhookTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   webhookBatch: z.coerce.number().int().min(1).max(1000).default(1000),
   sweepEveryMs: z.coerce.number().int().min(100).default(60_000),
+  /** `eu=redis://…,us=redis://…`: where region-pinned businesses keep their data. */
+  regions: z.string().default('').transform((s, ctx) => {
+    const out: Record<string, string> = {};
+    for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const m = /^([a-z0-9_-]{1,32})=(rediss?:\/\/\S+)$/.exec(part);
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `SEALPOST_REGIONS: "${part.replace(/\/\/[^@]*@/, '//***@')}" is not name=redis://host:port` });
+        return z.NEVER;
+      }
+      out[m[1]!] = m[2]!;
+    }
+    return out;
+  }),
   bundleRetryMs: z.coerce.number().int().min(1).default(5000),
   retransmitBaseMs: z.coerce.number().int().min(1).default(5000),
   retransmitMaxMs: z.coerce.number().int().min(1).default(15 * 60_000),
@@ -102,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     webhookTimeoutMs: env.SEALPOST_WEBHOOK_TIMEOUT_MS,
     webhookBatch: env.SEALPOST_WEBHOOK_BATCH,
     sweepEveryMs: env.SEALPOST_SWEEP_EVERY_MS,
+    regions: env.SEALPOST_REGIONS,
     bundleRetryMs: env.SEALPOST_BUNDLE_RETRY_MS,
     retransmitBaseMs: env.SEALPOST_RETRANSMIT_BASE_MS,
     retransmitMaxMs: env.SEALPOST_RETRANSMIT_MAX_MS,

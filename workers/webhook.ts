@@ -137,7 +137,8 @@ function parseJob(data: unknown): { kind: 'wake'; data: WebhookWakeJob } | { kin
  */
 export class WebhookOutbox {
   constructor(
-    private readonly redis: Redis,
+    /** The store a business's outbox lives in (its region's, if it is pinned to one). */
+    private readonly storeOf: (businessId: string) => Promise<Redis>,
     private readonly keys: Keys,
     private readonly queue: Queue<WebhookJob>,
     /** The business's data key: pending updates carry message text and phone numbers, so they are sealed. */
@@ -151,7 +152,7 @@ export class WebhookOutbox {
     const t = Date.now();
     const dk = await this.dataKeyOf(businessId);
     const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
-    await this.redis.multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
+    await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
     await this.wake(businessId);
   }
 
@@ -177,8 +178,8 @@ export interface WebhookStats {
 /** Options of {@link startWebhookWorker}. */
 export interface WebhookWorkerOptions {
   connection: ConnectionOptions;
-  /** For the outbox (wake-up jobs). */
-  redis: Redis;
+  /** For the outbox (wake-up jobs): the store a business's outbox lives in. */
+  storeOf: (businessId: string) => Promise<Redis>;
   keys: Keys;
   /** The business's data key, to open sealed outbox entries. */
   dataKeyOf: (businessId: string) => Promise<Buffer>;
@@ -251,7 +252,8 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
   const drainOutbox = async (job: Job, businessId: string) => {
     const key = opts.keys.webhookOutbox(businessId);
     for (;;) {
-      const raw = await opts.redis.lrange(key, 0, maxBatch - 1);
+      const redis = await opts.storeOf(businessId);
+      const raw = await redis.lrange(key, 0, maxBatch - 1);
       if (!raw.length) return;
       const dk = await opts.dataKeyOf(businessId);
       const entries = raw.map((r) => JSON.parse(open(dk, r, key).toString()) as OutboxEntry);
@@ -278,7 +280,7 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
         stats.delivered += count('delivered');
         if (keep.length < raw.length) {
           // Safe without a lock: producers only RPUSH at the tail, and only this (deduplicated) job touches the head.
-          const tx = opts.redis.multi().ltrim(key, raw.length, -1);
+          const tx = redis.multi().ltrim(key, raw.length, -1);
           if (keep.length) tx.lpush(key, ...[...keep].reverse());
           await tx.exec();
         }
@@ -290,7 +292,7 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
         throw new WebhookAttemptError(reason, oldest + maxAgeMs);
       }
       stats.delivered += entries.length;
-      await opts.redis.ltrim(key, entries.length, -1);
+      await redis.ltrim(key, entries.length, -1);
     }
   };
 

@@ -17,6 +17,7 @@ import { open, seal, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
+import type { Stores } from '../store/stores.ts';
 import { snapshotBefore } from '../trace/replay.ts';
 
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
@@ -97,6 +98,8 @@ interface RowOp {
 /** The state of one conversation while a worker runs it. */
 interface Loaded {
   id: string;
+  /** The conversation's store. */
+  redis: Redis;
   meta: Meta;
   dk: Buffer;
   snapshot: AnyMachineSnapshot;
@@ -140,7 +143,7 @@ export class ActorHost {
   private readonly maxSteps: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly stores: Stores,
     private readonly keys: Keys,
     private readonly dataKeys: DataKeys,
     private readonly businesses: BusinessStore,
@@ -155,7 +158,7 @@ export class ActorHost {
     this.batchSize = opts.batchSize ?? 64;
     this.traceMax = opts.traceMax ?? 1000;
     this.maxSteps = opts.maxStepsPerDrain ?? 50;
-    redis.defineCommand('sealpostCommit', { lua: COMMIT_LUA });
+
   }
 
   private get keyTtlMs(): number {
@@ -167,23 +170,25 @@ export class ActorHost {
   async drain(conversationId: string): Promise<number> {
     const token = randomUUID();
     const leaseKey = this.keys.lease(conversationId);
-    if (!(await this.redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'))) throw new LeaseBusyError(conversationId);
+    // The conversation's store: the shared one, or its business's region's.
+    const redis = await this.stores.forConversation(conversationId);
+    if (!(await redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'))) throw new LeaseBusyError(conversationId);
     let handled = 0;
     // Keep the lease while a step waits on the network; a process that stalls longer loses it (fencing).
     const renew = setInterval(() => {
-      this.redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);
+      redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);
     }, Math.max(1000, Math.floor(this.leaseMs / 3)));
     try {
-      const loaded = await this.load(conversationId);
+      const loaded = await this.load(redis, conversationId);
       if (!loaded) {
         // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
-        await this.redis.del(this.keys.mailbox(conversationId));
+        await redis.del(this.keys.mailbox(conversationId));
         return 0;
       }
       let pending: ConversationEvent[] = [];
       if (loaded.outbox.length) pending = await this.executeEffects(loaded, loaded.outbox, token);
       for (let step = 0; step < this.maxSteps; step++) {
-        const raw = await this.redis.lrange(this.keys.mailbox(conversationId), 0, this.batchSize - 1);
+        const raw = await redis.lrange(this.keys.mailbox(conversationId), 0, this.batchSize - 1);
         const fromMailbox = raw.map((r) => this.toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
         // Retention ticks go last: they are timers, and a message arriving in the same batch keeps the
         // conversation alive instead of being lost with it.
@@ -203,13 +208,13 @@ export class ActorHost {
       return handled;
     } finally {
       clearInterval(renew);
-      await this.redis.eval(RELEASE_LUA, 1, leaseKey, token);
+      await redis.eval(RELEASE_LUA, 1, leaseKey, token);
     }
   }
 
   /** True when events still wait (the worker re-wakes the conversation). */
   async hasPending(conversationId: string): Promise<boolean> {
-    return (await this.redis.llen(this.keys.mailbox(conversationId))) > 0;
+    return (await (await this.stores.forConversation(conversationId)).llen(this.keys.mailbox(conversationId))) > 0;
   }
 
   private inputOf(conversationId: string, retentionMs: number): ConversationInput {
@@ -229,12 +234,12 @@ export class ActorHost {
     return Math.min(info?.retention_ms ?? this.opts.retentionMs, 30 * 86_400_000);
   }
 
-  private async load(id: string): Promise<Loaded | null> {
+  private async load(redis: Redis, id: string): Promise<Loaded | null> {
     const [metaRow, snapRow, sess, outbox] = await Promise.all([
-      this.redis.hgetall(this.keys.meta(id)),
-      this.redis.hgetall(this.keys.snapshot(id)),
-      this.redis.get(this.keys.session(id)),
-      this.redis.lrange(this.keys.outbox(id), 0, -1),
+      redis.hgetall(this.keys.meta(id)),
+      redis.hgetall(this.keys.snapshot(id)),
+      redis.get(this.keys.session(id)),
+      redis.lrange(this.keys.outbox(id), 0, -1),
     ]);
     if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
     const dk = await this.dataKeys.get(metaRow.business_id);
@@ -261,6 +266,7 @@ export class ActorHost {
     const identity = await this.businesses.identity(meta.phoneNumberId);
     return {
       id,
+      redis,
       meta,
       dk,
       snapshot,
@@ -343,7 +349,7 @@ export class ActorHost {
             break;
           }
           case 'store.purge': {
-            for (const id of await this.redis.zrangebyscore(this.keys.retention(c.id), '-inf', String(cmd.upTo))) {
+            for (const id of await c.redis.zrangebyscore(this.keys.retention(c.id), '-inf', String(cmd.upTo))) {
               rowOp(id).drop = true;
               purged.push(id);
             }
@@ -351,7 +357,7 @@ export class ActorHost {
             break;
           }
           case 'conversation.delete': {
-            const entries = await this.redis.zrange(this.keys.retention(c.id), '0', '-1', 'WITHSCORES');
+            const entries = await c.redis.zrange(this.keys.retention(c.id), '0', '-1', 'WITHSCORES');
             for (let i = 0; i < entries.length; i += 2) {
               rowOp(entries[i]!).drop = true;
               pendingPurges.push(Number(entries[i + 1]));
@@ -390,19 +396,19 @@ export class ActorHost {
     await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet, { retained, purged, traceReset });
     for (const f of c.afterCommit.splice(0)) await f();
     if (purged.length) {
-      const m = this.redis.multi();
+      const m = c.redis.multi();
       for (const id of purged) m.del(this.keys.messageIndex(id));
       await m.exec();
     }
     const untilAfter = (c.snapshot.context as ConversationContext).retentionUntil;
     if (untilAfter !== null && untilAfter !== untilBefore) {
       // The sweeper's index, and the deletion job for the newest message's retention end.
-      await this.redis.zadd(this.keys.expiries, 'GT', untilAfter, c.id);
+      await c.redis.zadd(this.keys.expiries, 'GT', untilAfter, c.id);
     }
     for (const [until] of retained) await this.sinks.purgeAt(c.id, until, c.retentionMs);
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
-      const m = this.redis.multi();
+      const m = c.redis.multi();
       for (const id of indexes) m.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs);
       await m.exec();
     }
@@ -431,7 +437,7 @@ export class ActorHost {
       plaintext = encodeContent({ v: 1, kind: 'receipt', status: 'read', ids: cmd.read });
     } else {
       const rowKey = this.keys.message(c.id, wamid);
-      const sealed = await this.redis.hget(rowKey, 'c');
+      const sealed = await c.redis.hget(rowKey, 'c');
       if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
       const stored = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as { message: Record<string, unknown> & { type: string }; ts: string };
       plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
@@ -472,7 +478,7 @@ export class ActorHost {
       if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
       if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
       // The same message again (a re-encrypted copy): one webhook message, not two.
-      if (c.inbound.has(content.id) || (await this.redis.exists(this.keys.message(c.id, content.id)))) {
+      if (c.inbound.has(content.id) || (await c.redis.exists(this.keys.message(c.id, content.id)))) {
         return { type: 'MESSAGE_DUPLICATE', id: content.id, at };
       }
       c.inbound.set(content.id, {
@@ -493,7 +499,7 @@ export class ActorHost {
    * first line carries the snapshot before it, so the shorter trace still replays. Null when nothing goes.
    */
   private async prunedTrace(c: Loaded, cutoff: number, purgedIds: string[], pendingLines: string[]): Promise<string[] | null> {
-    const stored = await this.redis.lrange(this.keys.trace(c.id), 0, -1);
+    const stored = await c.redis.lrange(this.keys.trace(c.id), 0, -1);
     const raw = [...stored, ...pendingLines.splice(0)];
     const all = raw.map((l) => JSON.parse(l) as TraceLine);
     // Everything up to the last line naming a deleted message goes, and everything older than the cutoff.
@@ -521,9 +527,10 @@ export class ActorHost {
 
   /** After a conversation was deleted: its index entries and its place in the sweeper's index go too. */
   private async afterDelete(c: Loaded, messageIds: string[]): Promise<void> {
-    const m = this.redis.multi().zrem(this.keys.expiries, c.id).del(this.keys.mailbox(c.id));
+    const m = c.redis.multi().zrem(this.keys.expiries, c.id).del(this.keys.mailbox(c.id));
     for (const id of messageIds) m.del(this.keys.messageIndex(id));
     await m.exec();
+    await this.stores.unpin(c.id);
   }
 
   private async commit(
@@ -560,7 +567,7 @@ export class ActorHost {
       extra.deleteAll ? '1' : '',
     ];
     try {
-      c.version = (await (this.redis as any).sealpostCommit(keys.length, ...keys, ...args)) as string;
+      c.version = (await (c.redis as any).sealpostCommit(keys.length, ...keys, ...args)) as string;
     } catch (e) {
       const msg = (e as Error).message;
       if (msg.includes('LEASE_LOST') || msg.includes('VERSION_CONFLICT') || msg.includes('MAILBOX_MOVED')) throw new CommitConflictError(msg);
@@ -642,26 +649,31 @@ export class ActorHost {
     }
     if (!results.length) {
       // Nothing will commit after these effects: clear the outbox so a later drain does not replay them.
-      await this.redis.del(this.keys.outbox(c.id));
+      await c.redis.del(this.keys.outbox(c.id));
       c.outbox = [];
     }
     return results;
   }
 
   private async readCiphertext(c: Loaded, wamid: string): Promise<{ type: number; body: string } | null> {
-    const [body, type] = await this.redis.hmget(this.keys.message(c.id, wamid), 'ct', 'ty');
+    const [body, type] = await c.redis.hmget(this.keys.message(c.id, wamid), 'ct', 'ty');
     return body && type ? { type: Number(type), body } : null;
   }
 
   private async readInbound(c: Loaded, id: string): Promise<InboundRow | null> {
     const rowKey = this.keys.message(c.id, id);
-    const sealed = await this.redis.hget(rowKey, 'c');
+    const sealed = await c.redis.hget(rowKey, 'c');
     return sealed ? (JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as InboundRow) : null;
   }
 
   private async readOpaque(c: Loaded, wamid: string): Promise<{ bo: string | undefined; kind: string }> {
     const rowKey = this.keys.message(c.id, wamid);
-    const [sealed, kind] = await this.redis.hmget(rowKey, 'bo', 'k');
+    const [sealed, kind] = await c.redis.hmget(rowKey, 'bo', 'k');
     return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service' };
   }
+}
+
+/** Makes a Redis client able to run the actor's commit script (once per connection). */
+export function defineCommitScript(r: Redis): void {
+  r.defineCommand('sealpostCommit', { lua: COMMIT_LUA });
 }

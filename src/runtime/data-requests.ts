@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import type { Stores } from '../store/stores.ts';
+import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, type DataKeys } from '../store/sealer.ts';
 import { conversationId } from './ids.ts';
@@ -21,7 +22,8 @@ export interface UserExport {
  */
 export class DataRequests {
   constructor(
-    private readonly redis: Redis,
+    private readonly stores: Stores,
+    private readonly businesses: BusinessStore,
     private readonly keys: Keys,
     private readonly dataKeys: DataKeys,
     private readonly mailboxes: Mailboxes,
@@ -30,15 +32,16 @@ export class DataRequests {
   /** The user's data, or null when Sealpost holds nothing about them for this business. */
   async export(businessId: string, phoneNumberId: string, waId: string): Promise<UserExport | null> {
     const conv = await conversationId(this.dataKeys, businessId, phoneNumberId, waId);
-    const meta = await this.redis.hgetall(this.keys.meta(conv));
+    const redis = await this.stores.forBusiness(this.businesses, businessId);
+    const meta = await redis.hgetall(this.keys.meta(conv));
     if (meta.business_id !== businessId) return null;
     const dk = await this.dataKeys.get(businessId);
-    const ids = await this.redis.zrange(this.keys.retention(conv), '0', '-1', 'WITHSCORES');
+    const ids = await redis.zrange(this.keys.retention(conv), '0', '-1', 'WITHSCORES');
     const messages: UserExport['messages'] = [];
     for (let i = 0; i < ids.length; i += 2) {
       const id = ids[i]!;
       const rowKey = this.keys.message(conv, id);
-      const row = await this.redis.hgetall(rowKey);
+      const row = await redis.hgetall(rowKey);
       if (!row.at) continue;
       const body = row.c ? (JSON.parse(open(dk, row.c, `${rowKey}:c`).toString()) as { message: Record<string, unknown> }) : null;
       messages.push({
@@ -59,11 +62,12 @@ export class DataRequests {
   /** Erases everything about the user for this business; resolves once it is gone (false: nothing held). */
   async erase(businessId: string, phoneNumberId: string, waId: string, timeoutMs = 15_000): Promise<boolean> {
     const conv = await conversationId(this.dataKeys, businessId, phoneNumberId, waId);
-    if ((await this.redis.hget(this.keys.meta(conv), 'business_id')) !== businessId) return false;
+    const redis = await this.stores.forBusiness(this.businesses, businessId);
+    if ((await redis.hget(this.keys.meta(conv), 'business_id')) !== businessId) return false;
     // The conversation's own actor erases it, so nothing it is doing can write the user back.
     await this.mailboxes.post(conv, [{ type: 'ERASE', at: Date.now() }], 86_400_000);
     const deadline = Date.now() + timeoutMs;
-    while (await this.redis.exists(this.keys.meta(conv))) {
+    while (await redis.exists(this.keys.meta(conv))) {
       if (Date.now() > deadline) throw new Error('erase is taking longer than expected; it will complete when the workers run');
       await new Promise((r) => setTimeout(r, 50));
     }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Stores } from '../store/stores.ts';
 import type { Queue } from 'bullmq';
 import type { Keys } from '../store/keys.ts';
 
@@ -26,7 +26,7 @@ export interface WakeJob {
  */
 export class Mailboxes {
   constructor(
-    private readonly redis: Redis,
+    private readonly stores: Stores,
     private readonly keys: Keys,
     private readonly wakeQueue: Queue<WakeJob>,
   ) {}
@@ -35,7 +35,7 @@ export class Mailboxes {
   async post(conversationId: string, events: MailboxEvent[], ttlMs: number): Promise<void> {
     if (!events.length) return;
     const key = this.keys.mailbox(conversationId);
-    await this.redis
+    await (await this.stores.forConversation(conversationId))
       .multi()
       .rpush(key, ...events.map((e) => JSON.stringify(e)))
       .pexpire(key, ttlMs)

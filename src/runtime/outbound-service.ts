@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Stores } from '../store/stores.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stats } from '../store/stats.ts';
@@ -17,7 +17,7 @@ const MAX_RETENTION_MS = 30 * 86_400_000;
  */
 export class OutboundService implements OutboundPort {
   constructor(
-    private readonly redis: Redis,
+    private readonly stores: Stores,
     private readonly keys: Keys,
     private readonly dataKeys: DataKeys,
     private readonly businesses: BusinessStore,
@@ -28,6 +28,16 @@ export class OutboundService implements OutboundPort {
     private readonly stats?: Stats,
   ) {}
 
+  /**
+   * The store of a business's conversation; for a region-pinned business the conversation is first recorded
+   * as living in that region (routing data in the shared store), so every later step finds it.
+   */
+  private async storeOf(businessId: string, conv: string) {
+    const redis = await this.stores.forBusiness(this.businesses, businessId);
+    if (redis !== this.stores.shared) await this.stores.pin(conv, (await this.businesses.info(businessId))?.region ?? null);
+    return redis;
+  }
+
   /** How long the business keeps messages. */
   async retentionOf(businessId: string): Promise<number> {
     const info = await this.businesses.info(businessId);
@@ -36,9 +46,10 @@ export class OutboundService implements OutboundPort {
 
   async accept(req: OutboundRequest): Promise<Accepted> {
     const conv = await conversationId(this.dataKeys, req.businessId, req.phoneNumberId, req.waId);
+    const redis = await this.storeOf(req.businessId, conv);
     if (req.message.type !== 'template') {
       // Free-form messages only inside the customer-service window the user's last message opened.
-      const li = await this.redis.hget(this.keys.meta(conv), 'li');
+      const li = await redis.hget(this.keys.meta(conv), 'li');
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
     }
     const dk = await this.dataKeys.get(req.businessId);
@@ -56,7 +67,7 @@ export class OutboundService implements OutboundPort {
     if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
     const event: MailboxEvent = { type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) };
     const keepMs = retention + 86_400_000;
-    await this.redis
+    await redis
       .multi()
       .hsetnx(metaKey, 'business_id', req.businessId)
       .hsetnx(metaKey, 'phone_number_id', req.phoneNumberId)
@@ -79,10 +90,11 @@ export class OutboundService implements OutboundPort {
   /** Creates the conversation's metadata if it does not exist yet (a user writing first). */
   async ensure(conv: string, businessId: string, phoneNumberId: string, waId: string): Promise<void> {
     const metaKey = this.keys.meta(conv);
-    if (await this.redis.exists(metaKey)) return;
+    const redis = await this.storeOf(businessId, conv);
+    if (await redis.exists(metaKey)) return;
     const dk = await this.dataKeys.get(businessId);
     const keepMs = (await this.retentionOf(businessId)) + 86_400_000;
-    await this.redis
+    await redis
       .multi()
       .hsetnx(metaKey, 'business_id', businessId)
       .hsetnx(metaKey, 'phone_number_id', phoneNumberId)
@@ -94,7 +106,7 @@ export class OutboundService implements OutboundPort {
   async markRead(businessId: string, _phoneNumberId: string, messageId: string): Promise<boolean> {
     // Inbound messages are indexed by id when they arrive ({c: conversation, b: business}); an id with no
     // entry, or another business's, is answered the same way so ids cannot be probed.
-    const raw = await this.redis.get(this.keys.messageIndex(messageId));
+    const raw = await (await this.stores.forBusiness(this.businesses, businessId)).get(this.keys.messageIndex(messageId));
     if (!raw) return false;
     const entry = JSON.parse(raw) as { c: string; b: string };
     if (entry.b !== businessId) return false;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Stores } from '../store/stores.ts';
 import type { Logger } from 'pino';
 import type { Keys } from '../store/keys.ts';
 import type { Mailboxes } from './mailbox.ts';
@@ -12,7 +12,7 @@ export class RetentionSweeper {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly stores: Stores,
     private readonly keys: Keys,
     private readonly mailboxes: Mailboxes,
     private readonly log: Logger,
@@ -21,10 +21,15 @@ export class RetentionSweeper {
 
   /** One pass: wakes up to `limit` overdue conversations; returns how many. */
   async sweep(now = Date.now(), limit = 500): Promise<number> {
-    const due = await this.redis.zrangebyscore(this.keys.expiries, '-inf', String(now), 'LIMIT', 0, limit);
-    for (const conv of due) await this.mailboxes.post(conv, [{ type: 'PURGE_DUE', at: now }], this.mailboxTtlMs);
-    if (due.length) this.log.debug({ conversations: due.length }, 'retention sweep');
-    return due.length;
+    let woken = 0;
+    // Each store keeps its own index: a region's conversations are listed only in the region.
+    for (const redis of this.stores.all()) {
+      const due = await redis.zrangebyscore(this.keys.expiries, '-inf', String(now), 'LIMIT', 0, limit);
+      for (const conv of due) await this.mailboxes.post(conv, [{ type: 'PURGE_DUE', at: now }], this.mailboxTtlMs);
+      woken += due.length;
+    }
+    if (woken) this.log.debug({ conversations: woken }, 'retention sweep');
+    return woken;
   }
 
   /** Sweeps every `everyMs`. */

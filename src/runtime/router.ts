@@ -8,7 +8,8 @@ import { BusinessStore } from '../store/businesses.ts';
 import { Keys } from '../store/keys.ts';
 import { DataKeys } from '../store/sealer.ts';
 import { Stats } from '../store/stats.ts';
-import { ActorHost, type HostSinks } from './actor-host.ts';
+import { ActorHost, defineCommitScript, type HostSinks } from './actor-host.ts';
+import { Stores } from '../store/stores.ts';
 import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
@@ -23,7 +24,10 @@ import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
 export interface RouterContext {
   config: Config;
+  /** The shared store. */
   redis: Redis;
+  /** The shared store and the regions' stores. */
+  stores: Stores;
   connection: ConnectionOptions;
   keys: Keys;
   dataKeys: DataKeys;
@@ -58,19 +62,21 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams }),
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
   };
-  const mailboxes = new Mailboxes(redis, keys, queues.conversations);
-  const webhooks = new WebhookOutbox(redis, keys, queues.webhooks, (b) => dataKeys.get(b));
+  const stores = new Stores(redis, keys, config.regions, defineCommitScript);
+  const mailboxes = new Mailboxes(stores, keys, queues.conversations);
+  const webhooks = new WebhookOutbox((b) => stores.forBusiness(businesses, b), keys, queues.webhooks, (b) => dataKeys.get(b));
   const stats = new Stats(redis, keys);
-  const outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, config.retentionMs,
+  const outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, config.retentionMs,
     (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats);
   const transport = new TransportClient(platformUrl);
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {
-    config, redis, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
-    data: new DataRequests(redis, keys, dataKeys, mailboxes),
+    config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
+    data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));
+      stores.close();
       redis.disconnect();
     },
   };
@@ -112,7 +118,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const { config, keys, connection } = ctx;
   const prefix = keys.bullPrefix;
   const mailboxTtlMs = config.retentionMs + 86_400_000;
-  const host = new ActorHost(ctx.redis, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
+  const host = new ActorHost(ctx.stores, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
     retentionMs: config.retentionMs,
     bundleRetryMs: config.bundleRetryMs,
     retransmitBaseMs: config.retransmitBaseMs,
@@ -124,7 +130,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   });
   const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
   const webhooks = startWebhookWorker({
-    connection, redis: ctx.redis, keys, dataKeyOf: (b: string) => ctx.dataKeys.get(b), prefix, queueName: keys.queueName('webhooks'),
+    connection, storeOf: (b: string) => ctx.stores.forBusiness(ctx.businesses, b), keys, dataKeyOf: (b: string) => ctx.dataKeys.get(b), prefix, queueName: keys.queueName('webhooks'),
     resolveTarget: (businessId: string, phoneNumberId: string) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
     concurrency: config.webhookConcurrency,
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
@@ -134,7 +140,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();
-  const sweeper = new RetentionSweeper(ctx.redis, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);
+  const sweeper = new RetentionSweeper(ctx.stores, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);
   sweeper.start(config.sweepEveryMs);
   return {
     host,

@@ -66,6 +66,8 @@ export class Keys {
   webhookOutbox(businessId: string): string { return `${this.prefix}:{w:${businessId}}:out`; }
   /** Hash: one business's aggregate counters for one day (no user identifiers). */
   stats(businessId: string, day: string): string { return `${this.prefix}:stats:${businessId}:${day}`; }
+  /** Hash in the shared store: conversation id → region, for conversations of region-pinned businesses. */
+  get conversationRegions(): string { return `${this.prefix}:convregion`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
 }

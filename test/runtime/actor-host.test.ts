@@ -4,7 +4,8 @@ import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { startPlatform } from '../../src/platform/server.ts';
-import { ActorHost, CommitConflictError, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
+import { ActorHost, CommitConflictError, defineCommitScript, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
+import { Stores } from '../../src/store/stores.ts';
 import { conversationId, conversationOfWamid } from '../../src/runtime/ids.ts';
 import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
@@ -43,7 +44,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     platform = await startPlatform({ port: 0 });
     transport = new TransportClient(platform.url);
     wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
-    const mailboxes = new Mailboxes(redis, keys, wake);
+    const stores = new Stores(redis, keys, {}, defineCommitScript);
+    const mailboxes = new Mailboxes(stores, keys, wake);
     const sinks: HostSinks = {
       async webhook(_b, _p, values) {
         for (const v of values) {
@@ -59,8 +61,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
       async cancelPurges() {},
       async count() {},
     };
-    host = new ActorHost(redis, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
-    outbound = new OutboundService(redis, keys, dataKeys, businesses, mailboxes, 3600e3);
+    host = new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
+    outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, 3600e3);
     puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, outbound, log, 3600e3);
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
     statuses.length = 0;

@@ -42,7 +42,7 @@ describe('webhook delivery', () => {
     redis = new Redis(testRedisUrl());
     keys = new Keys(prefix);
     queue = createWebhookQueue(connection(), { prefix: keys.bullPrefix, queueName: keys.queueName('webhooks') });
-    outbox = new WebhookOutbox(redis, keys, queue, dataKeyOf);
+    outbox = new WebhookOutbox(async () => redis, keys, queue, dataKeyOf);
     stop = [];
   });
   afterEach(async () => {
@@ -55,7 +55,7 @@ describe('webhook delivery', () => {
   function worker(url: string | ((businessId: string, phoneNumberId: string) => WebhookTarget | null), over: Partial<WebhookWorkerOptions> & { maxAgeMs?: number; baseMs?: number; maxMs?: number } = {}) {
     const { maxAgeMs, baseMs, maxMs, ...rest } = over;
     const w = startWebhookWorker({
-      connection: connection(), redis, keys, dataKeyOf, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
+      connection: connection(), storeOf: async () => redis, keys, dataKeyOf, prefix: keys.bullPrefix, queueName: keys.queueName('webhooks'),
       resolveTarget: async (b, p) => (typeof url === 'string' ? { url, appSecret: SECRET, wabaId: 'waba1', displayPhoneNumber: '15550001111' } : url(b, p)),
       concurrency: 4, backoff: { baseMs: baseMs ?? 20, maxMs: maxMs ?? 100, maxAgeMs: maxAgeMs ?? 60_000 }, timeoutMs: 2000,
       ...rest,
