@@ -122,7 +122,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     },
   });
   try {
-    const biz = await ctx.businesses.create({ name: 'Bench', webhookUrl: receiver.url, appSecret: 'bench-secret', verifyToken: 'v' });
+    const biz = await ctx.businesses.create({ name: 'Bench', webhookUrl: receiver.url, appSecret: 'bench-secret', verifyToken: 'v', throughputMps: 1000 });
     await ctx.publisher.ensure(biz.phone_number_id);
     const users: string[] = [];
     for (let i = 0; i < opts.conversations; i++) {

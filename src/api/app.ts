@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { AuthError, GraphError, graphEnvelope, InternalError, InvalidParameterError, newTraceId, ReengagementError, UnknownObjectError } from './errors.ts';
+import { AuthError, GraphError, graphEnvelope, InternalError, InvalidParameterError, newTraceId, PairRateLimitError, ReengagementError, ThroughputError, UnknownObjectError } from './errors.ts';
+import { RateLimitedError } from '../runtime/rate-limits.ts';
 import { WindowClosedError } from '../runtime/ports.ts';
 import { validateMessagesBody } from './validate.ts';
 
@@ -56,6 +57,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
     const fe = err as { code?: string; statusCode?: number; message?: string };
     if (err instanceof GraphError) graph = err;
     else if (err instanceof WindowClosedError) graph = new ReengagementError();
+    else if (err instanceof RateLimitedError) graph = err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError();
     else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') graph = new InvalidParameterError('Request body too large', 413);
     else if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') graph = new InvalidParameterError('Content-Type must be application/json');
     else if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (fe.statusCode === 400 && err instanceof SyntaxError)) graph = new InvalidParameterError('Request body is not valid JSON');

@@ -2,6 +2,7 @@ import type { Stores } from '../store/stores.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stats } from '../store/stats.ts';
+import type { RateLimits } from './rate-limits.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
@@ -26,6 +27,8 @@ export class OutboundService implements OutboundPort {
     /** Schedules the deletion job of a message whose retention ends at `until`. */
     private readonly purgeAt: (conversationId: string, until: number, retentionMs: number) => Promise<void> = async () => {},
     private readonly stats?: Stats,
+    /** Throughput and pair limits; checked before anything is stored, so a refused send leaves nothing. */
+    private readonly limits?: RateLimits,
   ) {}
 
   /**
@@ -51,6 +54,10 @@ export class OutboundService implements OutboundPort {
       // Free-form messages only inside the customer-service window the user's last message opened.
       const li = await redis.hget(this.keys.meta(conv), 'li');
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
+    }
+    if (this.limits) {
+      const pn = await this.businesses.phoneNumber(req.phoneNumberId);
+      await this.limits.check(req.phoneNumberId, pn?.messages_per_second ?? 80, conv);
     }
     const dk = await this.dataKeys.get(req.businessId);
     const retention = await this.retentionOf(req.businessId);

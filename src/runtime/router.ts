@@ -10,6 +10,7 @@ import { DataKeys } from '../store/sealer.ts';
 import { Stats } from '../store/stats.ts';
 import { ActorHost, defineCommitScript, type HostSinks } from './actor-host.ts';
 import { Stores } from '../store/stores.ts';
+import { RateLimits } from './rate-limits.ts';
 import { Mailboxes, type WakeJob } from './mailbox.ts';
 import { OutboundService } from './outbound-service.ts';
 import { TransportClient } from './transport-client.ts';
@@ -67,7 +68,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const webhooks = new WebhookOutbox((b) => stores.forBusiness(businesses, b), keys, queues.webhooks, (b) => dataKeys.get(b));
   const stats = new Stats(redis, keys);
   const outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, config.retentionMs,
-    (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats);
+    (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats, new RateLimits(redis, keys));
   const transport = new TransportClient(platformUrl);
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {

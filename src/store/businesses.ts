@@ -23,6 +23,8 @@ export interface BusinessInput {
   retentionMs?: number;
   /** `none`: the Cloud API's no-storage mode, content kept at most 60 minutes. */
   storage?: 'default' | 'none';
+  /** The number's throughput, messages per second (Cloud API: 80 by default, up to 1,000). */
+  throughputMps?: number;
 }
 
 /** The Cloud API's no-storage mode keeps message content at most this long. */
@@ -37,6 +39,8 @@ export interface PhoneNumber {
   verified_name: string;
   quality_rating: 'GREEN' | 'YELLOW' | 'RED';
   throughput: { level: string };
+  /** Messages per second the number may send (the 130429 limit). */
+  messages_per_second: number;
 }
 
 /** Where a business's webhooks go, with the secret to sign them. */
@@ -121,6 +125,7 @@ export class BusinessStore {
         display_phone_number: display,
         verified_name: input.name,
         quality_rating: 'GREEN',
+        mps: String(Math.min(1000, Math.max(1, input.throughputMps ?? 80))),
         registration_id: String(registrationId),
         identity: seal(dk, identity.serialize(), `${pnKey}:identity`),
       })
@@ -154,7 +159,8 @@ export class BusinessStore {
       display_phone_number: row.display_phone_number ?? '',
       verified_name: row.verified_name ?? '',
       quality_rating: (row.quality_rating as PhoneNumber['quality_rating']) ?? 'GREEN',
-      throughput: { level: 'STANDARD' },
+      throughput: { level: Number(row.mps ?? 80) > 80 ? 'HIGH' : 'STANDARD' },
+      messages_per_second: Number(row.mps ?? 80),
     };
     this.numbers.set(phoneNumberId, pn);
     return pn;

@@ -68,6 +68,8 @@ export class Keys {
   stats(businessId: string, day: string): string { return `${this.prefix}:stats:${businessId}:${day}`; }
   /** Hash in the shared store: conversation id → region, for conversations of region-pinned businesses. */
   get conversationRegions(): string { return `${this.prefix}:convregion`; }
+  /** Hash: a token bucket (`tp`: a number's throughput; `pair`: one conversation's pair limit). */
+  rateLimit(kind: 'tp' | 'pair', id: string): string { return `${this.prefix}:rl:${kind}:${id}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
 }
