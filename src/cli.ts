@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { conversationOfWamid, isConversationId } from './runtime/ids.ts';
 import { parseTrace, replayTrace, TraceFormatError } from './trace/replay.ts';
-import { ConfigError, loadConfig, loadMasterKey, platformUrlOf, type Config, type ConfigOverrides } from './config.ts';
+import { ConfigError, loadConfig, loadMasterKey, parseDuration, platformUrlOf, type Config, type ConfigOverrides } from './config.ts';
 import { configureLogging } from './log.ts';
 import { redactUrl, RedisUnavailableError, resolveRedis } from './redis/resolve.ts';
 import { serve } from './serve.ts';
@@ -193,6 +193,46 @@ common(program.command('billing'))
       const month = opts.month ?? new Date().toISOString().slice(0, 7);
       if (!/^\d{4}-\d{2}$/.test(month)) throw new CliError('--month must be YYYY-MM');
       process.stdout.write(JSON.stringify(await ctx.stats.billing(id, month)) + '\n');
+    });
+  });
+
+const token = program.command('token').description("a business's access tokens (shown once, stored hashed)");
+common(token.command('create'))
+  .description('issues an access token; prints JSON with access_token (shown only now), token_id, expires_at')
+  .requiredOption('--business <id>', 'business_id')
+  .option('--expires-in <duration>', 'e.g. 90d, 12h (default: no expiry)')
+  .action(async (opts: CommonOpts & { business: string; expiresIn?: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      let ms: number | undefined;
+      if (opts.expiresIn) {
+        try {
+          ms = parseDuration(opts.expiresIn);
+        } catch (e) {
+          throw new CliError(`--expires-in: ${(e as Error).message}`);
+        }
+      }
+      process.stdout.write(JSON.stringify(await ctx.businesses.issueToken(id, ms)) + '\n');
+    });
+  });
+common(token.command('revoke'))
+  .description('revokes a token by its id')
+  .requiredOption('--business <id>', 'business_id')
+  .requiredOption('--token-id <id>', 'token_id (from token create or token list)')
+  .action(async (opts: CommonOpts & { business: string; tokenId: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      if (!(await ctx.businesses.revokeToken(id, opts.tokenId))) throw new CliError(`business ${id} has no token ${opts.tokenId}`);
+      process.stdout.write(JSON.stringify({ success: true }) + '\n');
+    });
+  });
+common(token.command('list'))
+  .description("lists a business's tokens (ids, expiry, revoked)")
+  .requiredOption('--business <id>', 'business_id')
+  .action(async (opts: CommonOpts & { business: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      process.stdout.write(JSON.stringify({ business_id: id, tokens: await ctx.businesses.tokens(id) }) + '\n');
     });
   });
 

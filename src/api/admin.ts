@@ -37,6 +37,27 @@ export function adminRoutes(deps: AdminDeps) {
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
 
+    app.get('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id);
+      return { business_id: id, tokens: await deps.businesses.tokens(id) };
+    });
+
+    app.post('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id);
+      const body = (req.body ?? {}) as { expires_in?: unknown };
+      if (body.expires_in !== undefined && !(Number.isInteger(body.expires_in) && (body.expires_in as number) > 0)) {
+        throw new InvalidParameterError('expires_in must be a whole number of seconds');
+      }
+      return deps.businesses.issueToken(id, body.expires_in ? (body.expires_in as number) * 1000 : undefined);
+    });
+
+    app.delete('/admin/businesses/:business_id/tokens/:token_id', { onRequest }, async (req, reply) => {
+      const p = req.params as { business_id: string; token_id: string };
+      const id = await business(p.business_id);
+      if (!(await deps.businesses.revokeToken(id, p.token_id))) return reply.code(404).send({ error: { message: 'no such token', code: 100 } });
+      return { success: true };
+    });
+
     app.get('/admin/businesses/:business_id/stats', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id);
       const q = req.query as { from?: string; to?: string };

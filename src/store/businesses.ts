@@ -130,10 +130,46 @@ export class BusinessStore {
         identity: seal(dk, identity.serialize(), `${pnKey}:identity`),
       })
       .hset(this.keys.token(hashToken(token)), { business_id: businessId, created_at: String(Date.now()) })
+      .sadd(this.keys.businessTokens(businessId), hashToken(token))
       .sadd(this.keys.businesses, businessId)
       .sadd(this.keys.phoneNumbers, phoneNumberId)
       .exec();
     return { business_id: businessId, waba_id: wabaId, phone_number_id: phoneNumberId, display_phone_number: display, access_token: token };
+  }
+
+  /**
+   * Issues another access token for a business; returned once, stored only as its SHA-256. Its id (the start
+   * of that hash) names it for listing and revoking.
+   */
+  async issueToken(businessId: string, expiresInMs?: number): Promise<{ access_token: string; token_id: string; expires_at: number | null }> {
+    const token = `EAAS${randomBytes(32).toString('base64url')}`;
+    const hash = hashToken(token);
+    const expiresAt = expiresInMs ? Date.now() + expiresInMs : null;
+    await this.redis
+      .multi()
+      .hset(this.keys.token(hash), { business_id: businessId, created_at: String(Date.now()), ...(expiresAt ? { expires_at: String(expiresAt) } : {}) })
+      .sadd(this.keys.businessTokens(businessId), hash)
+      .exec();
+    return { access_token: token, token_id: hash.slice(0, 16), expires_at: expiresAt };
+  }
+
+  /** The business's tokens (ids and state only; tokens themselves are never stored). */
+  async tokens(businessId: string): Promise<{ token_id: string; created_at: number; expires_at: number | null; revoked: boolean }[]> {
+    const out = [];
+    for (const hash of await this.redis.smembers(this.keys.businessTokens(businessId))) {
+      const row = await this.redis.hgetall(this.keys.token(hash));
+      out.push({ token_id: hash.slice(0, 16), created_at: Number(row.created_at ?? 0), expires_at: row.expires_at ? Number(row.expires_at) : null, revoked: !!row.revoked_at });
+    }
+    return out.sort((a, b) => a.created_at - b.created_at);
+  }
+
+  /** Revokes one of the business's tokens by id; false when it has none with that id. */
+  async revokeToken(businessId: string, tokenId: string): Promise<boolean> {
+    if (!/^[0-9a-f]{16}$/.test(tokenId)) return false;
+    const hash = (await this.redis.smembers(this.keys.businessTokens(businessId))).find((h) => h.startsWith(tokenId));
+    if (!hash) return false;
+    await this.redis.hset(this.keys.token(hash), 'revoked_at', String(Date.now()));
+    return true;
   }
 
   /** The business a valid access token belongs to, or null (unknown or revoked token). */

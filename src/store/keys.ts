@@ -37,6 +37,8 @@ export class Keys {
   publishLock(phoneNumberId: string): string { return `${this.prefix}:pn:${phoneNumberId}:publock`; }
   /** String: display phone number digits → phone_number_id (routes transport events). */
   displayNumber(digits: string): string { return `${this.prefix}:pnd:${digits}`; }
+  /** Set: the SHA-256 hashes of a business's access tokens. */
+  businessTokens(businessId: string): string { return `${this.prefix}:biz:${businessId}:tokens`; }
   /** Hash: an access token, by the SHA-256 of the token (the token itself is never stored). */
   token(tokenHash: string): string { return `${this.prefix}:tok:${tokenHash}`; }
 

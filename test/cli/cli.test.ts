@@ -97,6 +97,22 @@ describe('sealpost CLI', () => {
     expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: cannot read .*ENOENT/) });
   });
 
+  it('token create, list and revoke', async () => {
+    const b = sys.business.business_id;
+    const created = await cli(['token', 'create', '--business', b, '--expires-in', '1d'], env);
+    expect(created.code).toBe(0);
+    const { access_token, token_id, expires_at } = JSON.parse(created.stdout);
+    expect(await sys.ctx.businesses.authenticate(access_token)).toBe(b);
+    expect(expires_at).toBeGreaterThan(Date.now());
+    const listed = await cli(['token', 'list', '--business', b], env);
+    expect(listed.stdout).not.toContain(access_token);
+    expect(JSON.parse(listed.stdout).tokens.map((t: { token_id: string }) => t.token_id)).toContain(token_id);
+    expect((await cli(['token', 'revoke', '--business', b, '--token-id', token_id], env)).code).toBe(0);
+    expect(await sys.ctx.businesses.authenticate(access_token)).toBeNull();
+    const again = await cli(['token', 'revoke', '--business', b, '--token-id', 'ffffffffffffffff'], env);
+    expect(again).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: business \d+ has no token ffffffffffffffff/) });
+  });
+
   it('a bad setting is one line naming it', async () => {
     const res = await cli(['device', 'create', '--phone', '+15556660003'], { ...env, SEALPOST_RETENTION: '45d' });
     expect(res.code).toBe(1);

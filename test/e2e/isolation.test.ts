@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevice, waitFor } from '../helpers/devices.ts';
+import { openWindows, startSystem, userWrites, type TestSystem } from '../helpers/system.ts';
+
+/**
+ * Every business route tried with another business's token, a revoked token and an expired one: each is
+ * refused the same way, and no data of the other business comes back.
+ */
+describe('isolation between businesses', () => {
+  let sys: TestSystem;
+  let other: Awaited<ReturnType<TestSystem['ctx']['businesses']['create']>>;
+  let inboundId: string;
+  let revoked: string;
+  let expired: string;
+
+  beforeAll(async () => {
+    sys = await startSystem();
+    other = await sys.ctx.businesses.create({ name: 'Other', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'verify-me' });
+    const waId = await createDevice(sys.platformUrl, '+15558900001');
+    inboundId = await userWrites(sys, waId, 'for Test Co only');
+    await openWindows(sys, [waId]);
+    const admin = (path: string, method: string, body?: unknown) => fetch(`${sys.apiUrl}${path}`, {
+      method, headers: { authorization: `Bearer ${sys.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
+    });
+    const r1 = (await (await admin(`/admin/businesses/${sys.business.business_id}/tokens`, 'POST', {})).json()) as { access_token: string; token_id: string };
+    expect((await admin(`/admin/businesses/${sys.business.business_id}/tokens/${r1.token_id}`, 'DELETE')).status).toBe(200);
+    revoked = r1.access_token;
+    const r2 = (await (await admin(`/admin/businesses/${sys.business.business_id}/tokens`, 'POST', { expires_in: 1 })).json()) as { access_token: string };
+    expired = r2.access_token;
+    await waitFor(async () => (await sys.ctx.businesses.authenticate(expired)) === null, 'the token to expire', 5000);
+  });
+  afterAll(async () => sys?.close());
+
+  const pn = () => sys.business.phone_number_id;
+  const routes = () => [
+    { name: 'send', method: 'POST', path: `/v23.0/${pn()}/messages`, body: { messaging_product: 'whatsapp', to: '15558900001', type: 'text', text: { body: 'x' } } },
+    { name: 'send (no version)', method: 'POST', path: `/${pn()}/messages`, body: { messaging_product: 'whatsapp', to: '15558900001', type: 'text', text: { body: 'x' } } },
+    { name: 'mark read', method: 'POST', path: `/v23.0/${pn()}/messages`, body: { messaging_product: 'whatsapp', status: 'read', message_id: inboundId } },
+    { name: 'phone number', method: 'GET', path: `/v23.0/${pn()}` },
+    { name: 'phone number (no version)', method: 'GET', path: `/${pn()}` },
+  ];
+
+  it('the right token works on every route', async () => {
+    for (const r of routes()) {
+      const res = await fetch(`${sys.apiUrl}${r.path}`, {
+        method: r.method, headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+        body: r.body ? JSON.stringify(r.body) : undefined,
+      });
+      expect(res.status, r.name).toBe(200);
+    }
+  });
+
+  it("another business's token, a revoked one and an expired one are refused on every route, and nothing crosses", async () => {
+    const tokens = { other: () => other.access_token, revoked: () => revoked, expired: () => expired };
+    for (const [kind, tok] of Object.entries(tokens)) {
+      for (const r of routes()) {
+        const res = await fetch(`${sys.apiUrl}${r.path}`, {
+          method: r.method, headers: { authorization: `Bearer ${tok()}`, 'content-type': 'application/json' },
+          body: r.body ? JSON.stringify(r.body) : undefined,
+        });
+        const text = await res.text();
+        const err = JSON.parse(text).error;
+        expect([res.status, err.code], `${kind} on ${r.name}`).toEqual(kind === 'other' ? [400, 100] : [401, 190]);
+        for (const secret of [sys.business.display_phone_number, inboundId, '15558900001', 'for Test Co only']) expect(text, `${kind} ${r.name}`).not.toContain(secret);
+      }
+      // A business token is no admin token.
+      const adminTry = await fetch(`${sys.apiUrl}/admin/businesses/${sys.business.business_id}/stats`, { headers: { authorization: `Bearer ${tok()}` } });
+      expect(adminTry.status).toBe(401);
+    }
+    // The other business cannot mark this business's inbound message read through its own number either.
+    const res = await fetch(`${sys.apiUrl}/v23.0/${other.phone_number_id}/messages`, {
+      method: 'POST', headers: { authorization: `Bearer ${other.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', status: 'read', message_id: inboundId }),
+    });
+    expect(res.status).toBe(400);
+  });
+
+  it('admin lists token ids and state, never the tokens', async () => {
+    const res = await fetch(`${sys.apiUrl}/admin/businesses/${sys.business.business_id}/tokens`, { headers: { authorization: `Bearer ${sys.adminToken}` } });
+    const text = await res.text();
+    const { tokens } = JSON.parse(text) as { tokens: { revoked: boolean; expires_at: number | null }[] };
+    expect(tokens.filter((t) => t.revoked)).toHaveLength(1);
+    expect(tokens.filter((t) => t.expires_at !== null)).toHaveLength(1);
+    for (const t of [sys.business.access_token, revoked, expired]) expect(text).not.toContain(t);
+  });
+});
