@@ -52,17 +52,20 @@ export function validateMessagesBody(body: unknown): { kind: 'send'; send: SendB
   const type = body.type ?? 'text';
   if (typeof type !== 'string' || !(MESSAGE_TYPES as readonly string[]).includes(type)) throw bad(`Parameter type is invalid: ${String(type).slice(0, 40)}`);
   if (type === 'template') return { kind: 'send', send: { to: body.to as string, waId, message: validateTemplate(body.template), ...opaque(body) } };
-  if (type !== 'text') throw new UnsupportedTypeError(type);
+  if (type !== 'text') {
+    const validate = STRUCTURED[type];
+    if (!validate) throw new UnsupportedTypeError(type);
+    const message: SendBody['message'] = { type, [type]: validate(body[type]) };
+    if (body.context !== undefined) message.context = contextOf(body.context);
+    return { kind: 'send', send: { to: body.to as string, waId, message, ...opaque(body) } };
+  }
   const text = body.text;
   if (!isObject(text) || typeof text.body !== 'string') throw bad('Parameter text.body is required');
   if (!text.body.trim()) throw bad('Parameter text.body must not be empty');
   if ([...text.body].length > 4096) throw bad('Parameter text.body is too long: at most 4096 characters');
   if (text.preview_url !== undefined && typeof text.preview_url !== 'boolean') throw bad('Parameter text.preview_url must be a boolean');
   const message: SendBody['message'] = { type: 'text', text: { body: text.body, ...(text.preview_url !== undefined ? { preview_url: text.preview_url } : {}) } };
-  if (body.context !== undefined) {
-    if (!isObject(body.context) || typeof body.context.message_id !== 'string' || !body.context.message_id) throw bad('Parameter context.message_id is required');
-    message.context = { message_id: body.context.message_id };
-  }
+  if (body.context !== undefined) message.context = contextOf(body.context);
   return { kind: 'send', send: { to: body.to as string, waId, message, ...opaque(body) } };
 }
 
@@ -84,3 +87,101 @@ function validateTemplate(t: unknown): SendBody['message'] {
   if (JSON.stringify(template).length > 16_384) throw bad('Parameter template is too large');
   return { type: 'template', template };
 }
+
+function contextOf(context: unknown): { message_id: string } {
+  if (!isObject(context) || typeof context.message_id !== 'string' || !context.message_id) throw bad('Parameter context.message_id is required');
+  return { message_id: context.message_id };
+}
+
+const str = (v: unknown, field: string, max: number, optional = false): string | undefined => {
+  if (v === undefined && optional) return undefined;
+  if (typeof v !== 'string' || !v.trim()) throw bad(`Parameter ${field} is required`);
+  if ([...v].length > max) throw bad(`Parameter ${field} is too long: at most ${max} characters`);
+  return v;
+};
+const url = (v: unknown, field: string): string => {
+  const s = str(v, field, 2048)!;
+  try {
+    if (!['http:', 'https:'].includes(new URL(s).protocol)) throw new Error();
+  } catch {
+    throw bad(`Parameter ${field} must be an http(s) URL`);
+  }
+  return s;
+};
+const pick = (fields: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Record<string, unknown>;
+
+/** Media by link (uploaded media ids are not supported yet): `{ link, caption?, filename? }`. */
+function media(kind: string, captioned: boolean, named: boolean) {
+  return (v: unknown) => {
+    if (!isObject(v)) throw bad(`Parameter ${kind} is required`);
+    if (v.id !== undefined && v.link === undefined) throw new UnsupportedTypeError(`${kind} by uploaded media id`);
+    return pick({
+      link: url(v.link, `${kind}.link`),
+      caption: captioned ? str(v.caption, `${kind}.caption`, 1024, true) : undefined,
+      filename: named ? str(v.filename, `${kind}.filename`, 240, true) : undefined,
+    });
+  };
+}
+
+/** Validators of the Cloud API's structured message types, by type. */
+const STRUCTURED: Record<string, (v: unknown) => Record<string, unknown> | Record<string, unknown>[]> = {
+  reaction: (v) => {
+    if (!isObject(v)) throw bad('Parameter reaction is required');
+    const emoji = typeof v.emoji === 'string' ? v.emoji : undefined;
+    if (emoji === undefined || [...emoji].length > 10) throw bad('Parameter reaction.emoji must be an emoji (empty to remove the reaction)');
+    return { message_id: str(v.message_id, 'reaction.message_id', 256)!, emoji };
+  },
+  location: (v) => {
+    if (!isObject(v)) throw bad('Parameter location is required');
+    const lat = v.latitude, lng = v.longitude;
+    if (typeof lat !== 'number' || lat < -90 || lat > 90 || typeof lng !== 'number' || lng < -180 || lng > 180) {
+      throw bad('Parameter location needs latitude (-90..90) and longitude (-180..180)');
+    }
+    return pick({ latitude: lat, longitude: lng, name: str(v.name, 'location.name', 1000, true), address: str(v.address, 'location.address', 1000, true) });
+  },
+  contacts: (v) => {
+    if (!Array.isArray(v) || v.length === 0 || v.length > 257) throw bad('Parameter contacts must be a non-empty array');
+    return v.map((c, i) => {
+      if (!isObject(c) || !isObject(c.name) || typeof c.name.formatted_name !== 'string' || !c.name.formatted_name) throw bad(`Parameter contacts[${i}].name.formatted_name is required`);
+      if (JSON.stringify(c).length > 8192) throw bad(`Parameter contacts[${i}] is too large`);
+      return c;
+    });
+  },
+  interactive: (v) => {
+    if (!isObject(v) || (v.type !== 'button' && v.type !== 'list')) throw bad('Parameter interactive.type must be button or list');
+    if (!isObject(v.body)) throw bad('Parameter interactive.body.text is required');
+    str(v.body.text, 'interactive.body.text', 1024);
+    if (!isObject(v.action)) throw bad('Parameter interactive.action is required');
+    if (v.type === 'button') {
+      const buttons = v.action.buttons;
+      if (!Array.isArray(buttons) || buttons.length < 1 || buttons.length > 3) throw bad('Parameter interactive.action.buttons must have 1 to 3 buttons');
+      buttons.forEach((b, i) => {
+        if (!isObject(b) || b.type !== 'reply' || !isObject(b.reply)) throw bad(`Parameter interactive.action.buttons[${i}] must be a reply button`);
+        str(b.reply.id, `interactive.action.buttons[${i}].reply.id`, 256);
+        str(b.reply.title, `interactive.action.buttons[${i}].reply.title`, 20);
+      });
+    } else {
+      str(v.action.button, 'interactive.action.button', 20);
+      const sections = v.action.sections;
+      if (!Array.isArray(sections) || sections.length < 1 || sections.length > 10) throw bad('Parameter interactive.action.sections must have 1 to 10 sections');
+      const rows = sections.flatMap((sec, i) => {
+        if (!isObject(sec) || !Array.isArray(sec.rows) || sec.rows.length < 1) throw bad(`Parameter interactive.action.sections[${i}].rows is required`);
+        return sec.rows as unknown[];
+      });
+      if (rows.length > 10) throw bad('Parameter interactive.action.sections: at most 10 rows in all');
+      rows.forEach((r, i) => {
+        if (!isObject(r)) throw bad(`Parameter interactive row ${i} must be an object`);
+        str(r.id, `interactive row ${i} id`, 200);
+        str(r.title, `interactive row ${i} title`, 24);
+      });
+    }
+    if (JSON.stringify(v).length > 16_384) throw bad('Parameter interactive is too large');
+    return v;
+  },
+  image: media('image', true, false),
+  video: media('video', true, false),
+  audio: media('audio', false, false),
+  sticker: media('sticker', false, false),
+  document: media('document', true, true),
+};

@@ -137,8 +137,13 @@ describe('Cloud-API-compatible messages endpoint', () => {
     expectError(res, 100, 413);
   });
 
-  it('131051 for a Cloud API type Sealpost does not send yet', async () => {
-    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { link: 'https://x/y.png' } }), 131051, 400);
+  it('131051 for what Sealpost does not send yet (media by uploaded id), 100 for malformed structured messages', async () => {
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { id: '1234567890' } }), 131051, 400);
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { link: 'ftp://x/y.png' } }), 100, 400);
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'location', location: { latitude: 91, longitude: 0 } }), 100, 400);
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'interactive', interactive: { type: 'button', body: { text: 'pick' }, action: { buttons: [] } } }), 100, 400);
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'reaction', reaction: { emoji: '👍' } }), 100, 400);
+    expectError(await post({ messaging_product: 'whatsapp', to: '15551234567', type: 'contacts', contacts: [{ phones: [] }] }), 100, 400);
   });
 
   it('marks a message read, and refuses an id the business never received', async () => {
