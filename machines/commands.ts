@@ -36,7 +36,7 @@ export type Command =
   /** Delete every message whose retention ended by `upTo` (rows, index entries, their trace lines). */
   | { type: 'store.purge'; upTo: number }
   /** The conversation is over: delete everything about it, the user's phone number and session included. */
-  | { type: 'conversation.delete' }
+  | { type: 'conversation.delete'; erase?: true }
   /** The message's content is no longer needed: delete its body and ciphertext, keep its status. */
   | { type: 'message.forget'; wamid: string };
 

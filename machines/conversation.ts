@@ -237,7 +237,7 @@ function eraseConversation({ context }: Args): CommandBatch {
   return {
     list: [
       ...(context.timer ? [{ type: 'timer.cancel', id: context.timer.id } as Command] : []),
-      { type: 'conversation.delete' },
+      { type: 'conversation.delete', erase: true },
     ],
   };
 }

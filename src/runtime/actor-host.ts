@@ -18,6 +18,7 @@ import type { MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
+import { SERVICE_WINDOW_MS } from './ports.ts';
 import { snapshotBefore } from '../trace/replay.ts';
 
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
@@ -312,6 +313,7 @@ export class ActorHost {
     let traceReset: string[] | null = null;
     let deleteAll = false;
     const pendingPurges: number[] = [];
+    let eraseWindow = false;
     const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
     while (queue.length) {
       const event = queue.shift()!;
@@ -357,6 +359,7 @@ export class ActorHost {
             break;
           }
           case 'conversation.delete': {
+            if (cmd.erase) eraseWindow = true;
             const entries = await c.redis.zrange(this.keys.retention(c.id), '0', '-1', 'WITHSCORES');
             for (let i = 0; i < entries.length; i += 2) {
               rowOp(entries[i]!).drop = true;
@@ -390,6 +393,8 @@ export class ActorHost {
       await this.commit(c, token, mailboxCount, effects, [], [...rowOps.values()], {}, { deleteAll: true });
       c.deleted = true;
       await this.afterDelete(c, [...rowOps.keys()]);
+      // An erase takes the open service window with it; a retention end leaves it to its own 24 hours.
+      if (eraseWindow) await c.redis.del(this.keys.window(c.id));
       await this.sinks.cancelPurges(c.id, pendingPurges, c.retentionMs);
       return effects;
     }
@@ -406,6 +411,7 @@ export class ActorHost {
       await c.redis.zadd(this.keys.expiries, 'GT', untilAfter, c.id);
     }
     for (const [until] of retained) await this.sinks.purgeAt(c.id, until, c.retentionMs);
+    if (metaSet.li) await c.redis.set(this.keys.window(c.id), metaSet.li, 'PX', SERVICE_WINDOW_MS);
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
       const m = c.redis.multi();

@@ -52,7 +52,7 @@ export class OutboundService implements OutboundPort {
     const redis = await this.storeOf(req.businessId, conv);
     if (req.message.type !== 'template') {
       // Free-form messages only inside the customer-service window the user's last message opened.
-      const li = await redis.hget(this.keys.meta(conv), 'li');
+      const li = await redis.get(this.keys.window(conv));
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
     }
     if (this.limits) {

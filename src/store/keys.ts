@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * Every Redis key Sealpost writes, in one place. Keys of one conversation share the hash tag
  * `{c:<conversationId>}` so the atomic commit (one Lua call) works on Redis Cluster.
@@ -68,6 +70,13 @@ export class Keys {
   webhookOutbox(businessId: string): string { return `${this.prefix}:{w:${businessId}}:out`; }
   /** Hash: one business's aggregate counters for one day (no user identifiers). */
   stats(businessId: string, day: string): string { return `${this.prefix}:stats:${businessId}:${day}`; }
+  /**
+   * String with a 24-hour TTL: the customer-service window is open. Named by a digest of the conversation id,
+   * so it outlives the conversation's deletion (a short retention must not shorten the window) without naming it.
+   */
+  window(conversationId: string): string {
+    return `${this.prefix}:win:${createHash('sha256').update(`win|${conversationId}`).digest('hex').slice(0, 32)}`;
+  }
   /** Hash in the shared store: conversation id → region, for conversations of region-pinned businesses. */
   get conversationRegions(): string { return `${this.prefix}:convregion`; }
   /** Hash: a token bucket (`tp`: a number's throughput; `pair`: one conversation's pair limit). */

@@ -81,7 +81,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   /** As if the user had written a minute ago: the customer-service window is open (this suite tests the host). */
   async function openWindow(waId: string) {
     const conv = await conversationId(dataKeys, biz.business_id, biz.phone_number_id, waId);
-    await redis.hset(keys.meta(conv), 'li', String(Date.now() - 60_000));
+    await redis.set(keys.window(conv), String(Date.now() - 60_000), 'PX', 60_000);
   }
   const send = async (waId: string, body: string) => {
     await openWindow(waId);
