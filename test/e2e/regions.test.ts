@@ -54,7 +54,7 @@ describe('local storage: a business pinned to a region', () => {
       // Only routing: which region the (opaque) conversation lives in.
       expect(shared.get(`${sys.prefix}:convregion`)).toContain(`"${conv}":"eu"`);
       // And nothing of the unpinned business went to the region.
-      expect([...region.keys()].every((k) => k.includes(`{c:${conv}}`) || k.includes(`{w:${eu.business_id}}`) || k.endsWith(':expiries') || k.includes(':wm:'))).toBe(true);
+      expect([...region.keys()].every((k) => k.includes(`{c:${conv}}`) || k.includes(`{w:${eu.business_id}}`) || k.endsWith(':expiries') || k.includes(':wm:') || k.includes(':win:'))).toBe(true);
     } finally {
       await receiver.close();
     }
