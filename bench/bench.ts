@@ -13,6 +13,7 @@ import { ConversationCrypto } from '../src/signal/conversation-crypto.ts';
 import { generateKeys } from '../src/signal/prekeys.ts';
 import { PartyStores } from '../src/platform/device-stores.ts';
 import { conversationOfWamid } from '../src/runtime/ids.ts';
+import { deleteByPrefix } from '../src/redis/prefix.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
 export interface BenchResult {
@@ -78,17 +79,6 @@ async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Pr
   await q.obliterate({ force: true });
   await q.close();
   return rate;
-}
-
-async function deletePrefix(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url);
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await r.unlink(...keys);
-  } while (cursor !== '0');
-  r.disconnect();
 }
 
 /**
@@ -203,7 +193,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     await ctx.close();
     await receiver.close();
     await platform.close();
-    await deletePrefix(opts.redisUrl, prefix);
+    await deleteByPrefix(opts.redisUrl, prefix);
   }
 }
 

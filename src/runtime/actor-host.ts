@@ -8,7 +8,7 @@ import { conversationMachine, type ConversationContext, type ConversationEvent, 
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
 import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
-import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue } from '../webhook/envelope.ts';
+import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue, type StatusInput } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
 import type { BusinessStore } from '../store/businesses.ts';
@@ -28,14 +28,7 @@ const RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.ca
 const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /** A status change for the business, as the host hands it to the webhook layer. */
-export interface StatusUpdate {
-  wamid: string;
-  status: 'sent' | 'delivered' | 'read' | 'failed';
-  at: number;
-  recipientId: string;
-  bizOpaqueCallbackData?: string;
-  errorCode?: number;
-}
+export type StatusUpdate = StatusInput;
 
 /** Where the host sends what leaves the conversation besides the transport. */
 export interface HostSinks {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { deleteByPrefix } from '../../src/redis/prefix.ts';
 import { inject } from 'vitest';
 
 /** The Redis URL the global setup resolved (the same resolution the product uses). */
@@ -13,16 +13,4 @@ export function testPrefix(tag = 't'): string {
 }
 
 /** Deletes every key under `prefix` (and only those): tests never flush a database they share. */
-export async function deletePrefix(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url, { maxRetriesPerRequest: 3 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await r.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    r.disconnect();
-  }
-}
+export const deletePrefix = deleteByPrefix;
