@@ -344,7 +344,11 @@ export class ActorHost {
             break;
           }
           case 'store.purge': {
+            // A message still owed (its failure not yet reported) keeps its row until that is done; the
+            // sweeper wakes the conversation again afterwards.
+            const owed = new Set((c.snapshot.context as ConversationContext).messages.map((m) => m.wamid));
             for (const id of await c.redis.zrangebyscore(this.keys.retention(c.id), '-inf', String(cmd.upTo))) {
+              if (owed.has(id)) continue;
               rowOp(id).drop = true;
               purged.push(id);
             }
