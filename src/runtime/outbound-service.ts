@@ -52,7 +52,9 @@ export class OutboundService implements OutboundPort {
     const redis = await this.storeOf(req.businessId, conv);
     if (req.message.type !== 'template') {
       // Free-form messages only inside the customer-service window the user's last message opened.
-      const li = await redis.get(this.keys.window(conv));
+      // The conversation's own record (committed atomically with the inbound message), else the marker that
+      // outlives a conversation deleted by a short retention.
+      const li = (await redis.hget(this.keys.meta(conv), 'li')) ?? (await redis.get(this.keys.window(conv)));
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
     }
     if (this.limits) {
