@@ -19,15 +19,9 @@ export interface PrekeyCounts {
 /** Every party has exactly one device in this transport (Signal's primary device id). */
 export const DEVICE_ID = 1;
 
-interface Entry {
-  registrationId: number;
-  identityKey: PublicKey;
-  signedPreKey: SignedEcKey;
-  kyberLastResort: SignedKemKey;
-  // Stacks: handing out from the end is O(1); which unused one-time key goes first does not matter.
-  preKeys: EcKey[];
-  kyberPreKeys: SignedKemKey[];
-}
+// An entry is what was uploaded; its one-time keys are stacks (handing out from the end is O(1), and which
+// unused one-time key goes first does not matter).
+type Entry = KeyUpload;
 
 /**
  * The transport's prekey directory (Signal-Server `KeysController` semantics): one bundle per address;
