@@ -16,7 +16,7 @@ describe('privacy: canaries through every path', () => {
   beforeAll(async () => {
     captureLogs();
     sys = await startSystem({
-      env: { SEALPOST_RETENTION: '8s', SEALPOST_RETRANSMIT_BASE_MS: '200', SEALPOST_RETRANSMIT_MAX_MS: '500' },
+      env: { SEALPOST_RETENTION: '15s', SEALPOST_RETRANSMIT_BASE_MS: '200', SEALPOST_RETRANSMIT_MAX_MS: '500' },
       platformTap: (method, url, body) => traffic.push(`${method} ${url} ${JSON.stringify(body ?? null)}`),
     });
   });
@@ -38,7 +38,8 @@ describe('privacy: canaries through every path', () => {
     // Outbound, clean.
     const out1 = canary();
     texts.push(out1);
-    await sendText(sys, a!, out1);
+    const out1Id = await sendText(sys, a!, out1);
+    await waitFor(() => sys.receiver.statuses().some((s) => s.id === out1Id && s.status === 'delivered'), 'the clean message delivered');
 
     // Retransmission: the transport drops and duplicates; the webhook receiver fails half its requests.
     sys.receiver.misbehave({ failRate: 0.5 });

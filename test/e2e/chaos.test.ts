@@ -43,6 +43,10 @@ describe('chaos: a lossy, flapping transport, workers killed with SIGKILL, Redis
       return w;
     };
     for (let i = 0; i < WORKERS; i++) spawnWorker();
+
+    const users = await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => createDevice(s.platformUrl, `+1555800${String(i).padStart(4, '0')}`)));
+    await openWindows(s, users);
+    // The chaos starts once every user has written (the window is open): killing workers from here on.
     killer = setInterval(() => {
       const victim = [...workers][Math.floor(Math.random() * workers.size)];
       if (!victim) return;
@@ -50,9 +54,6 @@ describe('chaos: a lossy, flapping transport, workers killed with SIGKILL, Redis
       kills++;
       spawnWorker();
     }, KILL_EVERY_MS);
-
-    const users = await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => createDevice(s.platformUrl, `+1555800${String(i).padStart(4, '0')}`)));
-    await openWindows(s, users);
     const faults = { drop: 0.2, duplicate: 0.1, reorder: true };
     await fetch(`${s.platformUrl}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(faults) });
     const t0 = Date.now();
