@@ -31,19 +31,19 @@ function checkAdmin(req: FastifyRequest, token: string | undefined): void {
  */
 export function adminRoutes(deps: AdminDeps) {
   return (app: FastifyInstance): void => {
-    const business = async (id: string) => {
-      if (!(await deps.businesses.info(id))) throw new UnknownObjectError(id.slice(0, 40), 'GET');
+    const business = async (id: string, req: FastifyRequest) => {
+      if (!(await deps.businesses.info(id))) throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' || req.method === 'DELETE' ? req.method : 'GET');
       return id;
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
 
     app.get('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id);
+      const id = await business((req.params as { business_id: string }).business_id, req);
       return { business_id: id, tokens: await deps.businesses.tokens(id) };
     });
 
     app.post('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id);
+      const id = await business((req.params as { business_id: string }).business_id, req);
       const body = (req.body ?? {}) as { expires_in?: unknown };
       if (body.expires_in !== undefined && !(Number.isInteger(body.expires_in) && (body.expires_in as number) > 0)) {
         throw new InvalidParameterError('expires_in must be a whole number of seconds');
@@ -51,15 +51,15 @@ export function adminRoutes(deps: AdminDeps) {
       return deps.businesses.issueToken(id, body.expires_in ? (body.expires_in as number) * 1000 : undefined);
     });
 
-    app.delete('/admin/businesses/:business_id/tokens/:token_id', { onRequest }, async (req, reply) => {
+    app.delete('/admin/businesses/:business_id/tokens/:token_id', { onRequest }, async (req) => {
       const p = req.params as { business_id: string; token_id: string };
-      const id = await business(p.business_id);
-      if (!(await deps.businesses.revokeToken(id, p.token_id))) return reply.code(404).send({ error: { message: 'no such token', code: 100 } });
+      const id = await business(p.business_id, req);
+      if (!(await deps.businesses.revokeToken(id, p.token_id))) throw new InvalidParameterError('No such token', 404);
       return { success: true };
     });
 
     app.get('/admin/businesses/:business_id/stats', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id);
+      const id = await business((req.params as { business_id: string }).business_id, req);
       const q = req.query as { from?: string; to?: string };
       const to = q.to ?? new Date().toISOString().slice(0, 10);
       const from = q.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 6 * 86_400_000).toISOString().slice(0, 10);
@@ -68,7 +68,7 @@ export function adminRoutes(deps: AdminDeps) {
     });
 
     app.get('/admin/businesses/:business_id/billing', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id);
+      const id = await business((req.params as { business_id: string }).business_id, req);
       const month = (req.query as { month?: string }).month ?? new Date().toISOString().slice(0, 7);
       if (!MONTH.test(month)) throw new InvalidParameterError('month must be YYYY-MM');
       return deps.stats.billing(id, month);
@@ -76,7 +76,7 @@ export function adminRoutes(deps: AdminDeps) {
 
     const userOf = async (req: FastifyRequest) => {
       const p = req.params as { business_id: string; wa_id: string };
-      const id = await business(p.business_id);
+      const id = await business(p.business_id, req);
       if (!/^[1-9]\d{6,14}$/.test(p.wa_id)) throw new InvalidParameterError('wa_id must be the user\'s number, digits only');
       const numbers = await deps.businesses.numbersOf(id);
       const pn = (req.query as { phone_number_id?: string }).phone_number_id ?? numbers[0];
@@ -84,10 +84,10 @@ export function adminRoutes(deps: AdminDeps) {
       return { id, pn, waId: p.wa_id };
     };
 
-    app.get('/admin/businesses/:business_id/users/:wa_id', { onRequest }, async (req, reply) => {
+    app.get('/admin/businesses/:business_id/users/:wa_id', { onRequest }, async (req) => {
       const u = await userOf(req);
       const data = await deps.data.export(u.id, u.pn, u.waId);
-      if (!data) return reply.code(404).send({ error: { message: 'Sealpost holds nothing about this user for this business', code: 100 } });
+      if (!data) throw new InvalidParameterError('Sealpost holds nothing about this user for this business', 404);
       return data;
     });
 

@@ -3,9 +3,7 @@ import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { AuthError, GraphError, graphEnvelope, InternalError, InvalidParameterError, newTraceId, PairRateLimitError, ReengagementError, ThroughputError, UnknownObjectError } from './errors.ts';
-import { RateLimitedError } from '../runtime/rate-limits.ts';
-import { WindowClosedError } from '../runtime/ports.ts';
+import { AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
 import { validateMessagesBody } from './validate.ts';
 
 /** What the API needs. */
@@ -19,27 +17,44 @@ export interface ApiDeps {
   extraRoutes?: (app: FastifyInstance) => void;
 }
 
+/** What the access log line of a request carries besides method, route, status and time. */
+interface RequestNote {
+  fbtrace_id?: string;
+  code?: number;
+  /** The recipient, masked. */
+  to?: string;
+  /** An unexpected error's message: for the operator, never for the client. */
+  err?: string;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     /** The phone number the route names, once the token was checked against it. */
     phoneNumber?: PhoneNumber;
+    /** What the API's access log line adds for this request. */
+    apiNote?: RequestNote;
   }
 }
 
 const VERSION = /^v\d+\.\d+$/;
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
-/** Checks the bearer token and that the token's business owns the route's phone number (before the body is read). */
+/**
+ * Checks, in this order, the bearer token (190), the path's version and that the token's business owns the
+ * route's phone number (100, the same for unknown and foreign ids). It runs on `onRequest`, before the body
+ * is read, so an unauthenticated caller cannot make the API parse anything.
+ */
 async function authorize(req: FastifyRequest, businesses: BusinessStore): Promise<void> {
   const params = req.params as { version?: string; phone_number_id?: string };
   const header = req.headers.authorization;
-  const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  const m = header ? BEARER.exec(header) : null;
   if (!m) throw new AuthError(header ? 'Invalid OAuth access token - Cannot parse access token' : 'An active access token must be used to query information about the current user.');
   const businessId = await businesses.authenticate(m[1]!);
   if (!businessId) throw new AuthError('Invalid OAuth access token - Cannot parse access token');
   if (params.version !== undefined && !VERSION.test(params.version)) throw new InvalidParameterError(`Unknown API version ${params.version.slice(0, 20)}`);
   const id = params.phone_number_id ?? '';
   const pn = await businesses.phoneNumber(id);
-  if (!pn || pn.business_id !== businessId) throw new UnknownObjectError(id.slice(0, 40), req.method === 'GET' ? 'GET' : 'POST');
+  if (!pn || pn.business_id !== businessId) throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' ? 'POST' : 'GET');
   req.phoneNumber = pn;
 }
 
@@ -49,28 +64,28 @@ async function authorize(req: FastifyRequest, businesses: BusinessStore): Promis
  */
 export function buildApp(deps: ApiDeps): FastifyInstance {
   const log = deps.logger ?? createLogger('api');
+  // Fastify's own request lines would log raw URLs; the access line below logs the route pattern instead.
   const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024 });
+  app.decorateRequest('phoneNumber', undefined);
+  app.decorateRequest('apiNote', undefined);
 
   const fail = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
-    const traceId = newTraceId();
-    let graph: GraphError;
-    const fe = err as { code?: string; statusCode?: number; message?: string };
-    if (err instanceof GraphError) graph = err;
-    else if (err instanceof WindowClosedError) graph = new ReengagementError();
-    else if (err instanceof RateLimitedError) graph = err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError();
-    else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') graph = new InvalidParameterError('Request body too large', 413);
-    else if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') graph = new InvalidParameterError('Content-Type must be application/json');
-    else if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (fe.statusCode === 400 && err instanceof SyntaxError)) graph = new InvalidParameterError('Request body is not valid JSON');
-    else if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) graph = new InvalidParameterError(fe.message ?? 'Invalid request', fe.statusCode);
-    else {
-      graph = new InternalError();
-      req.log.error({ fbtrace_id: traceId, err: fe.message }, 'request failed');
-    }
-    if (graph.httpStatus < 500) req.log.info({ fbtrace_id: traceId, code: graph.code, route: req.routeOptions.url }, 'request refused');
-    return reply.code(graph.httpStatus).send(graphEnvelope(graph, traceId));
+    const { graph, unexpected } = toGraphError(err);
+    const fbtraceId = newTraceId();
+    req.apiNote = { ...req.apiNote, fbtrace_id: fbtraceId, code: graph.code, ...(unexpected ? { err: String((err as Error | null)?.message ?? err).slice(0, 500) } : {}) };
+    return reply.code(graph.httpStatus).send(graphEnvelope(graph, fbtraceId));
   };
   app.setErrorHandler((err, req, reply) => fail(req, reply, err));
   app.setNotFoundHandler((req, reply) => fail(req, reply, new InvalidParameterError(`Unknown path: ${req.method} ${req.url.split('?')[0]!.slice(0, 80)}`, 404)));
+
+  // One line per request: never the body, never the raw URL, the recipient masked, the fbtrace_id of an error
+  // so an operator can find the line a client quotes.
+  app.addHook('onResponse', async (req, reply) => {
+    const line = { method: req.method, route: req.routeOptions.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), ...req.apiNote };
+    if (reply.statusCode >= 500) req.log.error(line, 'request failed');
+    else if (req.routeOptions.url === '/healthz') req.log.debug(line, 'request');
+    else req.log.info(line, 'request');
+  });
 
   app.get('/healthz', async () => ({ ok: true }));
 
@@ -78,6 +93,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
 
   const messages = async (req: FastifyRequest) => {
     const pn = req.phoneNumber!;
+    // Everything is validated before the runtime sees anything, so a bad request leaves nothing behind.
     const body = validateMessagesBody(req.body);
     if (body.kind === 'read') {
       const ok = await deps.outbound.markRead(pn.business_id, pn.phone_number_id, body.read.messageId);
@@ -85,6 +101,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
       return { success: true };
     }
     const { send } = body;
+    req.apiNote = { ...req.apiNote, to: maskPhone(send.waId) };
     const accepted = await deps.outbound.accept({
       businessId: pn.business_id,
       phoneNumberId: pn.phone_number_id,
@@ -92,7 +109,6 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
       message: send.message,
       ...(send.bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData: send.bizOpaqueCallbackData } : {}),
     });
-    req.log.debug({ wamid: accepted.wamid, to: maskPhone(send.waId) }, 'message accepted');
     return { messaging_product: 'whatsapp', contacts: [{ input: send.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
   };
   app.post('/:version/:phone_number_id/messages', auth, messages);
@@ -100,7 +116,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
 
   const number = async (req: FastifyRequest) => {
     const pn = req.phoneNumber!;
-    return { id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating, throughput: pn.throughput };
+    return { id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating, throughput: { level: pn.throughput.level } };
   };
   app.get('/:version/:phone_number_id', auth, number);
   app.get('/:phone_number_id', auth, number);

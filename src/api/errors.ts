@@ -1,4 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { WindowClosedError } from '../runtime/ports.ts';
+import { RateLimitedError } from '../runtime/rate-limits.ts';
+
+/**
+ * Every error the API answers with, and the one place they become the Graph error envelope. Clients of the
+ * Cloud API branch on `code` and `details`, so each class pins both; `message` is `(#code) title`.
+ */
 
 /** An error the API answers with the Graph error envelope and a Cloud API code. */
 export class GraphError extends Error {
@@ -28,14 +35,29 @@ export class InvalidParameterError extends GraphError {
   }
 }
 
+/** 100 with HTTP 413: the body is larger than the API's body limit (nothing of it was read into a message). */
+export class BodyTooLargeError extends InvalidParameterError {
+  constructor() {
+    super('request body too large', 413);
+  }
+}
+
 /**
  * 100 for an object the token cannot reach. Graph answers the same for unknown ids and for other businesses'
  * ids, so a token cannot probe which ids exist.
  */
 export class UnknownObjectError extends GraphError {
-  constructor(id: string, method: 'GET' | 'POST') {
-    super(100, `Unsupported ${method.toLowerCase()} request. Object with ID '${id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation`,
-      `Unsupported ${method.toLowerCase()} request`, 400, 'GraphMethodException');
+  constructor(id: string, method: 'GET' | 'POST' | 'DELETE') {
+    const verb = method.toLowerCase();
+    super(100, `Unsupported ${verb} request. Object with ID '${id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation`,
+      `Unsupported ${verb} request`, 400, 'GraphMethodException');
+  }
+}
+
+/** 131051: a message type (or form of one, such as media by uploaded id) the Cloud API has but Sealpost does not send yet. */
+export class UnsupportedTypeError extends GraphError {
+  constructor(type: string) {
+    super(131051, 'Unsupported message type', `Message type ${type} is not currently supported.`, 400);
   }
 }
 
@@ -84,6 +106,36 @@ export class InternalError extends GraphError {
 /** A Graph-style trace id that the log line of the same error carries. */
 export function newTraceId(): string {
   return randomBytes(16).toString('base64url').slice(0, 23);
+}
+
+/** Fastify's own client errors (raised before a handler runs), by their `code`. */
+const FASTIFY: Record<string, () => GraphError> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: () => new BodyTooLargeError(),
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: () => new InvalidParameterError('Content-Type must be application/json'),
+  FST_ERR_CTP_EMPTY_JSON_BODY: () => new InvalidParameterError('Request body is not valid JSON'),
+  FST_ERR_CTP_INVALID_JSON_BODY: () => new InvalidParameterError('Request body is not valid JSON'),
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: () => new InvalidParameterError('Content-Length does not match the body'),
+};
+
+/**
+ * The one mapper: API errors as they are, runtime refusals as their Cloud API codes, Fastify's client errors
+ * as 100, anything else as 131000 with `unexpected` set (the caller logs those; the client learns nothing).
+ * @example graphEnvelope(toGraphError(err).graph, newTraceId())
+ */
+export function toGraphError(err: unknown): { graph: GraphError; unexpected: boolean } {
+  if (err instanceof GraphError) return { graph: err, unexpected: false };
+  if (err instanceof WindowClosedError) return { graph: new ReengagementError(), unexpected: false };
+  if (err instanceof RateLimitedError) return { graph: err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError(), unexpected: false };
+  const fe = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; statusCode?: unknown };
+  const known = typeof fe.code === 'string' ? FASTIFY[fe.code] : undefined;
+  if (known) return { graph: known(), unexpected: false };
+  // JSON.parse's SyntaxError, which Fastify tags with 400, and any other client error it raises: those
+  // messages describe the request, never our internals, so they may reach the client.
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    const details = err instanceof SyntaxError ? 'Request body is not valid JSON' : String((err as Error).message ?? 'Invalid request').slice(0, 200);
+    return { graph: new InvalidParameterError(details, fe.statusCode), unexpected: false };
+  }
+  return { graph: new InternalError(), unexpected: true };
 }
 
 /** The Graph error envelope of an error. */

@@ -1,14 +1,7 @@
-import { InvalidParameterError, GraphError } from './errors.ts';
+import { InvalidParameterError, UnsupportedTypeError } from './errors.ts';
 
 /** Message types of the Cloud API. */
 export const MESSAGE_TYPES = ['text', 'image', 'audio', 'video', 'document', 'sticker', 'location', 'contacts', 'interactive', 'template', 'reaction'] as const;
-
-/** 131051: a type the Cloud API has but Sealpost does not send yet. */
-export class UnsupportedTypeError extends GraphError {
-  constructor(type: string) {
-    super(131051, 'Unsupported message type', `Message type ${type} is not currently supported.`, 400);
-  }
-}
 
 /** A validated send request. */
 export interface SendBody {
@@ -21,6 +14,8 @@ export interface SendBody {
 /** A validated mark-as-read request. */
 export interface ReadBody {
   messageId: string;
+  /** `typing_indicator: { type: 'text' }`: the business asked for a typing bubble along with the receipt. */
+  typing?: 'text';
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -44,11 +39,15 @@ export function validateMessagesBody(body: unknown): { kind: 'send'; send: SendB
   if (body.status !== undefined) {
     if (body.status !== 'read') throw bad('Parameter status must be "read"');
     if (typeof body.message_id !== 'string' || !body.message_id) throw bad('Parameter message_id is required');
-    return { kind: 'read', read: { messageId: body.message_id } };
+    const ti = body.typing_indicator;
+    if (ti !== undefined && (!isObject(ti) || ti.type !== 'text')) throw bad('Parameter typing_indicator must be {"type":"text"}');
+    return { kind: 'read', read: { messageId: body.message_id, ...(ti !== undefined ? { typing: 'text' as const } : {}) } };
   }
   const recipientType = body.recipient_type ?? 'individual';
+  if (recipientType === 'group') throw bad('Parameter recipient_type "group" is not supported yet: only "individual"');
   if (recipientType !== 'individual') throw bad('Parameter recipient_type must be "individual"');
   const waId = normaliseRecipient(body.to);
+  // The Cloud API makes `type` optional and sends a text without it; SDKs rely on that.
   const type = body.type ?? 'text';
   if (typeof type !== 'string' || !(MESSAGE_TYPES as readonly string[]).includes(type)) throw bad(`Parameter type is invalid: ${String(type).slice(0, 40)}`);
   if (type === 'template') return { kind: 'send', send: { to: body.to as string, waId, message: validateTemplate(body.template), ...opaque(body) } };
