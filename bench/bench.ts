@@ -86,7 +86,7 @@ async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Pr
  * `delivered` webhook received, over `conversations` established conversations, with `workers` worker
  * processes (0: in this process). Measures the crypto and BullMQ ceilings in the same run.
  */
-export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void }): Promise<BenchResult> {
+export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string }): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
@@ -98,7 +98,8 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
   const children: ChildProcess[] = [];
   const inProcess = opts.workers === 0 ? startWorkers(ctx) : undefined;
   for (let i = 0; i < opts.workers; i++) {
-    children.push(spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], {
+    const profile = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [];
+    children.push(spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli.ts', 'worker'], {
       env: { ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }, stdio: 'ignore',
     }));
   }

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
+import { initialTransition, type AnyMachineSnapshot } from 'xstate';
+import { createStepper } from './transition.ts';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine, type ConversationContext, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
@@ -135,6 +136,7 @@ export class ActorHost {
   private readonly batchSize: number;
   private readonly traceMax: number;
   private readonly maxSteps: number;
+  private readonly transition = createStepper();
 
   constructor(
     private readonly stores: Stores,
@@ -310,7 +312,7 @@ export class ActorHost {
     const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
     while (queue.length) {
       const event = queue.shift()!;
-      const [next, actions] = transition(conversationMachine, c.snapshot as never, event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
+      const [next, actions] = this.transition(c.snapshot, event);
       c.snapshot = next;
       const commands = commandsOf(actions);
       c.traceSeq += 1;

@@ -48,7 +48,7 @@ export interface RouterContext {
 /** Opens the connections and builds the shared parts for a process of any role. */
 export function createRouterContext(config: Config, redisUrl: string, masterKey: Buffer | Buffer[], platformUrl = platformUrlOf(config)): RouterContext {
   const log = createLogger('sealpost');
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 20 });
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
   redis.on('error', (e) => log.warn({ err: e.message }, 'redis connection error'));
   // BullMQ needs its own connections with maxRetriesPerRequest null (blocking commands).
   const connection: ConnectionOptions = { url: redisUrl, maxRetriesPerRequest: null } as ConnectionOptions;
@@ -78,6 +78,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));
       stores.close();
+      transport.close();
       redis.disconnect();
     },
   };

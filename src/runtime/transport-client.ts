@@ -1,5 +1,6 @@
 import { PreKeyBundle } from '@signalapp/libsignal-client';
 import { bundleFromWire } from '../signal/bundle.ts';
+import { HttpJsonClient } from './http-json.ts';
 
 /** An envelope handed to the transport: ids, addresses and ciphertext only. */
 export interface OutgoingEnvelope {
@@ -32,31 +33,49 @@ export class TransportUnavailableError extends Error {
   }
 }
 
-/** The router's HTTP client for the transport (prekey directory, envelope relay, event queue). */
+/** One caller's envelopes waiting for the next batch, with how to answer it. */
+interface PendingSend {
+  envelopes: OutgoingEnvelope[];
+  resolve: (r: { unknown: Set<string> }) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * The router's HTTP client for the transport (prekey directory, envelope relay, event queue).
+ *
+ * Sends from every conversation this process runs share batches: while {@link maxInFlight} requests are
+ * out, further envelopes wait and leave together in the next request (at most {@link maxBatch}), so under
+ * load one HTTP request carries many conversations' envelopes and at low load a send leaves at once.
+ */
 export class TransportClient {
-  constructor(readonly baseUrl: string, private readonly timeoutMs = 10_000) {}
+  private readonly http: HttpJsonClient;
+  private waiting: PendingSend[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    readonly baseUrl: string,
+    private readonly timeoutMs = 10_000,
+    private readonly maxInFlight = 4,
+    private readonly maxBatch = 500,
+  ) {
+    this.http = new HttpJsonClient(baseUrl);
+  }
 
   private async call(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<{ status: number; json: any }> {
-    let res: Response;
+    let answer;
     try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      answer = await this.http.request(method, path, body, timeoutMs);
     } catch (e) {
       throw new TransportUnavailableError(`transport unreachable: ${(e as Error).message}`);
     }
-    const text = await res.text();
-    let json: any = null;
-    try {
-      json = text ? JSON.parse(text) : null;
-    } catch {
-      json = null;
-    }
-    if (res.status >= 500) throw new TransportUnavailableError(`transport answered ${res.status}`);
-    return { status: res.status, json };
+    if (answer.status >= 500) throw new TransportUnavailableError(`transport answered ${answer.status}`);
+    return answer;
+  }
+
+  /** Closes the keep-alive connections. */
+  close(): void {
+    this.http.close();
   }
 
   /** Fetches a device's prekey bundle. */
@@ -82,19 +101,58 @@ export class TransportClient {
   }
 
   /** Hands envelopes to the transport; returns the ids it rejected as unknown recipients. */
-  async send(envelopes: OutgoingEnvelope[]): Promise<{ unknown: Set<string> }> {
-    const unknown = new Set<string>();
-    if (!envelopes.length) return { unknown };
-    const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes });
-    if (status === 404) {
-      for (const e of envelopes) unknown.add(e.id);
-      return { unknown };
+  send(envelopes: OutgoingEnvelope[]): Promise<{ unknown: Set<string> }> {
+    if (!envelopes.length) return Promise.resolve({ unknown: new Set<string>() });
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ envelopes, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Starts a batch on the next turn of the event loop (so sends made in the same turn share it). */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.maxInFlight || !this.waiting.length) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.inFlight < this.maxInFlight && this.waiting.length) {
+      const batch: PendingSend[] = [];
+      let n = 0;
+      while (this.waiting.length && (n === 0 || n + this.waiting[0]!.envelopes.length <= this.maxBatch)) {
+        const p = this.waiting.shift()!;
+        batch.push(p);
+        n += p.envelopes.length;
+      }
+      this.inFlight++;
+      void this.sendBatch(batch).finally(() => {
+        this.inFlight--;
+        this.schedule();
+      });
     }
-    if (status !== 202 && status !== 200) throw new TransportUnavailableError(`envelopes answered ${status}`);
-    for (const r of (json?.rejected ?? []) as { id: string; error: string }[]) {
-      if (r.error === 'unknown_recipient') unknown.add(r.id);
+  }
+
+  private async sendBatch(batch: PendingSend[]): Promise<void> {
+    try {
+      const envelopes = batch.flatMap((p) => p.envelopes);
+      const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes });
+      if (status === 404) {
+        for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.map((e) => e.id)) });
+        return;
+      }
+      if (status !== 202 && status !== 200) throw new TransportUnavailableError(`envelopes answered ${status}`);
+      const unknown = new Set<string>();
+      for (const r of (json?.rejected ?? []) as { id: string; error: string }[]) {
+        if (r.error === 'unknown_recipient') unknown.add(r.id);
+      }
+      for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.filter((e) => unknown.has(e.id)).map((e) => e.id)) });
+    } catch (e) {
+      for (const p of batch) p.reject(e);
     }
-    return { unknown };
   }
 
   /** Long-polls the transport's events for the router. */

@@ -20,7 +20,7 @@ export class Stores {
     private readonly setup: (r: Redis) => void = () => {},
   ) {
     for (const [name, url] of Object.entries(regionUrls)) {
-      const r = new Redis(url, { maxRetriesPerRequest: 20 });
+      const r = new Redis(url, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
       r.on('error', () => {});
       setup(r);
       this.regions.set(name, r);
