@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import * as S from '@signalapp/libsignal-client';
@@ -29,7 +30,37 @@ export interface BenchResult {
   messages: number;
   workers: number;
   redis_bytes_per_conversation: number;
+  /** Per kind of key (snapshot, session, trace, message rows...), bytes per idle conversation. */
+  redis_bytes_by_kind: Record<string, number>;
+  /** Accept → delivered at saturation (the throughput phase), for comparison with p50/p99 at half rate. */
+  saturated_p50_ms: number;
+  saturated_p99_ms: number;
+  /** The offered rate of the latency phase (half the measured throughput). */
+  latency_phase_rate_per_s: number;
+  /** CPU per message in the throughput phase: the bench process (API, platform, devices, receiver), the worker processes, Redis. */
   cpu_ms_per_message: number;
+  worker_cpu_ms_per_message: number;
+  redis_cpu_ms_per_message: number;
+  total_cpu_ms_per_message: number;
+}
+
+/** CPU time (ms) a process used so far, from /proc (Linux); 0 where unavailable. */
+function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after the command name), in clock ticks.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** Redis's own CPU time (ms) so far (INFO cpu), main thread and children. */
+async function redisCpuMs(r: Redis): Promise<number> {
+  const info = await r.info('cpu');
+  const v = (k: string) => Number(new RegExp(`\\b${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return (v('used_cpu_user') + v('used_cpu_sys')) * 1000;
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -91,7 +122,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const masterKey = randomBytes(32);
-  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_WORKER_CONCURRENCY: '64', SEALPOST_RETRANSMIT_BASE_MS: '30000' };
+  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_WORKER_CONCURRENCY: '256', SEALPOST_RETRANSMIT_BASE_MS: '30000' };
   const config = loadConfig({ ...env, REDIS_URL: opts.redisUrl });
   const platform = await startPlatform({ port: 0 });
   const ctx = createRouterContext(config, opts.redisUrl, masterKey, platform.url);
@@ -144,33 +175,60 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
 
     log(`${opts.messages} messages over ${opts.conversations} established conversations…`);
+    const r = new Redis(opts.redisUrl);
     const cpu0 = process.cpuUsage();
+    const workerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
+    const redisCpu0 = await redisCpuMs(r);
     t0 = Date.now();
     const targets = Array.from({ length: opts.messages }, (_, i) => users[i % users.length]!);
     const sent = await pool(targets, 64, send);
     await waitDelivered(sent.map((s) => s.wamid), 'delivery');
     const elapsed = (Date.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
-    const latencies = sent.map((s) => delivered.get(s.wamid)! - s.at);
+    const workerCpu = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - workerCpu0;
+    const redisCpu = (await redisCpuMs(r)) - redisCpu0;
+    const saturated = sent.map((s) => delivered.get(s.wamid)! - s.at);
+    const msgsPerS = opts.messages / elapsed;
 
-    // Idle established conversations: their Redis footprint.
-    const r = new Redis(opts.redisUrl);
-    let bytes = 0;
-    const convs = new Set(sent.map((s) => conversationOfWamid(s.wamid)!));
-    for (const c of convs) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:{c:${c}}:*`, 'COUNT', 100);
-        cursor = next;
-        for (const k of keys) bytes += Number((await r.call('MEMORY', 'USAGE', k, 'SAMPLES', '0')) ?? 0);
-      } while (cursor !== '0');
+    // Latency at half the measured throughput: an open-loop sender at that rate, so queues stay short.
+    const rate = Math.max(1, Math.round(msgsPerS / 2));
+    const latencyMessages = Math.min(opts.messages, Math.max(200, rate * 5));
+    log(`latency: ${latencyMessages} messages at ${rate}/s (half the throughput)…`);
+    const paced: Promise<{ wamid: string; at: number }>[] = [];
+    const start = performance.now();
+    for (let i = 0; i < latencyMessages; i++) {
+      const due = start + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((res) => setTimeout(res, wait));
+      paced.push(send(users[(i * 7) % users.length]!));
     }
+    const pacedSent = await Promise.all(paced);
+    await waitDelivered(pacedSent.map((s) => s.wamid), 'latency phase');
+    const latencies = pacedSent.map((s) => delivered.get(s.wamid)! - s.at);
+
+    // Idle established conversations: their Redis footprint, per kind of key.
+    const convs = new Set(sent.map((s) => conversationOfWamid(s.wamid)!));
+    const byKind: Record<string, number> = {};
+    let bytes = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:{c:*`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) {
+        const conv = /\{c:([^}]+)\}/.exec(k)?.[1];
+        if (!conv || !convs.has(conv)) continue;
+        const size = Number((await r.call('MEMORY', 'USAGE', k, 'SAMPLES', '0')) ?? 0);
+        const kind = k.slice(k.indexOf('}:') + 2).replace(/^m:.*/, 'message rows');
+        byKind[kind] = (byKind[kind] ?? 0) + size;
+        bytes += size;
+      }
+    } while (cursor !== '0');
     r.disconnect();
 
     log('ceilings: libsignal alone, BullMQ alone…');
     const crypto = await cryptoCeiling(Math.min(opts.messages, 2000));
     const noop = await bullmqCeiling(opts.redisUrl, prefix, 5000);
-    const msgsPerS = opts.messages / elapsed;
+    const parentMs = (cpu.user + cpu.system) / 1000;
     return {
       msgs_per_s: Math.round(msgsPerS),
       p50_ms: quantile(latencies, 0.5),
@@ -184,8 +242,16 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       messages: opts.messages,
       workers: opts.workers,
       redis_bytes_per_conversation: Math.round(bytes / convs.size),
-      // This process only (API, platform with its devices, receiver); worker processes are not included.
-      cpu_ms_per_message: Number(((cpu.user + cpu.system) / 1000 / opts.messages).toFixed(3)),
+      redis_bytes_by_kind: Object.fromEntries(Object.entries(byKind).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Math.round(v / convs.size)])),
+      saturated_p50_ms: quantile(saturated, 0.5),
+      saturated_p99_ms: quantile(saturated, 0.99),
+      latency_phase_rate_per_s: rate,
+      // The bench process: API, platform with its devices, webhook receiver (and the workers when --workers 0).
+      cpu_ms_per_message: Number((parentMs / opts.messages).toFixed(3)),
+      worker_cpu_ms_per_message: Number((workerCpu / opts.messages).toFixed(3)),
+      // Redis's whole CPU in the phase: exact on a Redis of the bench's own, an upper bound on a shared one.
+      redis_cpu_ms_per_message: Number((redisCpu / opts.messages).toFixed(3)),
+      total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu) / opts.messages).toFixed(3)),
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');

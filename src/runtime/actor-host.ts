@@ -14,7 +14,7 @@ import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
-import { open, seal, type DataKeys } from '../store/sealer.ts';
+import { open, openBinary, seal, sealBinary, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
@@ -234,7 +234,7 @@ export class ActorHost {
     const [metaRow, snapRow, sess, outbox] = await Promise.all([
       redis.hgetall(this.keys.meta(id)),
       redis.hgetall(this.keys.snapshot(id)),
-      redis.get(this.keys.session(id)),
+      redis.getBuffer(this.keys.session(id)),
       redis.lrange(this.keys.outbox(id), 0, -1),
     ]);
     if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
@@ -252,13 +252,7 @@ export class ActorHost {
       [snapshot] = initialTransition(conversationMachine, this.inputOf(id, retentionMs)) as unknown as [AnyMachineSnapshot];
     }
     let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
-    if (sess) {
-      const parsed = JSON.parse(open(dk, sess, `${this.keys.session(id)}:s`).toString()) as { s?: string; i?: string };
-      keys = {
-        session: parsed.s ? new Uint8Array(Buffer.from(parsed.s, 'base64')) : null,
-        remoteIdentity: parsed.i ? new Uint8Array(Buffer.from(parsed.i, 'base64')) : null,
-      };
-    }
+    if (sess) keys = decodeSession(openBinary(dk, sess, `${this.keys.session(id)}:s`));
     const identity = await this.businesses.identity(meta.phoneNumberId);
     return {
       id,
@@ -545,15 +539,8 @@ export class ActorHost {
     const snapKey = this.keys.snapshot(c.id);
     const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
     const sealedSnap = seal(c.dk, JSON.stringify(persisted), `${snapKey}:s`);
-    let sealedSession = '';
-    if (c.crypto.dirty) {
-      const k = c.crypto.snapshot();
-      const json = JSON.stringify({
-        s: k.session ? Buffer.from(k.session).toString('base64') : undefined,
-        i: k.remoteIdentity ? Buffer.from(k.remoteIdentity).toString('base64') : undefined,
-      });
-      sealedSession = seal(c.dk, json, `${this.keys.session(c.id)}:s`);
-    }
+    let sealedSession: Buffer | string = '';
+    if (c.crypto.dirty) sealedSession = sealBinary(c.dk, encodeSession(c.crypto.snapshot()), `${this.keys.session(c.id)}:s`);
     const rowKeys = rows.map((r) => this.keys.message(c.id, r.wamid));
     const ops: Record<string, unknown>[] = rows.map((r, i) => ({
       k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}),
@@ -676,6 +663,32 @@ export class ActorHost {
     const [sealed, kind] = await c.redis.hmget(rowKey, 'bo', 'k');
     return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service' };
   }
+}
+
+/**
+ * The stored form of a conversation's Signal state: the remote identity's length (2 bytes), the identity,
+ * then the session record, all raw bytes (the record is ~4 KB with its post-quantum ratchet state).
+ */
+function encodeSession(k: { session: Uint8Array | null; remoteIdentity: Uint8Array | null }): Buffer {
+  const identity = k.remoteIdentity ?? new Uint8Array(0);
+  const head = Buffer.alloc(2);
+  head.writeUInt16BE(identity.length);
+  return Buffer.concat([head, identity, k.session ?? new Uint8Array(0)]);
+}
+
+function decodeSession(raw: Buffer): { session: Uint8Array | null; remoteIdentity: Uint8Array | null } {
+  if (raw[0] === 0x7b) {
+    // Written before the binary form: JSON {s, i} with base64 fields.
+    const parsed = JSON.parse(raw.toString()) as { s?: string; i?: string };
+    return {
+      session: parsed.s ? new Uint8Array(Buffer.from(parsed.s, 'base64')) : null,
+      remoteIdentity: parsed.i ? new Uint8Array(Buffer.from(parsed.i, 'base64')) : null,
+    };
+  }
+  const n = raw.readUInt16BE(0);
+  const identity = raw.subarray(2, 2 + n);
+  const session = raw.subarray(2 + n);
+  return { session: session.length ? new Uint8Array(session) : null, remoteIdentity: n ? new Uint8Array(identity) : null };
 }
 
 /** Makes a Redis client able to run the actor's commit script (once per connection). */
