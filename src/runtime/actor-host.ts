@@ -83,6 +83,8 @@ interface Meta {
   display: string;
 }
 
+type TimerCommand = Extract<Command, { type: 'timer.schedule' | 'timer.cancel' }>;
+
 interface RowOp {
   wamid: string;
   set?: Record<string, string>;
@@ -114,6 +116,12 @@ interface Loaded {
   retentionMs: number;
   /** Set once the conversation was deleted (its retention ended). */
   deleted: boolean;
+  /**
+   * Timer commands executed in this drain but not yet applied to the timers queue, netted (a timer scheduled
+   * and cancelled within the drain never reaches BullMQ). Applied when the drain ends; until then every
+   * commit keeps them in the outbox, so a crash replays them.
+   */
+  timerOps: TimerCommand[];
 }
 
 /** An inbound message as stored (sealed) and forwarded to the business. */
@@ -194,13 +202,14 @@ export class ActorHost {
         const effects = await this.step(loaded, events, raw.length, token);
         handled += events.length;
         pending = await this.executeEffects(loaded, effects, token);
-        if (loaded.deleted) return handled;
+        if (loaded.deleted) break;
       }
-      if (pending.length) {
+      if (pending.length && !loaded.deleted) {
         // Out of steps with results still to record: commit them so the outbox is not replayed needlessly.
         const effects = await this.step(loaded, pending, 0, token);
         await this.executeEffects(loaded, effects, token);
       }
+      await this.applyTimers(loaded);
       return handled;
     } finally {
       clearInterval(renew);
@@ -270,6 +279,7 @@ export class ActorHost {
       envelopes: new Map(),
       inbound: new Map(),
       afterCommit: [],
+      timerOps: [],
     };
   }
 
@@ -552,7 +562,7 @@ export class ActorHost {
     ];
     const args = [
       token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
-      JSON.stringify(outbox.map((o) => JSON.stringify(o))), JSON.stringify(trace), String(this.traceMax),
+      JSON.stringify([...c.timerOps, ...outbox].map((o) => JSON.stringify(o))), JSON.stringify(trace), String(this.traceMax),
       String(this.leaseMs), String(this.keyTtlMs), JSON.stringify(ops),
       JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
       extra.traceReset ? JSON.stringify(extra.traceReset) : extra.traceReset === null || extra.traceReset === undefined ? '' : '[]',
@@ -596,17 +606,17 @@ export class ActorHost {
           ...(bo ? { bizOpaqueCallbackData: bo } : {}), ...(cmd.errorCode ? { errorCode: cmd.errorCode } : {}),
         });
       } else if (cmd.type === 'timer.schedule') {
-        const event: MailboxEvent = cmd.event === 'RETRANSMIT_DUE'
-          ? { type: 'RETRANSMIT_DUE', at: cmd.at, timerId: cmd.id }
-          : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
-        await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+        c.timerOps = [...c.timerOps.filter((o) => !(o.type === 'timer.schedule' && o.id === cmd.id)), cmd];
       } else if (cmd.type === 'webhook.message') {
         const row = c.inbound.get(cmd.id) ?? (await this.readInbound(c, cmd.id));
         if (row) values.push(inboundMessageValue(c.meta.waId, cmd.id, row));
       } else if (cmd.type === 'webhook.identity_changed') {
         values.push(identityChangedValue(c.meta.waId, c.crypto.remoteIdentityHash() ?? '', cmd.at, c.id));
       } else if (cmd.type === 'timer.cancel') {
-        await this.sinks.cancelTimer(c.id, cmd.id);
+        // A timer scheduled earlier in this drain was never added: dropping the schedule is the cancel.
+        const scheduledHere = c.timerOps.some((o) => o.type === 'timer.schedule' && o.id === cmd.id);
+        c.timerOps = c.timerOps.filter((o) => o.id !== cmd.id);
+        if (!scheduledHere) c.timerOps.push(cmd);
       }
     }
     if (statuses.length) {
@@ -639,12 +649,33 @@ export class ActorHost {
         for (const s of sends) results.push({ type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unavailable' });
       }
     }
-    if (!results.length) {
+    if (!results.length && !c.timerOps.length) {
       // Nothing will commit after these effects: clear the outbox so a later drain does not replay them.
       await c.redis.del(this.keys.outbox(c.id));
       c.outbox = [];
     }
     return results;
+  }
+
+  /**
+   * Applies the drain's netted timer commands to the timers queue, then clears the outbox that kept them
+   * (a crash before this replays them from the outbox; schedules and cancels are idempotent by job id).
+   */
+  private async applyTimers(c: Loaded): Promise<void> {
+    if (!c.timerOps.length) return;
+    for (const cmd of c.timerOps) {
+      if (cmd.type === 'timer.schedule') {
+        const event: MailboxEvent = cmd.event === 'RETRANSMIT_DUE'
+          ? { type: 'RETRANSMIT_DUE', at: cmd.at, timerId: cmd.id }
+          : { type: 'BUNDLE_RETRY_DUE', at: cmd.at };
+        await this.sinks.timer(c.id, cmd.id, cmd.at, event);
+      } else if (cmd.type === 'timer.cancel') {
+        await this.sinks.cancelTimer(c.id, cmd.id);
+      }
+    }
+    c.timerOps = [];
+    if (!c.deleted) await c.redis.del(this.keys.outbox(c.id));
+    c.outbox = [];
   }
 
   private async readCiphertext(c: Loaded, wamid: string): Promise<{ type: number; body: string } | null> {

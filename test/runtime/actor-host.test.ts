@@ -32,6 +32,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
   const cancelled: string[] = [];
+  let failTimers = false;
   const webhookMessages: Record<string, any>[] = [];
   const log = createLogger('test', 'silent');
 
@@ -55,7 +56,10 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
           webhookMessages.push(...((v.messages ?? []) as Record<string, any>[]));
         }
       },
-      async timer(_c, id, at) { timers.push({ id, at }); },
+      async timer(_c, id, at) {
+        if (failTimers) throw new Error('timers queue unreachable');
+        timers.push({ id, at });
+      },
       async cancelTimer(_c, id) { cancelled.push(id); },
       async purgeAt() {},
       async cancelPurges() {},
@@ -68,6 +72,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     statuses.length = 0;
     timers.length = 0;
     cancelled.length = 0;
+    failTimers = false;
     webhookMessages.length = 0;
   });
 
@@ -140,9 +145,30 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     await fetch(`${platform.url}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ down_for_ms: 60_000 }) });
     const { wamid } = await send(waId, 'later');
     await host.drain(conversationOfWamid(wamid)!);
-    // GET /v1/keys is not behind the outage; the send is: the message waits for a retransmit timer.
-    expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/), expect.stringMatching(/^rt:/)]);
+    // GET /v1/keys is not behind the outage; the send is: the message waits for a retransmit timer. The
+    // machine scheduled one timer for the send and replaced it after the refusal, within one drain: only the
+    // net timer reaches the queue, and the one that never did is not cancelled.
+    expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/)]);
+    expect(cancelled).toEqual([]);
     expect(statuses).toEqual([]);
+    // Nothing is left in the outbox once the timer is applied.
+    expect(await redis.llen(keys.outbox(conversationOfWamid(wamid)!))).toBe(0);
+  });
+
+  it('keeps a committed timer in the outbox until it reaches the queue: a drain that dies before replays it', async () => {
+    const waId = await createDevice(platform.url, '+15557770013');
+    const { wamid } = await send(waId, 'timer survives');
+    const conv = conversationOfWamid(wamid)!;
+    failTimers = true;
+    await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
+    // The send was committed and handed over; its retransmit timer is still owed, in the outbox.
+    const owed = (await redis.lrange(keys.outbox(conv), 0, -1)).map((o) => JSON.parse(o) as { type: string });
+    expect(owed.map((o) => o.type)).toContain('timer.schedule');
+    expect(timers).toEqual([]);
+    failTimers = false;
+    await host.drain(conv);
+    expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/)]);
+    expect(await redis.llen(keys.outbox(conv))).toBe(0);
   });
 
   it('refuses to run a conversation whose lease another process holds, and fences a stale commit', async () => {
