@@ -14,6 +14,7 @@ import { ConversationCrypto } from '../src/signal/conversation-crypto.ts';
 import { generateKeys } from '../src/signal/prekeys.ts';
 import { PartyStores } from '../src/platform/device-stores.ts';
 import { conversationOfWamid } from '../src/runtime/ids.ts';
+import { HttpJsonClient } from '../src/runtime/http-json.ts';
 import { deleteByPrefix } from '../src/redis/prefix.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
@@ -151,14 +152,16 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       const res = await fetch(`${platform.url}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone: `+1777${String(i).padStart(7, '0')}`, prekeys: 1 }) });
       users.push(((await res.json()) as { wa_id: string }).wa_id);
     }
+    // The business backend: a keep-alive HTTP client (as a load generator would be), not fetch, whose own
+    // cost would be counted against the router on this one machine.
+    const api = new HttpJsonClient(apiUrl, 128);
     const send = async (to: string): Promise<{ wamid: string; at: number }> => {
-      const res = await fetch(`${apiUrl}/v23.0/${biz.phone_number_id}/messages`, {
-        method: 'POST', headers: { authorization: `Bearer ${biz.access_token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } } }),
-      });
-      const json = (await res.json()) as { messages?: { id: string }[] };
-      if (!json.messages) throw new Error(`send failed: ${JSON.stringify(json)}`);
-      return { wamid: json.messages[0]!.id, at: Date.now() };
+      const { json } = await api.request('POST', `/v23.0/${biz.phone_number_id}/messages`, {
+        messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } },
+      }, 60_000, { authorization: `Bearer ${biz.access_token}` });
+      const messages = (json as { messages?: { id: string }[] } | null)?.messages;
+      if (!messages) throw new Error(`send failed: ${JSON.stringify(json)}`);
+      return { wamid: messages[0]!.id, at: Date.now() };
     };
     const waitDelivered = async (ids: string[], what: string) => {
       const deadline = Date.now() + 600_000;

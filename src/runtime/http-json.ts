@@ -25,7 +25,7 @@ export class HttpJsonClient {
   }
 
   /** Sends one request; rejects on network errors and on the timeout, resolves with any HTTP status. */
-  request(method: string, path: string, body: unknown, timeoutMs: number): Promise<JsonAnswer> {
+  request(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string> = {}): Promise<JsonAnswer> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = this.mod.request({
@@ -35,7 +35,7 @@ export class HttpJsonClient {
         path: this.base.pathname.replace(/\/$/, '') + path,
         method,
         agent: this.agent,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        headers: payload ? { ...headers, 'content-type': 'application/json', 'content-length': payload.length } : headers,
         timeout: timeoutMs,
       }, (res) => {
         const chunks: Buffer[] = [];
