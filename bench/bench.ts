@@ -43,6 +43,9 @@ export interface BenchResult {
   worker_cpu_ms_per_message: number;
   redis_cpu_ms_per_message: number;
   total_cpu_ms_per_message: number;
+  /** Redis commands per message in the throughput phase (commands inside scripts included), and script calls. */
+  redis_commands_per_message: number;
+  redis_scripts_per_message: number;
 }
 
 /** CPU time (ms) a process used so far, from /proc (Linux); 0 where unavailable. */
@@ -55,6 +58,18 @@ function procCpuMs(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** Commands Redis ran so far (INFO commandstats): all, and script calls (EVAL/EVALSHA/FCALL). */
+async function redisCalls(r: Redis): Promise<{ all: number; scripts: number }> {
+  const info = await r.info('commandstats');
+  let all = 0;
+  let scripts = 0;
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    all += Number(m[2]);
+    if (/^(eval|evalsha|fcall)/.test(m[1]!)) scripts += Number(m[2]);
+  }
+  return { all, scripts };
 }
 
 /** Redis's own CPU time (ms) so far (INFO cpu), main thread and children. */
@@ -118,7 +133,7 @@ async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Pr
  * `delivered` webhook received, over `conversations` established conversations, with `workers` worker
  * processes (0: in this process). Measures the crypto and BullMQ ceilings in the same run.
  */
-export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string }): Promise<BenchResult> {
+export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string; latencyRate?: number }): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
@@ -182,6 +197,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const cpu0 = process.cpuUsage();
     const workerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
     const redisCpu0 = await redisCpuMs(r);
+    const calls0 = await redisCalls(r);
     t0 = Date.now();
     const targets = Array.from({ length: opts.messages }, (_, i) => users[i % users.length]!);
     const sent = await pool(targets, 64, send);
@@ -190,11 +206,12 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const cpu = process.cpuUsage(cpu0);
     const workerCpu = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - workerCpu0;
     const redisCpu = (await redisCpuMs(r)) - redisCpu0;
+    const calls1 = await redisCalls(r);
     const saturated = sent.map((s) => delivered.get(s.wamid)! - s.at);
     const msgsPerS = opts.messages / elapsed;
 
     // Latency at half the measured throughput: an open-loop sender at that rate, so queues stay short.
-    const rate = Math.max(1, Math.round(msgsPerS / 2));
+    const rate = opts.latencyRate ?? Math.max(1, Math.round(msgsPerS / 2));
     const latencyMessages = Math.min(opts.messages, Math.max(200, rate * 5));
     log(`latency: ${latencyMessages} messages at ${rate}/s (half the throughput)…`);
     const paced: Promise<{ wamid: string; at: number }>[] = [];
@@ -255,6 +272,8 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       // Redis's whole CPU in the phase: exact on a Redis of the bench's own, an upper bound on a shared one.
       redis_cpu_ms_per_message: Number((redisCpu / opts.messages).toFixed(3)),
       total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu) / opts.messages).toFixed(3)),
+      redis_commands_per_message: Number(((calls1.all - calls0.all) / opts.messages).toFixed(1)),
+      redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');

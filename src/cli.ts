@@ -268,15 +268,16 @@ common(program.command('bench'))
   .option('--conversations <n>', 'established conversations to spread them over', '200')
   .option('--workers <n>', 'worker processes (0: in the bench process)', '1')
   .option('--json', 'print one JSON object')
+  .option('--latency-rate <n>', 'messages per second of the latency phase (default: half the measured throughput)')
   .option('--profile <dir>', 'write a V8 CPU profile of each worker process into <dir> (open in Chrome DevTools)')
-  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string }) => {
+  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string }) => {
     const c = config(opts, true);
     const [messages, conversations, workers] = [opts.messages, opts.conversations, opts.workers].map(Number) as [number, number, number];
     if (!(messages > 0 && conversations > 0 && conversations <= 100_000 && workers >= 0 && workers <= 16)) {
       throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers 0 to 16');
     }
     const { runBench } = await import('../bench/bench.ts');
-    const result = await runBench({ redisUrl: await redisFor(c), messages, conversations, workers, log: opts.json ? undefined : (s) => process.stderr.write(`${s}\n`), ...(opts.profile ? { profileDir: opts.profile } : {}) });
+    const result = await runBench({ redisUrl: await redisFor(c), messages, conversations, workers, log: opts.json ? undefined : (s) => process.stderr.write(`${s}\n`), ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) });
     process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : Object.entries(result).map(([k, v]) => `${k.padEnd(30)} ${v}`).join('\n') + '\n');
     process.exit(0);
   });
