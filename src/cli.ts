@@ -270,15 +270,36 @@ common(program.command('bench'))
   .option('--json', 'print one JSON object')
   .option('--latency-rate <n>', 'messages per second of the latency phase (default: half the measured throughput)')
   .option('--profile <dir>', 'write a V8 CPU profile of each worker process into <dir> (open in Chrome DevTools)')
-  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string }) => {
+  .option('--runs <n>', 'run the bench n times and print the median of each field', '1')
+  .option('--matrix <counts>', 'run for each worker count (e.g. 1,2,4), --runs times each, and write the table to --out')
+  .option('--out <file>', 'where --matrix writes its Markdown table', 'docs/bench-results.md')
+  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string }) => {
     const c = config(opts, true);
-    const [messages, conversations, workers] = [opts.messages, opts.conversations, opts.workers].map(Number) as [number, number, number];
-    if (!(messages > 0 && conversations > 0 && conversations <= 100_000 && workers >= 0 && workers <= 16)) {
-      throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers 0 to 16');
+    const [messages, conversations, workers, runs] = [opts.messages, opts.conversations, opts.workers, opts.runs].map(Number) as [number, number, number, number];
+    const matrix = opts.matrix ? opts.matrix.split(',').map(Number) : [workers];
+    if (!(messages > 0 && conversations > 0 && conversations <= 100_000 && matrix.every((w) => Number.isInteger(w) && w >= 0 && w <= 16) && Number.isInteger(runs) && runs >= 1 && runs <= 20)) {
+      throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers/--matrix 0 to 16, --runs 1 to 20');
     }
     const { runBench } = await import('../bench/bench.ts');
-    const result = await runBench({ redisUrl: await redisFor(c), messages, conversations, workers, log: opts.json ? undefined : (s) => process.stderr.write(`${s}\n`), ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) });
-    process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : Object.entries(result).map(([k, v]) => `${k.padEnd(30)} ${v}`).join('\n') + '\n');
+    const { medianOf, writeReport } = await import('../bench/report.ts');
+    const redisUrl = await redisFor(c);
+    const log = opts.json ? undefined : (s: string) => process.stderr.write(`${s}\n`);
+    const byWorkers = new Map<number, Awaited<ReturnType<typeof runBench>>[]>();
+    for (const w of matrix) {
+      const results = [];
+      for (let i = 0; i < runs; i++) {
+        log?.(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
+        results.push(await runBench({ redisUrl, messages, conversations, workers: w, ...(log ? { log } : {}), ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+      }
+      byWorkers.set(w, results);
+    }
+    if (opts.matrix) {
+      const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}`;
+      writeReport(opts.out, command, byWorkers);
+      log?.(`wrote ${opts.out}`);
+    }
+    const result = { ...medianOf(byWorkers.get(matrix[0]!)!), runs };
+    process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : Object.entries(result).map(([k, v]) => `${k.padEnd(30)} ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('\n') + '\n');
     process.exit(0);
   });
 

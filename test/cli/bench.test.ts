@@ -1,7 +1,12 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { testRedisUrl } from '../helpers/redis.ts';
+import { medianOf } from '../../bench/report.ts';
+import type { BenchResult } from '../../bench/bench.ts';
 
 describe('sealpost bench', () => {
   it('runs end to end on a small load and prints the contract fields as one JSON object', async () => {
@@ -18,4 +23,24 @@ describe('sealpost bench', () => {
     expect(r.p99_ms).toBeGreaterThanOrEqual(r.p50_ms!);
     expect(r.ratio_to_crypto_ceiling).toBeCloseTo(r.msgs_per_s! / r.crypto_ceiling_msgs_per_s!, 1);
   }, 150_000);
+
+  it('takes the median of each field over runs, per key for breakdowns', () => {
+    const run = (n: number, sess: number) => ({ msgs_per_s: n, p50_ms: n / 10, redis_bytes_by_kind: { sess } }) as unknown as BenchResult;
+    expect(medianOf([run(300, 5), run(100, 9), run(200, 7)])).toMatchObject({ msgs_per_s: 200, p50_ms: 20, redis_bytes_by_kind: { sess: 7 } });
+    expect(medianOf([run(100, 1), run(200, 2)])).toMatchObject({ msgs_per_s: 150 });
+  });
+
+  it('--matrix runs each worker count --runs times and writes the table of medians with the command', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'sealpost-bench-')), 'results.md');
+    const { stdout } = await promisify(execFile)(process.execPath,
+      ['--import', 'tsx', 'src/cli.ts', 'bench', '--messages', '20', '--conversations', '2', '--runs', '2', '--matrix', '0,1', '--out', out, '--json'],
+      { env: { ...process.env, REDIS_URL: testRedisUrl() }, timeout: 240_000 });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, number>;
+    expect(r).toMatchObject({ runs: 2, workers: 0, messages: 20 });
+    const md = readFileSync(out, 'utf8');
+    expect(md).toContain('--runs 2 --matrix 0,1');
+    expect(md).toMatch(/\| field \| 0 workers \| 1 worker \|/);
+    // Each cell: the median in bold, then both runs.
+    expect(md).toMatch(/\| `msgs_per_s` \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \|/);
+  }, 300_000);
 });
