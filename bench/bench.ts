@@ -188,7 +188,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     // First contact: bundle fetch, PQXDH, the first PreKey message, for every conversation.
     log(`first contact with ${opts.conversations} users…`);
     let t0 = Date.now();
-    const firsts = await pool(users, 32, send);
+    const firsts = await pool(users, 256, send);
     await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
 
@@ -200,7 +200,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const calls0 = await redisCalls(r);
     t0 = Date.now();
     const targets = Array.from({ length: opts.messages }, (_, i) => users[i % users.length]!);
-    const sent = await pool(targets, 64, send);
+    const sent = await pool(targets, 256, send);
     await waitDelivered(sent.map((s) => s.wamid), 'delivery');
     const elapsed = (Date.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
