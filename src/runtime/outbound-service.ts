@@ -6,9 +6,32 @@ import type { RateLimits } from './rate-limits.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
+import { purgeBucket } from '../../workers/timers.ts';
 import { SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 const MAX_RETENTION_MS = 30 * 86_400_000;
+
+/**
+ * The deletion-job buckets this process added recently, per conversation (bounded): messages to a busy
+ * conversation share one job per bucket, so only the first of them pays for the BullMQ add.
+ */
+class PurgeJobsAdded {
+  private readonly added = new Map<string, number>();
+
+  constructor(private readonly max = 100_000) {}
+
+  has(conv: string, until: number, retentionMs: number): boolean {
+    const at = purgeBucket(until, retentionMs);
+    const hit = this.added.get(`${conv}|${at}`);
+    return hit !== undefined && hit > Date.now();
+  }
+
+  add(conv: string, until: number, retentionMs: number): void {
+    const at = purgeBucket(until, retentionMs);
+    if (this.added.size >= this.max) this.added.delete(this.added.keys().next().value!);
+    this.added.set(`${conv}|${at}`, at);
+  }
+}
 
 /**
  * Accepts outbound messages: the message row (content sealed with the business's data key), the
@@ -17,6 +40,8 @@ const MAX_RETENTION_MS = 30 * 86_400_000;
  * mailbox order is the API's acceptance order.
  */
 export class OutboundService implements OutboundPort {
+  private readonly purgesAdded = new PurgeJobsAdded();
+
   constructor(
     private readonly stores: Stores,
     private readonly keys: Keys,
@@ -76,7 +101,7 @@ export class OutboundService implements OutboundPort {
     if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
     const event: MailboxEvent = { type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) };
     const keepMs = retention + 86_400_000;
-    await redis
+    const written = await redis
       .multi()
       .hsetnx(metaKey, 'business_id', req.businessId)
       .hsetnx(metaKey, 'phone_number_id', req.phoneNumberId)
@@ -90,9 +115,14 @@ export class OutboundService implements OutboundPort {
       .rpush(this.keys.mailbox(conv), JSON.stringify(event))
       .pexpire(this.keys.mailbox(conv), keepMs)
       .exec();
-    await this.purgeAt(conv, now + retention, retention);
-    await this.mailboxes.wake(conv);
-    await this.stats?.count(req.businessId, { accepted: 1 }, now);
+    // A conversation that already existed and whose deletion job for this retention bucket this process
+    // already added needs no second add (the bucket's job deletes this message too). A conversation created
+    // just now may have been deleted before, its jobs with it: it always gets its job.
+    const created = written?.[0]?.[1] === 1;
+    const purge = created || !this.purgesAdded.has(conv, now + retention, retention)
+      ? this.purgeAt(conv, now + retention, retention).then(() => this.purgesAdded.add(conv, now + retention, retention))
+      : undefined;
+    await Promise.all([purge, this.mailboxes.wake(conv), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
     return { wamid, waId: req.waId };
   }
 
