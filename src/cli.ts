@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, loadMasterKey, parseDuration, platformUrlOf, t
 import { configureLogging } from './log.ts';
 import { redactUrl, RedisUnavailableError, resolveRedis } from './redis/resolve.ts';
 import { serve } from './serve.ts';
+import { readTraceLines } from './trace/store.ts';
 import { createRouterContext } from './runtime/router.ts';
 import { verifySubscription } from './webhook/subscription.ts';
 
@@ -323,7 +324,7 @@ common(program.command('trace'))
     try {
       const resolved = conv ?? (JSON.parse((await ctx.redis.get(ctx.keys.messageIndex(id))) ?? 'null') as { c: string } | null)?.c;
       if (!resolved) throw new CliError(`not a conversation id or a known wamid: ${id}`);
-      const lines = await ctx.redis.lrange(ctx.keys.trace(resolved), 0, -1);
+      const lines = await readTraceLines(await ctx.stores.forConversation(resolved), ctx.keys.trace(resolved), resolved);
       if (!lines.length) throw new CliError(`no trace for conversation ${resolved}`);
       process.stdout.write(lines.join('\n') + '\n');
     } finally {

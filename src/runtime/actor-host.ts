@@ -21,6 +21,7 @@ import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
 import { SERVICE_WINDOW_MS } from './ports.ts';
 import { snapshotBefore } from '../trace/replay.ts';
+import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
 /** Extends the lease only while this process still holds it. */
@@ -55,6 +56,7 @@ export interface HostOptions {
   retransmitMaxMs: number;
   leaseMs?: number;
   batchSize?: number;
+  /** The trace's bound, in steps (each step: an event and the results of its local commands, ~3 lines). */
   traceMax?: number;
   /** Upper bound of one drain, so one busy conversation cannot hold a worker slot forever. */
   maxStepsPerDrain?: number;
@@ -160,7 +162,7 @@ export class ActorHost {
   ) {
     this.leaseMs = opts.leaseMs ?? 15_000;
     this.batchSize = opts.batchSize ?? 64;
-    this.traceMax = opts.traceMax ?? 1000;
+    this.traceMax = opts.traceMax ?? 300;
     this.maxSteps = opts.maxStepsPerDrain ?? 50;
 
   }
@@ -508,7 +510,7 @@ export class ActorHost {
    * first line carries the snapshot before it, so the shorter trace still replays. Null when nothing goes.
    */
   private async prunedTrace(c: Loaded, cutoff: number, purgedIds: string[], pendingLines: string[]): Promise<string[] | null> {
-    const stored = await c.redis.lrange(this.keys.trace(c.id), 0, -1);
+    const stored = await readTraceLines(c.redis, this.keys.trace(c.id), c.id);
     const raw = [...stored, ...pendingLines.splice(0)];
     const all = raw.map((l) => JSON.parse(l) as TraceLine);
     // Everything up to the last line naming a deleted message goes, and everything older than the cutoff.
@@ -562,10 +564,10 @@ export class ActorHost {
     ];
     const args = [
       token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
-      JSON.stringify([...c.timerOps, ...outbox].map((o) => JSON.stringify(o))), JSON.stringify(trace), String(this.traceMax),
+      JSON.stringify([...c.timerOps, ...outbox].map((o) => JSON.stringify(o))), trace.length ? encodeTraceChunk(c.id, trace) : '', String(this.traceMax),
       String(this.leaseMs), String(this.keyTtlMs), JSON.stringify(ops),
       JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
-      extra.traceReset ? JSON.stringify(extra.traceReset) : extra.traceReset === null || extra.traceReset === undefined ? '' : '[]',
+      extra.traceReset ? (extra.traceReset.length ? encodeTraceChunk(c.id, extra.traceReset) : '-') : '',
       extra.deleteAll ? '1' : '',
     ];
     try {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
 import { dumpPrefix, keysContaining } from '../helpers/scan.ts';
 import { capturedLogs, captureLogs, openWindows, sendText, startSystem, userWrites, type TestSystem } from '../helpers/system.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 /**
  * The privacy suite: canary texts and canary phone numbers through every path (outbound, inbound,
@@ -51,7 +52,7 @@ describe('privacy: canaries through every path', () => {
     await waitFor(() => lossyIds.every((id) => sys.receiver.statuses().some((s) => s.id === id && s.status === 'delivered')), 'lossy messages delivered');
     // A trace taken now (the short retention may delete the conversation before the final scan).
     const { conversationOfWamid } = await import('../../src/runtime/ids.ts');
-    const traceText = (await sys.ctx.redis.lrange(sys.ctx.keys.trace(conversationOfWamid(lossyIds[0]!)!), 0, -1)).join('\n');
+    const traceText = (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conversationOfWamid(lossyIds[0]!)!), conversationOfWamid(lossyIds[0]!)!)).join('\n');
     expect(traceText).toContain('TRANSPORT_ACCEPTED');
     for (const t of lossy) expect(traceText).not.toContain(t);
     expect(traceText).not.toContain(b!);

@@ -4,6 +4,7 @@ import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
 import { startOwnRedisServer, type OwnRedis } from '../helpers/redis-server.ts';
 import { openWindows, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 const CONVERSATIONS = 100;
 const PER_CONVERSATION = 20;
@@ -94,7 +95,7 @@ describe('chaos: a lossy, flapping transport, workers killed with SIGKILL, Redis
     let handedOver = 0;
     const convs = new Set(all.map((m) => conversationOfWamid(m.wamid)!));
     for (const c of convs) {
-      const lines = (await s.ctx.redis.lrange(s.ctx.keys.trace(c), 0, -1)).map((l) => JSON.parse(l) as { commands: { type: string }[] });
+      const lines = (await readTraceLines(s.ctx.redis, s.ctx.keys.trace(c), c)).map((l) => JSON.parse(l) as { commands: { type: string }[] });
       handedOver += lines.flatMap((l) => l.commands).filter((cmd) => cmd.type === 'transport.send').length;
     }
     const statuses = s.receiver.statuses();

@@ -3,6 +3,7 @@ import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
 import { openWindows, sendTemplate, sendText, startSystem, userWrites, type TestSystem } from '../helpers/system.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
@@ -66,7 +67,7 @@ describe('inbound: users write to businesses', () => {
     try {
       const id = await userWrites(sys, waId, 'said once, carried twice');
       const conv = conversationOfWamid(await sendText(sys, waId, 'ack'))!;
-      await waitFor(async () => (await sys.ctx.redis.lrange(sys.ctx.keys.trace(conv), 0, -1)).some((l) => l.includes('MESSAGE_DUPLICATE')), 'the second copy to be seen');
+      await waitFor(async () => (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conv), conv)).some((l) => l.includes('MESSAGE_DUPLICATE')), 'the second copy to be seen');
       expect(sys.receiver.messages().filter((m) => m.id === id)).toHaveLength(1);
     } finally {
       await post(`${sys.platformUrl}/sim/faults`, {});

@@ -3,6 +3,7 @@ import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
 import { dumpPrefix, keysContaining } from '../helpers/scan.ts';
 import { openWindows, sendText, startSystem, userWrites, type TestSystem } from '../helpers/system.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 describe('retention: messages, and then the user, are deleted', () => {
   let sys: TestSystem;
@@ -48,7 +49,7 @@ describe('retention: messages, and then the user, are deleted', () => {
     expect(rows).toHaveLength(2);
     expect(await exists(sys.ctx.keys.meta(convStays))).toBe(true);
     // Its trace no longer names the expired message, and still replays.
-    const trace = (await sys.ctx.redis.lrange(sys.ctx.keys.trace(convStays), 0, -1));
+    const trace = (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(convStays), convStays));
     expect(trace.join('\n')).not.toContain(older);
     const { replayTrace, parseTrace } = await import('../../src/trace/replay.ts');
     expect(replayTrace(parseTrace(trace.join('\n')))).toMatchObject({ ok: true });

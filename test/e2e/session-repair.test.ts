@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
 import { openWindows, sendTemplate, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 const post = (url: string, body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
@@ -12,7 +13,7 @@ describe('session repair, prekeys and TTL, end to end', () => {
   const delivered = (wamid: string) => waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), `delivered ${wamid}`);
   const trace = async (wamid: string) => {
     const { conversationOfWamid } = await import('../../src/runtime/ids.ts');
-    return (await sys.ctx.redis.lrange(sys.ctx.keys.trace(conversationOfWamid(wamid)!), 0, -1)).map((l) => JSON.parse(l));
+    return (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conversationOfWamid(wamid)!), conversationOfWamid(wamid)!)).map((l) => JSON.parse(l));
   };
 
   beforeAll(async () => {

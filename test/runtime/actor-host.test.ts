@@ -16,6 +16,7 @@ import { Keys } from '../../src/store/keys.ts';
 import { DataKeys } from '../../src/store/sealer.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
+import { readTraceLines } from '../../src/trace/store.ts';
 
 describe('actor host on real Redis, real libsignal and a real transport', () => {
   let redis: Redis;
@@ -116,7 +117,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     // The device's encrypted session_ack has acknowledged the session: the next message is a Whisper message.
     const second = await send(waId, 'second');
     await host.drain(conv);
-    const trace = (await redis.lrange(keys.trace(conv), 0, -1)).map((l) => JSON.parse(l));
+    const trace = (await readTraceLines(redis, keys.trace(conv), conv)).map((l) => JSON.parse(l));
     const encrypted = trace.filter((t) => t.event.type === 'ENCRYPTED').map((t) => [t.event.wamid, t.event.messageType]);
     expect(encrypted).toEqual([[wamid, 3], [second.wamid, 2]]);
     expect(trace.some((t) => t.event.type === 'SESSION_ACK')).toBe(true);

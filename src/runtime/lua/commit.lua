@@ -9,7 +9,7 @@
     KEYS[3] mailbox list
     KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
     KEYS[5] outbox list
-    KEYS[6] trace list
+    KEYS[6] trace list (one entry per step: its lines compressed, see src/trace/store.ts)
     KEYS[7] meta hash
     KEYS[8] retention sorted set (score = when a message's retention ends, member = message id)
     KEYS[9..] message rows, addressed by index from ARGV[12]
@@ -21,14 +21,14 @@
     ARGV[5]  new sealed session ('' = unchanged)
     ARGV[6]  number of mailbox entries consumed (LTRIM from the head)
     ARGV[7]  outbox entries as a JSON array of strings ('[]' = empty outbox)
-    ARGV[8]  trace lines to append, JSON array of strings
-    ARGV[9]  trace length bound
+    ARGV[8]  the step's trace entry to append ('' = none)
+    ARGV[9]  trace length bound, in entries (steps)
     ARGV[10] lease duration (ms), renewed on success
     ARGV[11] key TTL backstop (ms)
     ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
     ARGV[13] retention entries to add, JSON: [[score, member], ...]
     ARGV[14] retention members to remove, JSON: [member, ...]
-    ARGV[15] the whole trace to keep before appending ('' = keep it as it is), JSON array of strings
+    ARGV[15] the whole trace to keep before appending, as one entry ('' = keep it as it is, '-' = empty it)
     ARGV[16] '1' to delete the conversation: every key above (rows given in KEYS) instead of writing
 
   Output:
@@ -70,13 +70,10 @@ for _, entry in ipairs(cjson.decode(ARGV[7])) do
 end
 if ARGV[15] ~= '' then
   redis.call('DEL', trace)
-  for _, line in ipairs(cjson.decode(ARGV[15])) do redis.call('RPUSH', trace, line) end
+  if ARGV[15] ~= '-' then redis.call('RPUSH', trace, ARGV[15]) end
 end
-local lines = cjson.decode(ARGV[8])
-if #lines > 0 then
-  for _, line in ipairs(lines) do
-    redis.call('RPUSH', trace, line)
-  end
+if ARGV[8] ~= '' then
+  redis.call('RPUSH', trace, ARGV[8])
   redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
 end
 if redis.call('EXISTS', trace) == 1 then redis.call('PEXPIRE', trace, ttl) end
