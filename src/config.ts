@@ -32,6 +32,8 @@ const schema = z.object({
   host: z.string().default('127.0.0.1'),
   port: z.coerce.number().int().min(0).max(65535).default(8080),
   platformPort: z.coerce.number().int().min(0).max(65535).default(8081),
+  /** A worker-only process serves /metrics on this port when set (API processes serve it on the API port). */
+  metricsPort: z.coerce.number().int().min(0).max(65535).optional(),
   platformUrl: z.string().url().optional(),
   apiUrl: z.string().url().optional(),
   adminToken: z.string().min(16, 'SEALPOST_ADMIN_TOKEN must be at least 16 characters').optional(),
@@ -99,6 +101,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     host: env.HOST,
     port: overrides.port ?? env.PORT,
     platformPort: env.PLATFORM_PORT,
+    metricsPort: env.SEALPOST_METRICS_PORT,
     platformUrl: overrides.platformUrl ?? env.PLATFORM_URL,
     apiUrl: overrides.apiUrl ?? env.SEALPOST_API_URL,
     adminToken: env.SEALPOST_ADMIN_TOKEN,

@@ -3,6 +3,7 @@ import type { Config } from './config.ts';
 import { loadMasterKey, platformUrlOf } from './config.ts';
 import { createRouterContext, startWorkers, type RunningWorkers } from './runtime/router.ts';
 import { redactUrl } from './redis/resolve.ts';
+import { metrics } from './ops/metrics.ts';
 
 /** Which parts one process runs. */
 export interface ServeOptions {
@@ -62,14 +63,28 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   if (opts.roles.includes('api')) {
     const { buildApp } = await import('./api/app.ts');
     const { adminRoutes } = await import('./api/admin.ts');
+    const { opsRoutes } = await import('./api/ops.ts');
     const app = buildApp({
       businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
-      extraRoutes: adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+      extraRoutes: [
+        adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+        opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl }),
+      ],
     });
     const address = await app.listen({ host: config.host, port: config.port });
     apiUrl = address.replace('0.0.0.0', '127.0.0.1');
     closers.unshift(() => app.close());
     out(`API on ${apiUrl} (Redis ${redactUrl(redisUrl)})`);
+  }
+  if (!apiUrl && config.metricsPort !== undefined) {
+    // A worker-only process: /metrics (behind the admin token) and /readyz on a port of its own.
+    const { default: Fastify } = await import('fastify');
+    const { opsRoutes } = await import('./api/ops.ts');
+    const m = Fastify({ logger: false });
+    await m.register(opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl }));
+    const at = await m.listen({ host: config.host, port: config.metricsPort });
+    closers.unshift(() => m.close());
+    out(`metrics on ${at.replace('0.0.0.0', '127.0.0.1')}/metrics`);
   }
   if (opts.demo && apiUrl) {
     const demo = await provisionDemo(ctx, apiUrl, platformUrl, adminToken!);

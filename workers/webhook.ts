@@ -7,6 +7,7 @@ import { open, seal } from '../src/store/sealer.ts';
 import { deliverWebhook, WebhookRejectedError, type FetchLike, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
 import { RECOVERY } from './conversation.ts';
+import { metrics } from '../src/ops/metrics.ts';
 
 /** Job data of a webhook wake-up: only the business; the updates wait in its outbox list. */
 export interface WebhookWakeJob {
@@ -212,11 +213,22 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
   const stats: WebhookStats = { delivered: 0, dropped: 0, failedAttempts: 0 };
   const maxBatch = opts.maxBatch ?? 1000;
   const { maxAgeMs } = opts.backoff;
-  const post = (businessId: string, phoneNumberId: string, values: ChangeValue[]) =>
-    deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, {
-      timeoutMs: opts.timeoutMs,
-      ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}),
-    });
+  const post = async (businessId: string, phoneNumberId: string, values: ChangeValue[]) => {
+    const started = performance.now();
+    let outcome = 'delivered';
+    try {
+      await deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, {
+        timeoutMs: opts.timeoutMs,
+        ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}),
+      });
+    } catch (e) {
+      outcome = /webhook answered HTTP/.test((e as Error).message) ? 'rejected' : 'unreachable';
+      throw e;
+    } finally {
+      metrics.webhookSeconds.observe({ outcome }, (performance.now() - started) / 1000);
+      metrics.webhookDeliveries.inc({ outcome });
+    }
+  };
   const isPermanent = (e: unknown) => e instanceof WebhookRejectedError && e.permanent;
   const dropped = (job: Job, businessId: string, count: number, reason: string) => {
     stats.dropped += count;

@@ -1,9 +1,9 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { DataRequests } from '../runtime/data-requests.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
-import { AuthError, InvalidParameterError, UnknownObjectError } from './errors.ts';
+import { InvalidParameterError, UnknownObjectError } from './errors.ts';
+import { checkAdmin } from '../ops/admin-auth.ts';
 
 /** What the admin routes need. */
 export interface AdminDeps {
@@ -16,14 +16,6 @@ export interface AdminDeps {
 
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
 const MONTH = /^\d{4}-\d{2}$/;
-
-function checkAdmin(req: FastifyRequest, token: string | undefined): void {
-  if (!token) throw new AuthError('The admin API is disabled: set SEALPOST_ADMIN_TOKEN');
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-  const given = Buffer.from(m?.[1] ?? '');
-  const want = Buffer.from(token);
-  if (given.length !== want.length || !timingSafeEqual(given, want)) throw new AuthError('Invalid admin token');
-}
 
 /**
  * Admin routes (behind the admin token): statistics and billing per business, and data requests (export,

@@ -5,6 +5,7 @@ import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
 import { AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
 import { validateMessagesBody } from './validate.ts';
+import { metrics } from '../ops/metrics.ts';
 
 /** What the API needs. */
 export interface ApiDeps {
@@ -13,9 +14,12 @@ export interface ApiDeps {
   logger?: Logger;
   /** Largest accepted body in bytes (default 1 MiB); larger ones get 413. */
   bodyLimit?: number;
-  /** Routes other layers add (admin, metrics, board). */
-  extraRoutes?: (app: FastifyInstance) => void;
+  /** Routes other layers add (admin, metrics, board), each registered as a Fastify plugin. */
+  extraRoutes?: ExtraRoutes | ExtraRoutes[];
 }
+
+/** A set of routes added to the API. */
+export type ExtraRoutes = (app: FastifyInstance) => void | Promise<void>;
 
 /** What the access log line of a request carries besides method, route, status and time. */
 interface RequestNote {
@@ -72,6 +76,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   const fail = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
     const { graph, unexpected } = toGraphError(err);
     const fbtraceId = newTraceId();
+    if (req.routeOptions.url?.endsWith('/messages')) metrics.refused.inc({ code: String(graph.code) });
     req.apiNote = { ...req.apiNote, fbtrace_id: fbtraceId, code: graph.code, ...(unexpected ? { err: String((err as Error | null)?.message ?? err).slice(0, 500) } : {}) };
     return reply.code(graph.httpStatus).send(graphEnvelope(graph, fbtraceId));
   };
@@ -83,7 +88,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.addHook('onResponse', async (req, reply) => {
     const line = { method: req.method, route: req.routeOptions.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), ...req.apiNote };
     if (reply.statusCode >= 500) req.log.error(line, 'request failed');
-    else if (req.routeOptions.url === '/healthz') req.log.debug(line, 'request');
+    else if (req.routeOptions.url === '/healthz' || req.routeOptions.url === '/readyz' || req.routeOptions.url === '/metrics') req.log.debug(line, 'request');
     else req.log.info(line, 'request');
   });
 
@@ -121,6 +126,10 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.get('/:version/:phone_number_id', auth, number);
   app.get('/:phone_number_id', auth, number);
 
-  deps.extraRoutes?.(app);
+  for (const routes of [deps.extraRoutes ?? []].flat()) {
+    void app.register(async (scope) => {
+      await routes(scope);
+    });
+  }
   return app;
 }

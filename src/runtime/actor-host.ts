@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { initialTransition, type AnyMachineSnapshot } from 'xstate';
 import { createStepper } from './transition.ts';
+import { metrics } from '../ops/metrics.ts';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine, type ConversationContext, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
@@ -185,7 +186,9 @@ export class ActorHost {
       redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);
     }, Math.max(1000, Math.floor(this.leaseMs / 3)));
     try {
+      const started = performance.now();
       const loaded = await this.load(redis, conversationId);
+      if (loaded) metrics.hydrations.inc();
       if (!loaded) {
         // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
         await redis.del(this.keys.mailbox(conversationId));
@@ -212,6 +215,7 @@ export class ActorHost {
         await this.executeEffects(loaded, effects, token);
       }
       await this.applyTimers(loaded);
+      metrics.drainSeconds.observe((performance.now() - started) / 1000);
       return handled;
     } finally {
       clearInterval(renew);
@@ -593,15 +597,22 @@ export class ActorHost {
     const kinds = new Map<string, string>();
     for (const cmd of effects) {
       if (cmd.type === 'transport.send') {
-        const ct = c.ciphertexts.get(cmd.wamid) ?? (await this.readCiphertext(c, cmd.wamid));
+        const fresh = c.ciphertexts.get(cmd.wamid);
+        const ct = fresh ?? (await this.readCiphertext(c, cmd.wamid));
         if (!ct) continue;
+        // A ciphertext made in an earlier drain is going out again: a retransmission.
+        if (!fresh) metrics.retransmissions.inc();
+        metrics.sent.inc();
         sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
       } else if (cmd.type === 'webhook.status') {
         if (!opaque.has(cmd.wamid)) {
-          const { bo, kind } = await this.readOpaque(c, cmd.wamid);
+          const { bo, kind, acceptedAt } = await this.readOpaque(c, cmd.wamid);
           opaque.set(cmd.wamid, bo);
           kinds.set(cmd.wamid, kind);
+          if (cmd.status === 'delivered' && acceptedAt) metrics.acceptToDelivered.observe(Math.max(0, cmd.at - acceptedAt) / 1000);
         }
+        metrics.statuses.inc({ status: cmd.status });
+        if (cmd.status === 'failed') metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
         const bo = opaque.get(cmd.wamid);
         statuses.push({
           wamid: cmd.wamid, status: cmd.status, at: cmd.at, recipientId: c.meta.waId,
@@ -636,7 +647,10 @@ export class ActorHost {
       await this.sinks.count(c.meta.businessId, fields);
     }
     const inboundCount = effects.filter((e) => e.type === 'webhook.message').length;
-    if (inboundCount) await this.sinks.count(c.meta.businessId, { inbound: inboundCount });
+    if (inboundCount) {
+      metrics.inbound.inc(inboundCount);
+      await this.sinks.count(c.meta.businessId, { inbound: inboundCount });
+    }
     if (values.length) await this.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values);
     if (sends.length) {
       try {
@@ -691,10 +705,10 @@ export class ActorHost {
     return sealed ? (JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as InboundRow) : null;
   }
 
-  private async readOpaque(c: Loaded, wamid: string): Promise<{ bo: string | undefined; kind: string }> {
+  private async readOpaque(c: Loaded, wamid: string): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null }> {
     const rowKey = this.keys.message(c.id, wamid);
-    const [sealed, kind] = await c.redis.hmget(rowKey, 'bo', 'k');
-    return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service' };
+    const [sealed, kind, at] = await c.redis.hmget(rowKey, 'bo', 'k', 'at');
+    return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service', acceptedAt: at ? Number(at) : null };
   }
 }
 

@@ -7,6 +7,7 @@ import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../../workers/timers.ts';
+import { metrics } from '../ops/metrics.ts';
 import { SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 const MAX_RETENTION_MS = 30 * 86_400_000;
@@ -123,6 +124,7 @@ export class OutboundService implements OutboundPort {
       ? this.purgeAt(conv, now + retention, retention).then(() => this.purgesAdded.add(conv, now + retention, retention))
       : undefined;
     await Promise.all([purge, this.mailboxes.wake(conv), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
+    metrics.accepted.inc();
     return { wamid, waId: req.waId };
   }
 

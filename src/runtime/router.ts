@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions } from 'bullmq';
+import { Queue, type ConnectionOptions, type Job, type Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
@@ -18,6 +18,7 @@ import { TransportPuller } from './transport-puller.ts';
 import { KeyPublisher } from './key-publisher.ts';
 import { DataRequests } from './data-requests.ts';
 import { RetentionSweeper } from './retention-sweeper.ts';
+import { metrics } from '../ops/metrics.ts';
 import { cancelPurges, cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
@@ -84,6 +85,12 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   };
 }
 
+/** A finished job's processing time and how long it waited past its due time, per queue. */
+function observeJob(queue: string, job: Job): void {
+  if (job.processedOn && job.finishedOn) metrics.jobSeconds.observe({ queue }, Math.max(0, job.finishedOn - job.processedOn) / 1000);
+  if (job.processedOn) metrics.jobWaitSeconds.observe({ queue }, Math.max(0, job.processedOn - job.timestamp - (job.delay ?? 0)) / 1000);
+}
+
 /** Turns the host's status updates into webhook jobs. */
 function sinksFor(ctx: RouterContext): HostSinks {
   return {
@@ -139,6 +146,13 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     timeoutMs: config.webhookTimeoutMs,
     maxBatch: config.webhookBatch,
   });
+  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker]] as const) {
+    (w as Worker).on('completed', (job: Job) => observeJob(queue, job));
+    (w as Worker).on('failed', (job: Job | undefined) => {
+      metrics.jobFailures.inc({ queue });
+      if (job) observeJob(queue, job);
+    });
+  }
   const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();

@@ -4,6 +4,8 @@ import { loadConfig, type Config } from '../../src/config.ts';
 import { configureLogging } from '../../src/log.ts';
 import { buildApp } from '../../src/api/app.ts';
 import { adminRoutes } from '../../src/api/admin.ts';
+import { opsRoutes } from '../../src/api/ops.ts';
+import { metrics } from '../../src/ops/metrics.ts';
 import { startPlatform } from '../../src/platform/server.ts';
 import { createRouterContext, startWorkers, type RouterContext, type RunningWorkers } from '../../src/runtime/router.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
@@ -60,7 +62,10 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   const adminToken = randomBytes(24).toString('base64url');
   const app = buildApp({
     businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
-    extraRoutes: adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+    extraRoutes: [
+      adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+      opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url }),
+    ],
   });
   const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
   const appSecret = randomBytes(16).toString('hex');
