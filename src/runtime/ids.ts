@@ -17,6 +17,15 @@ export function newWamid(convId: string): string {
   return `wamid.${Buffer.concat([Buffer.from(convId, 'hex'), randomBytes(9)]).toString('base64url')}`;
 }
 
+/**
+ * The wamid of a message sent with a client-chosen idempotency key: the same (number, key) always gives the
+ * same wamid (a keyed hash under the business's data key, so keys cannot be guessed from wamids).
+ */
+export async function idempotentWamid(dataKeys: DataKeys, businessId: string, phoneNumberId: string, convId: string, key: string): Promise<string> {
+  const mac = await dataKeys.mac(businessId, `idem:${phoneNumberId}:${key}`);
+  return `wamid.${Buffer.concat([Buffer.from(convId, 'hex'), mac.subarray(0, 9)]).toString('base64url')}`;
+}
+
 /** The conversation id inside an outbound wamid, or null for ids Sealpost did not make. */
 export function conversationOfWamid(wamid: string): string | null {
   if (!wamid.startsWith('wamid.')) return null;

@@ -4,7 +4,7 @@ import type { Keys } from '../store/keys.ts';
 import type { Stats } from '../store/stats.ts';
 import type { RateLimits } from './rate-limits.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
-import { conversationId, newWamid } from './ids.ts';
+import { conversationId, idempotentWamid, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../../workers/timers.ts';
 import { metrics } from '../ops/metrics.ts';
@@ -76,6 +76,10 @@ export class OutboundService implements OutboundPort {
   async accept(req: OutboundRequest): Promise<Accepted> {
     const conv = await conversationId(this.dataKeys, req.businessId, req.phoneNumberId, req.waId);
     const redis = await this.storeOf(req.businessId, conv);
+    const idempotent = req.idempotencyKey !== undefined ? await idempotentWamid(this.dataKeys, req.businessId, req.phoneNumberId, conv, req.idempotencyKey) : null;
+    // The same key again (a re-added job): the message was accepted before; nothing is sent twice. The row
+    // lives until the message's retention ends, which bounds the idempotency window.
+    if (idempotent && (await redis.exists(this.keys.message(conv, idempotent)))) return { wamid: idempotent, waId: req.waId };
     if (req.message.type !== 'template') {
       // Free-form messages only inside the customer-service window the user's last message opened.
       // The conversation's own record (committed atomically with the inbound message), else the marker that
@@ -89,7 +93,7 @@ export class OutboundService implements OutboundPort {
     }
     const dk = await this.dataKeys.get(req.businessId);
     const retention = await this.retentionOf(req.businessId);
-    const wamid = newWamid(conv);
+    const wamid = idempotent ?? newWamid(conv);
     const now = Date.now();
     const metaKey = this.keys.meta(conv);
     const rowKey = this.keys.message(conv, wamid);

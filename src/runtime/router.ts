@@ -19,6 +19,7 @@ import { KeyPublisher } from './key-publisher.ts';
 import { DataRequests } from './data-requests.ts';
 import { RetentionSweeper } from './retention-sweeper.ts';
 import { metrics } from '../ops/metrics.ts';
+import { createOutboundQueue, startOutboundWorker, type OutboundJobData, type OutboundJobResult } from '../../workers/outbound.ts';
 import { cancelPurges, cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
@@ -41,7 +42,7 @@ export interface RouterContext {
   publisher: KeyPublisher;
   stats: Stats;
   data: DataRequests;
-  queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob> };
+  queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
   log: Logger;
   close(): Promise<void>;
 }
@@ -63,6 +64,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix, streams }),
     timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams }),
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
+    outbound: createOutboundQueue(connection, prefix, keys.queueName('outbound')),
   };
   const stores = new Stores(redis, keys, config.regions, defineCommitScript);
   const mailboxes = new Mailboxes(stores, keys, queues.conversations);
@@ -146,7 +148,10 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     timeoutMs: config.webhookTimeoutMs,
     maxBatch: config.webhookBatch,
   });
-  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker]] as const) {
+  const outbound = startOutboundWorker({
+    connection, prefix, queueName: keys.queueName('outbound'), businesses: ctx.businesses, outbound: ctx.outbound, log: ctx.log.child({ component: 'outbound-queue' }),
+  });
+  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker], ['outbound', outbound]] as const) {
     (w as Worker).on('completed', (job: Job) => observeJob(queue, job));
     (w as Worker).on('failed', (job: Job | undefined) => {
       metrics.jobFailures.inc({ queue });
@@ -164,7 +169,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     async close() {
       sweeper.stop();
       await puller.stop();
-      await Promise.all([conversations.close(), timers.close(), webhooks.worker.close()]);
+      await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close()]);
     },
   };
 }

@@ -1,0 +1,123 @@
+import { DelayedError, Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
+import type { Logger } from 'pino';
+import { toGraphError } from '../src/api/errors.ts';
+import { validateMessagesBody } from '../src/api/validate.ts';
+import type { BusinessStore } from '../src/store/businesses.ts';
+import type { OutboundPort } from '../src/runtime/ports.ts';
+import { RateLimitedError } from '../src/runtime/rate-limits.ts';
+import { RECOVERY } from './conversation.ts';
+
+/**
+ * A job of the outbound queue (direct enqueue): the phone number to send from and the request body exactly as
+ * `POST /{phone_number_id}/messages` takes it (a send, or a mark-as-read). The job id is the idempotency key.
+ * docs/direct-enqueue.md is the reference.
+ */
+export interface OutboundJobData {
+  phone_number_id: string;
+  /** The Cloud API request body. Removed from the job once the message is accepted or refused. */
+  message?: Record<string, unknown>;
+  /** Set by the worker when it removes `message`: the wamid it was accepted as. */
+  wamid?: string;
+  /** Set by the worker when it removes `message` of a refused job: the Cloud API error code. */
+  error_code?: number;
+}
+
+/** What a completed job returns: the Cloud API's answer to the same request over HTTP. */
+export type OutboundJobResult =
+  | { messaging_product: 'whatsapp'; contacts: { input: string; wa_id: string }[]; messages: { id: string }[] }
+  | { success: true };
+
+/** Options a client should add jobs with (the typed helper does): finished jobs stay visible, without content. */
+export const OUTBOUND_JOB_OPTS = {
+  attempts: 10,
+  backoff: { type: 'exponential', delay: 1000 },
+  removeOnComplete: { age: 86_400 },
+  removeOnFail: { age: 7 * 86_400 },
+} as const satisfies JobsOptions;
+
+/** The longest a job refused by the throughput or pair limit waits (a tenth of it at least) before it tries again. */
+const RATE_LIMIT_RETRY_MS = { throughput: 1000, pair: 6000 } as const;
+
+/**
+ * The outbound queue's processor: validates the job on arrival (a bad job fails with the Graph error's
+ * message, e.g. `(#100) Invalid parameter: ...`, and stays in the failed set), accepts it through the same
+ * function as the HTTP API (same actor, same webhooks), and records the answer as the job's return value.
+ * Throughput and pair limits delay the job (no attempt is spent); every other refusal fails it for good.
+ * The message content leaves the job as soon as it is accepted or refused.
+ */
+export function startOutboundWorker(opts: {
+  connection: ConnectionOptions;
+  prefix: string;
+  queueName: string;
+  businesses: BusinessStore;
+  outbound: OutboundPort;
+  concurrency?: number;
+  log: Logger;
+}): Worker<OutboundJobData, OutboundJobResult> {
+  const scrub = (job: Job<OutboundJobData>, extra: Partial<OutboundJobData>) =>
+    job.updateData({ phone_number_id: String(job.data?.phone_number_id ?? '').slice(0, 40), ...extra });
+
+  const process = async (job: Job<OutboundJobData>, token?: string): Promise<OutboundJobResult> => {
+    const data = job.data as unknown;
+    let refused: unknown;
+    try {
+      if (typeof data !== 'object' || data === null) throw new UnrecoverableError('(#100) Invalid parameter: job data must be an object {phone_number_id, message}');
+      const { phone_number_id: pnid, message } = data as Record<string, unknown>;
+      if (message === undefined) {
+        // A job whose content was already removed by an earlier attempt that recorded the outcome.
+        const done = (data as OutboundJobData).wamid;
+        if (done) return { messaging_product: 'whatsapp', contacts: [], messages: [{ id: done }] };
+        throw new UnrecoverableError('(#100) Invalid parameter: job data must have a message (the Cloud API request body)');
+      }
+      if (typeof pnid !== 'string' || !/^\d{1,20}$/.test(pnid)) throw new UnrecoverableError('(#100) Invalid parameter: phone_number_id must be a string of digits');
+      const pn = await opts.businesses.phoneNumber(pnid);
+      if (!pn) throw new UnrecoverableError(`(#100) Invalid parameter: unknown phone_number_id ${pnid}`);
+      const body = validateMessagesBody(message);
+      if (body.kind === 'read') {
+        if (!(await opts.outbound.markRead(pn.business_id, pnid, body.read.messageId))) {
+          throw new UnrecoverableError('(#100) Invalid parameter: Parameter message_id is not a message this phone number received');
+        }
+        await scrub(job, {});
+        return { success: true };
+      }
+      const { send } = body;
+      const accepted = await opts.outbound.accept({
+        businessId: pn.business_id, phoneNumberId: pnid, waId: send.waId, message: send.message,
+        ...(send.bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData: send.bizOpaqueCallbackData } : {}),
+        idempotencyKey: `job:${job.id}`,
+      });
+      await scrub(job, { wamid: accepted.wamid });
+      return { messaging_product: 'whatsapp', contacts: [{ input: send.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
+    } catch (e) {
+      if (e instanceof RateLimitedError && token) {
+        // Not a failure: the number (or the pair) is at its limit; try again later without spending an attempt.
+        await job.moveToDelayed(Date.now() + Math.max(RATE_LIMIT_RETRY_MS[e.limit] / 10, e.retryAfterMs), token);
+        throw new DelayedError();
+      }
+      refused = e;
+    }
+    if (refused instanceof UnrecoverableError) {
+      await scrub(job, { error_code: Number(/^\(#(\d+)\)/.exec(refused.message)?.[1] ?? 100) });
+      throw refused;
+    }
+    const { graph, unexpected } = toGraphError(refused);
+    if (unexpected) throw refused as Error; // Redis down, a bug: retried with backoff, content kept for the retry.
+    await scrub(job, { error_code: graph.code });
+    throw new UnrecoverableError(`${graph.message}: ${graph.details}`);
+  };
+
+  const worker = new Worker<OutboundJobData, OutboundJobResult>(opts.queueName, process, {
+    connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency ?? 16, ...RECOVERY,
+  });
+  worker.on('failed', (job, err) => {
+    if (err instanceof DelayedError || err.name === 'DelayedError') return;
+    opts.log.warn({ job_id: job?.id, reason: err.message.slice(0, 200) }, 'outbound job refused');
+  });
+  worker.on('error', (err) => opts.log.error({ err: err.message }, 'outbound worker error'));
+  return worker;
+}
+
+/** The outbound queue (for the board and for producers in this process). */
+export function createOutboundQueue(connection: ConnectionOptions, prefix: string, queueName: string): Queue<OutboundJobData, OutboundJobResult> {
+  return new Queue<OutboundJobData, OutboundJobResult>(queueName, { connection, prefix, defaultJobOptions: OUTBOUND_JOB_OPTS, streams: { events: { maxLen: 1000 } } });
+}
