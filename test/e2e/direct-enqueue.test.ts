@@ -26,7 +26,7 @@ describe('direct enqueue: backends add jobs to the outbound queue with plain Bul
   });
 
   const text = (to: string, body: string, extra: Record<string, unknown> = {}) =>
-    ({ messaging_product: 'whatsapp', recipient_type: 'individual', to, type: 'text', text: { body }, ...extra });
+    ({ messaging_product: 'whatsapp' as const, recipient_type: 'individual', to, type: 'text', text: { body }, ...extra });
   const statusesOf = (wamid: string) => sys.receiver.statuses().filter((s) => s.id === wamid);
 
   it('a plain BullMQ job reaches the device and produces the same webhooks as the HTTP path', async () => {
@@ -42,7 +42,7 @@ describe('direct enqueue: backends add jobs to the outbound queue with plain Bul
     await waitFor(async () => (await deviceMessages(sys.platformUrl, waId)).length === 2, 'both messages shown');
     expect((await deviceMessages(sys.platformUrl, waId)).map((m) => [m.id, m.text?.body])).toEqual([[viaHttp, 'over http'], [viaQueue, 'over the queue']]);
     await waitFor(() => statusesOf(viaQueue).some((s) => s.status === 'delivered') && statusesOf(viaHttp).some((s) => s.status === 'delivered'), 'delivered webhooks for both');
-    const shape = (wamid: string) => statusesOf(wamid).map((s) => ({ ...s, id: 'X', timestamp: 'T', biz_opaque_callback_data: s.biz_opaque_callback_data?.replace(/http|queue/, 'via') }));
+    const shape = (wamid: string) => statusesOf(wamid).map((s) => ({ ...s, id: 'X', timestamp: 'T', biz_opaque_callback_data: (s.biz_opaque_callback_data as string | undefined)?.replace(/http|queue/, 'via') }));
     expect(shape(viaQueue)).toEqual(shape(viaHttp));
     expect(statusesOf(viaQueue).map((s) => s.status)).toEqual(['sent', 'delivered']);
     // The finished job keeps its outcome but not the content.
