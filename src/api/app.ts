@@ -29,6 +29,9 @@ interface RequestNote {
   to?: string;
   /** An unexpected error's message: for the operator, never for the client. */
   err?: string;
+  /** The accepted message and its conversation, so its later lines (statuses, failures) can be followed. */
+  wamid?: string;
+  conversation_id?: string;
 }
 
 declare module 'fastify' {
@@ -114,6 +117,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
       message: send.message,
       ...(send.bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData: send.bizOpaqueCallbackData } : {}),
     });
+    req.apiNote = { ...req.apiNote, wamid: accepted.wamid, ...(accepted.conversationId ? { conversation_id: accepted.conversationId } : {}) };
     return { messaging_product: 'whatsapp', contacts: [{ input: send.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
   };
   app.post('/:version/:phone_number_id/messages', auth, messages);

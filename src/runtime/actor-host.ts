@@ -601,7 +601,10 @@ export class ActorHost {
         const ct = fresh ?? (await this.readCiphertext(c, cmd.wamid));
         if (!ct) continue;
         // A ciphertext made in an earlier drain is going out again: a retransmission.
-        if (!fresh) metrics.retransmissions.inc();
+        if (!fresh) {
+          metrics.retransmissions.inc();
+          this.log.debug({ conversation_id: c.id, wamid: cmd.wamid }, 'retransmission');
+        }
         metrics.sent.inc();
         sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
       } else if (cmd.type === 'webhook.status') {
@@ -612,7 +615,10 @@ export class ActorHost {
           if (cmd.status === 'delivered' && acceptedAt) metrics.acceptToDelivered.observe(Math.max(0, cmd.at - acceptedAt) / 1000);
         }
         metrics.statuses.inc({ status: cmd.status });
-        if (cmd.status === 'failed') metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
+        if (cmd.status === 'failed') {
+          metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
+          this.log.warn({ conversation_id: c.id, wamid: cmd.wamid, code: cmd.errorCode ?? 0 }, 'message failed');
+        } else this.log.debug({ conversation_id: c.id, wamid: cmd.wamid, status: cmd.status }, 'message status');
         const bo = opaque.get(cmd.wamid);
         statuses.push({
           wamid: cmd.wamid, status: cmd.status, at: cmd.at, recipientId: c.meta.waId,

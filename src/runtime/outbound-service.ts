@@ -79,7 +79,7 @@ export class OutboundService implements OutboundPort {
     const idempotent = req.idempotencyKey !== undefined ? await idempotentWamid(this.dataKeys, req.businessId, req.phoneNumberId, conv, req.idempotencyKey) : null;
     // The same key again (a re-added job): the message was accepted before; nothing is sent twice. The row
     // lives until the message's retention ends, which bounds the idempotency window.
-    if (idempotent && (await redis.exists(this.keys.message(conv, idempotent)))) return { wamid: idempotent, waId: req.waId };
+    if (idempotent && (await redis.exists(this.keys.message(conv, idempotent)))) return { wamid: idempotent, waId: req.waId, conversationId: conv };
     if (req.message.type !== 'template') {
       // Free-form messages only inside the customer-service window the user's last message opened.
       // The conversation's own record (committed atomically with the inbound message), else the marker that
@@ -129,7 +129,7 @@ export class OutboundService implements OutboundPort {
       : undefined;
     await Promise.all([purge, this.mailboxes.wake(conv), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
     metrics.accepted.inc();
-    return { wamid, waId: req.waId };
+    return { wamid, waId: req.waId, conversationId: conv };
   }
 
   /** Creates the conversation's metadata if it does not exist yet (a user writing first). */

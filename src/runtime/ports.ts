@@ -20,6 +20,8 @@ export interface OutboundRequest {
 
 /** The outcome of accepting a message. */
 export interface Accepted {
+  /** The conversation the message went to (for logs and the inspector; not shown to the business). */
+  conversationId?: string;
   wamid: string;
   waId: string;
 }
