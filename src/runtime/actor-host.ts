@@ -21,6 +21,7 @@ import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, 
 import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
 import { SERVICE_WINDOW_MS } from './ports.ts';
+import { decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import { snapshotBefore } from '../trace/replay.ts';
 import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 
@@ -248,7 +249,7 @@ export class ActorHost {
   private async load(redis: Redis, id: string): Promise<Loaded | null> {
     const [metaRow, snapRow, sess, outbox] = await Promise.all([
       redis.hgetall(this.keys.meta(id)),
-      redis.hgetall(this.keys.snapshot(id)),
+      readStoredSnapshot(redis, this.keys.snapshot(id)),
       redis.getBuffer(this.keys.session(id)),
       redis.lrange(this.keys.outbox(id), 0, -1),
     ]);
@@ -260,9 +261,10 @@ export class ActorHost {
     const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
     const retentionMs = await this.retentionOf(meta.businessId);
     let snapshot: AnyMachineSnapshot;
-    if (snapRow.s) {
-      const persisted = JSON.parse(open(dk, snapRow.s, `${this.keys.snapshot(id)}:s`).toString());
-      snapshot = conversationMachine.resolveState(persisted) as AnyMachineSnapshot;
+    if (snapRow) {
+      const aad = `${this.keys.snapshot(id)}:s`;
+      const persisted = Buffer.isBuffer(snapRow) ? decodeSnapshot(dk, id, snapRow, aad) : JSON.parse(open(dk, snapRow.s!, aad).toString());
+      snapshot = conversationMachine.resolveState(persisted as never) as AnyMachineSnapshot;
     } else {
       [snapshot] = initialTransition(conversationMachine, this.inputOf(id, retentionMs)) as unknown as [AnyMachineSnapshot];
     }
@@ -275,10 +277,10 @@ export class ActorHost {
       meta,
       dk,
       snapshot,
-      version: snapRow.v ?? '0',
+      version: metaRow.v ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.v : undefined) ?? '0',
       retentionMs,
       deleted: false,
-      traceSeq: Number(snapRow.t ?? 0),
+      traceSeq: Number(metaRow.t ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.t : undefined) ?? 0),
       crypto: new ConversationCrypto(identity, meta.display, waId, keys),
       outbox: outbox.map((o) => JSON.parse(o) as Command),
       ciphertexts: new Map(),
@@ -554,7 +556,7 @@ export class ActorHost {
   ): Promise<void> {
     const snapKey = this.keys.snapshot(c.id);
     const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
-    const sealedSnap = seal(c.dk, JSON.stringify(persisted), `${snapKey}:s`);
+    const sealedSnap = encodeSnapshot(c.dk, c.id, persisted, `${snapKey}:s`);
     let sealedSession: Buffer | string = '';
     if (c.crypto.dirty) sealedSession = sealBinary(c.dk, encodeSession(c.crypto.snapshot()), `${this.keys.session(c.id)}:s`);
     const rowKeys = rows.map((r) => this.keys.message(c.id, r.wamid));
@@ -617,7 +619,7 @@ export class ActorHost {
         metrics.statuses.inc({ status: cmd.status });
         if (cmd.status === 'failed') {
           metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
-          this.log.warn({ conversation_id: c.id, wamid: cmd.wamid, code: cmd.errorCode ?? 0 }, 'message failed');
+          this.log.info({ conversation_id: c.id, wamid: cmd.wamid, code: cmd.errorCode ?? 0 }, 'message failed');
         } else this.log.debug({ conversation_id: c.id, wamid: cmd.wamid, status: cmd.status }, 'message status');
         const bo = opaque.get(cmd.wamid);
         statuses.push({
@@ -722,6 +724,20 @@ export class ActorHost {
  * The stored form of a conversation's Signal state: the remote identity's length (2 bytes), the identity,
  * then the session record, all raw bytes (the record is ~4 KB with its post-quantum ratchet state).
  */
+/**
+ * The stored snapshot: the sealed, deflated bytes of a string key (see snapshot-codec.ts), or the fields of
+ * the hash it was before (v, s, t); null when there is none.
+ */
+async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | Record<string, string> | null> {
+  try {
+    return await redis.getBuffer(key);
+  } catch (e) {
+    if (!String((e as Error).message).startsWith('WRONGTYPE')) throw e;
+    const row = await redis.hgetall(key);
+    return row.s ? row : null;
+  }
+}
+
 function encodeSession(k: { session: Uint8Array | null; remoteIdentity: Uint8Array | null }): Buffer {
   const identity = k.remoteIdentity ?? new Uint8Array(0);
   const head = Buffer.alloc(2);

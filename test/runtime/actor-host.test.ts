@@ -135,6 +135,54 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     expect(await redis.hmget(keys.message(conv, wamid), 'c', 'ct', 'ty')).toEqual([null, null, null]);
   });
 
+  it('stores compactly: a delivered row shrinks back to a small hash, the snapshot is sealed deflated bytes', async () => {
+    const waId = await createDevice(platform.url, '+15557770003');
+    const { wamid } = await send(waId, 'compact me');
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    expect(await redis.call('OBJECT', 'ENCODING', keys.message(conv, wamid))).toBe('hashtable');
+    await pullUntil(() => true);
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toContain('delivered');
+    // The ciphertext made the row a hash table; once it is forgotten the rest is rewritten compactly, TTL kept.
+    expect(await redis.call('OBJECT', 'ENCODING', keys.message(conv, wamid))).toBe('listpack');
+    expect(await redis.pttl(keys.message(conv, wamid))).toBeGreaterThan(0);
+    expect(await redis.type(keys.snapshot(conv))).toBe('string');
+    expect((await redis.strlen(keys.snapshot(conv)))).toBeLessThan(200);
+    const meta = await redis.hgetall(keys.meta(conv));
+    expect(Number(meta.v)).toBeGreaterThan(1);
+    expect(Number(meta.t)).toBeGreaterThan(1);
+  });
+
+  it('continues a conversation whose snapshot is still in the hash form written before', async () => {
+    const waId = await createDevice(platform.url, '+15557770004');
+    const { wamid } = await send(waId, 'before');
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    await pullUntil(() => true);
+    await host.drain(conv);
+    // Rewrite the stored snapshot as the old format: a hash {v, s (sealed JSON), t}, nothing in meta.
+    const { decodeSnapshot } = await import('../../src/runtime/snapshot-codec.ts');
+    const { seal } = await import('../../src/store/sealer.ts');
+    const dk = await dataKeys.get(biz.business_id);
+    const aad = `${keys.snapshot(conv)}:s`;
+    const persisted = decodeSnapshot(dk, conv, (await redis.getBuffer(keys.snapshot(conv)))!, aad);
+    const meta = await redis.hgetall(keys.meta(conv));
+    await redis.del(keys.snapshot(conv));
+    await redis.hset(keys.snapshot(conv), { v: meta.v!, t: meta.t!, s: seal(dk, JSON.stringify(persisted), aad) });
+    await redis.hdel(keys.meta(conv), 'v', 't');
+    const second = await send(waId, 'after');
+    await host.drain(conv);
+    await pullUntil(() => true);
+    await host.drain(conv);
+    expect(statuses.filter((s) => s.wamid === second.wamid).map((s) => s.status)).toEqual(['sent', 'delivered']);
+    expect(await redis.type(keys.snapshot(conv))).toBe('string');
+    expect(Number(await redis.hget(keys.meta(conv), 'v'))).toBeGreaterThan(Number(meta.v));
+    // The trace continues its numbering.
+    const seqs = (await readTraceLines(redis, keys.trace(conv), conv)).map((l) => JSON.parse(l).seq as number);
+    expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i));
+  });
+
   it('fails the message with 131026 when the recipient has no device', async () => {
     const { wamid } = await send('15550000000', 'nobody');
     await host.drain(conversationOfWamid(wamid)!);

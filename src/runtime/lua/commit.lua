@@ -4,13 +4,13 @@
   tag {c:<id>}.
 
   Input:
-    KEYS[1] snapshot hash (fields v = version, s = sealed snapshot, t = trace sequence)
+    KEYS[1] snapshot (sealed, deflated: src/runtime/snapshot-codec.ts; a hash {v, s, t} before, still read)
     KEYS[2] lease
     KEYS[3] mailbox list
     KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
     KEYS[5] outbox list
     KEYS[6] trace list (one entry per step: its lines compressed, see src/trace/store.ts)
-    KEYS[7] meta hash
+    KEYS[7] meta hash (also holds v = snapshot version, t = trace sequence)
     KEYS[8] retention sorted set (score = when a message's retention ends, member = message id)
     KEYS[9..] message rows, addressed by index from ARGV[12]
 
@@ -38,7 +38,12 @@ local snap, lease, mbox, sess, outbox, trace, meta, ret = KEYS[1], KEYS[2], KEYS
 if redis.call('GET', lease) ~= ARGV[1] then
   return redis.error_reply('LEASE_LOST')
 end
-local current = redis.call('HGET', snap, 'v') or '0'
+local current = redis.call('HGET', meta, 'v')
+if not current and redis.call('TYPE', snap).ok == 'hash' then
+  -- Committed before the version moved to the meta hash: the snapshot was a hash holding it.
+  current = redis.call('HGET', snap, 'v')
+end
+current = current or '0'
 if current ~= ARGV[2] then
   return redis.error_reply('VERSION_CONFLICT')
 end
@@ -56,8 +61,8 @@ end
 
 local ttl = tonumber(ARGV[11])
 local version = tostring(tonumber(current) + 1)
-redis.call('HSET', snap, 'v', version, 's', ARGV[3], 't', ARGV[4])
-redis.call('PEXPIRE', snap, ttl)
+redis.call('SET', snap, ARGV[3], 'PX', ttl)
+redis.call('HSET', meta, 'v', version, 't', ARGV[4])
 if ARGV[5] ~= '' then
   redis.call('SET', sess, ARGV[5], 'PX', ttl)
 end
@@ -85,6 +90,17 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
   else
     if op.del then
       for _, f in ipairs(op.del) do redis.call('HDEL', key, f) end
+      -- A hash that once held a large field (content, ciphertext) keeps Redis's large encoding after the
+      -- field is gone: rewriting what is left stores it compactly again (a delivered row: ~350 -> ~120 bytes).
+      if not op.set then
+        local rest = redis.call('HGETALL', key)
+        if #rest > 0 then
+          local pttl = redis.call('PTTL', key)
+          redis.call('DEL', key)
+          redis.call('HSET', key, unpack(rest))
+          if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
+        end
+      end
     end
     if op.set then
       for f, v in pairs(op.set) do redis.call('HSET', key, f, v) end
