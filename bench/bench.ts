@@ -46,7 +46,26 @@ export interface BenchResult {
   /** Redis commands per message in the throughput phase (commands inside scripts included), and script calls. */
   redis_commands_per_message: number;
   redis_scripts_per_message: number;
+  /** Resident memory of the worker processes (MB, summed), at the end of the run. */
+  worker_rss_mb: number;
+  /**
+   * Worker RSS (MB, summed) as the number of established conversations grew during first contact: keyed
+   * by conversations (1,000, 2,000, 5,000, 10,000, 20,000, 50,000, 100,000: those the run reached).
+   */
+  worker_rss_mb_by_conversations: Record<string, number>;
 }
+
+/** Resident set size (MB) of a process, from /proc (Linux); 0 where unavailable. */
+function procRssMb(pid: number): number {
+  try {
+    const kb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    return Math.round(kb / 102.4) / 10;
+  } catch {
+    return 0;
+  }
+}
+
+const RSS_CHECKPOINTS = [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
 
 /** CPU time (ms) a process used so far, from /proc (Linux); 0 where unavailable. */
 function procCpuMs(pid: number): number {
@@ -187,9 +206,17 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     };
     // First contact: bundle fetch, PQXDH, the first PreKey message, for every conversation.
     log(`first contact with ${opts.conversations} users…`);
+    const workersRss = () => Math.round(children.reduce((a, c) => a + procRssMb(c.pid ?? 0), 0) * 10) / 10;
+    const rssByConversations: Record<string, number> = {};
+    // Sampled as delivered first contacts pass each checkpoint (established conversations, all idle after).
+    const sampler = setInterval(() => {
+      for (const n of RSS_CHECKPOINTS) if (delivered.size >= n && !(n in rssByConversations)) rssByConversations[n] = workersRss();
+    }, 200);
     let t0 = Date.now();
     const firsts = await pool(users, 256, send);
     await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
+    clearInterval(sampler);
+    for (const n of RSS_CHECKPOINTS) if (opts.conversations >= n && !(n in rssByConversations)) rssByConversations[n] = workersRss();
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
 
     log(`${opts.messages} messages over ${opts.conversations} established conversations…`);
@@ -274,6 +301,8 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu) / opts.messages).toFixed(3)),
       redis_commands_per_message: Number(((calls1.all - calls0.all) / opts.messages).toFixed(1)),
       redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
+      worker_rss_mb: workersRss(),
+      worker_rss_mb_by_conversations: rssByConversations,
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');

@@ -25,6 +25,7 @@ const FIELDS: (keyof BenchResult)[] = [
   'crypto_ceiling_msgs_per_s', 'ratio_to_crypto_ceiling', 'bullmq_noop_jobs_per_s', 'ratio_to_bullmq_noop',
   'first_contact_per_s', 'redis_bytes_per_conversation', 'cpu_ms_per_message', 'worker_cpu_ms_per_message',
   'redis_cpu_ms_per_message', 'total_cpu_ms_per_message', 'redis_commands_per_message', 'redis_scripts_per_message',
+  'worker_rss_mb',
 ];
 
 /**
@@ -52,5 +53,16 @@ export function writeReport(path: string, command: string, byWorkers: Map<number
     ...Object.keys(medians.get(counts[0]!)!.redis_bytes_by_kind).map((k) => `| ${k} | ${counts.map((w) => medians.get(w)!.redis_bytes_by_kind[k] ?? 0).join(' | ')} |`),
     '',
   ];
+  const rssKeys = Object.keys(medians.get(counts[0]!)!.worker_rss_mb_by_conversations ?? {});
+  if (rssKeys.length) {
+    lines.push(
+      'Worker RSS (MB, all worker processes) as established conversations grew during first contact (medians):',
+      '',
+      `| conversations | ${counts.map((w) => `${w} worker${w === 1 ? '' : 's'}`).join(' | ')} |`,
+      `|---|${counts.map(() => '---').join('|')}|`,
+      ...rssKeys.map((k) => `| ${k} | ${counts.map((w) => medians.get(w)!.worker_rss_mb_by_conversations[k] ?? '').join(' | ')} |`),
+      '',
+    );
+  }
   writeFileSync(path, lines.join('\n'));
 }

@@ -41,6 +41,8 @@ describe('sealpost bench', () => {
     expect(md).toContain('--runs 2 --matrix 0,1');
     expect(md).toMatch(/\| field \| 0 workers \| 1 worker \|/);
     // Each cell: the median in bold, then both runs.
+    // Worker memory: none of its own with in-process workers, the worker process's RSS with one.
+    expect(md).toMatch(/\| `worker_rss_mb` \| \*\*0\*\* \(0 \/ 0\) \| \*\*[1-9][\d.]*\*\* /);
     expect(md).toMatch(/\| `msgs_per_s` \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \|/);
   }, 300_000);
 });
