@@ -68,7 +68,10 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
       businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
       extraRoutes: [
         adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
-        opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl }),
+        opsRoutes({
+          token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl,
+          inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },
+        }),
       ],
     });
     const address = await app.listen({ host: config.host, port: config.port });

@@ -7,6 +7,8 @@ import type { Redis } from 'ioredis';
 import { checkAdmin, isAdmin, setAdminCookie, wantsHtml } from '../ops/admin-auth.ts';
 import { graphEnvelope, newTraceId, toGraphError } from './errors.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { inspect, inspectorPage, INSPECTOR_CSP, type InspectorDeps } from '../ops/inspector.ts';
+import { InvalidParameterError } from './errors.ts';
 
 /** What the operator routes need. */
 export interface OpsDeps {
@@ -18,6 +20,8 @@ export interface OpsDeps {
   /** /readyz checks these. */
   redis: Redis;
   platformUrl: string;
+  /** The conversation inspector at /admin/conversations/{id} (off when absent). */
+  inspector?: InspectorDeps;
 }
 
 const LOGIN_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sealpost admin</title>
@@ -53,6 +57,9 @@ export function opsRoutes(deps: OpsDeps) {
       return reply.code(ready ? 200 : 503).send({ ready, checks });
     });
 
+    // Browsers ask for it on every operator page; without this route it would hit GET /{phone_number_id}.
+    app.get('/favicon.ico', async (_req, reply) => reply.code(204).header('cache-control', 'max-age=86400').send());
+
     app.get('/metrics', async (req, reply) => {
       checkAdmin(req, deps.token);
       return reply.header('content-type', deps.metrics.registry.contentType).send(await deps.metrics.text());
@@ -75,6 +82,27 @@ export function opsRoutes(deps: OpsDeps) {
       if (wantsHtml(req) || (req.headers['content-type'] ?? '').includes('form-urlencoded')) return reply.redirect(safeNext(body.next), 303);
       return { success: true };
     });
+
+    // The conversation inspector: a page for browsers (the login page first without the cookie), JSON for
+    // scripts (Accept: application/json or ?format=json). By conversation id or by a wamid of its messages.
+    if (deps.inspector) {
+      const inspector = deps.inspector;
+      app.get('/admin/conversations/:id', async (req, reply) => {
+        const html = wantsHtml(req) && (req.query as { format?: string }).format !== 'json';
+        if (html && !isAdmin(req, deps.token) && deps.token) return reply.redirect(`/admin/login?next=${encodeURIComponent(req.url)}`, 303);
+        checkAdmin(req, deps.token);
+        const id = (req.params as { id: string }).id;
+        const data = /^[\w.\-]{1,200}$/.test(id) ? await inspect(inspector, id) : null;
+        reply.header('cache-control', 'no-store');
+        if (!html) {
+          if (!data) throw new InvalidParameterError('No such conversation: neither a conversation id nor a wamid of a message Sealpost still holds', 404);
+          return data;
+        }
+        reply.header('content-security-policy', INSPECTOR_CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
+        if (!data) return reply.code(404).type('text/html; charset=utf-8').send('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not found · Sealpost</title></head><body><h1>No such conversation</h1><p>Neither a conversation id nor a wamid of a message Sealpost still holds.</p></body></html>');
+        return reply.type('text/html; charset=utf-8').send(inspectorPage(data));
+      });
+    }
 
     // The board, with its static files and JSON API, in its own scope behind the admin check.
     await app.register(async (scope) => {

@@ -1,5 +1,6 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { openBinary, sealBinary } from '../store/sealer.ts';
+import type { Redis } from 'ioredis';
+import { open, openBinary, sealBinary } from '../store/sealer.ts';
 
 /**
  * How a conversation's persisted machine snapshot is stored: its JSON raw-deflated against a dictionary of
@@ -43,4 +44,20 @@ export function decodeSnapshot(key: Buffer, conversationId: string, stored: Buff
   const raw = openBinary(key, stored, aad);
   if (raw[0] !== FORMAT) throw new Error(`unknown snapshot format ${raw[0]}`);
   return JSON.parse(inflateRawSync(raw.subarray(1), { dictionary: dictionaryOf(conversationId) }).toString('utf8'));
+}
+
+/**
+ * A conversation's persisted snapshot as stored at `key` (either form: the sealed string, or the hash
+ * written before), opened with the business's data key; null when there is none.
+ */
+export async function readPersistedSnapshot(redis: Redis, key: string, dk: Buffer, conversationId: string): Promise<unknown | null> {
+  const aad = `${key}:s`;
+  try {
+    const raw = await redis.getBuffer(key);
+    return raw ? decodeSnapshot(dk, conversationId, raw, aad) : null;
+  } catch (e) {
+    if (!String((e as Error).message).startsWith('WRONGTYPE')) throw e;
+    const s = await redis.hget(key, 's');
+    return s ? JSON.parse(open(dk, s, aad).toString()) : null;
+  }
 }

@@ -64,7 +64,10 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
     businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
     extraRoutes: [
       adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
-      opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url }),
+      opsRoutes({
+        token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url,
+        inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },
+      }),
     ],
   });
   const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
