@@ -54,7 +54,15 @@ export interface ConversationContext {
   /** When the retention of the newest message ends: then the conversation (and the user's number) is deleted. */
   retentionUntil: number | null;
   settings: ConversationSettings;
+  /**
+   * The most recent messages reported `failed` (at most {@link FAILED_KEPT}): a read receipt arriving for
+   * one later is not reported (statuses never go from failed to read). Absent until the first failure.
+   */
+  failed?: string[];
 }
+
+/** How many recent failures a conversation remembers to ignore late read receipts for them. */
+export const FAILED_KEPT = 32;
 
 /** Input when a conversation is created. */
 export interface ConversationInput {
@@ -109,6 +117,12 @@ const find = (c: Ctx, wamid: string) => c.messages.find((m) => m.wamid === wamid
 const update = (c: Ctx, pred: (m: Msg) => boolean, patch: (m: Msg) => Partial<Msg>) =>
   c.messages.map((m) => (pred(m) ? { ...m, ...patch(m) } : m));
 const isExpired = (m: Msg, at: number) => at >= m.expiresAt;
+/** `failed` with these wamids added, the oldest dropped beyond {@link FAILED_KEPT}. */
+function withFailed(c: Ctx, wamids: string[]): string[] | undefined {
+  if (!wamids.length) return c.failed;
+  return [...(c.failed ?? []), ...wamids].slice(-FAILED_KEPT);
+}
+
 const isInFlight = (m: Msg | undefined) => m?.state === 'encrypted' || m?.state === 'sent';
 
 /** Exponential retransmission backoff with a deterministic ±20 % jitter per (message, attempt). */
@@ -277,6 +291,7 @@ export const conversationMachine = setup({
     repairsExhausted: ({ context, event }) => (find(context, wamidOf(event))?.repairs ?? 0) >= MAX_REPAIRS,
     ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
     hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
+    notFailed: ({ context, event }) => !(context.failed ?? []).includes(wamidOf(event)),
   },
   actions: {
     /** The transition's commands; the host executes them (a no-op inside the machine). */
@@ -312,6 +327,7 @@ export const conversationMachine = setup({
         () => ({ nextAttemptAt: null })),
     }),
     expire: assign({
+      failed: ({ context, event }) => withFailed(context, context.messages.filter((m) => isExpired(m, event.at) && !isControl(m)).map((m) => m.wamid)),
       // Expired messages leave; each one the device may be waiting for is replaced by a skip notice.
       messages: ({ context, event }) => {
         const kept = context.messages.filter((m) => !isExpired(m, event.at));
@@ -330,7 +346,16 @@ export const conversationMachine = setup({
     expireNow: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ expiresAt: event.at })) }),
     requeueEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'encrypting', () => ({ state: 'queued' })) }),
     remove: assign({ messages: ({ context, event }) => context.messages.filter((m) => m.wamid !== wamidOf(event)) }),
-    removeQueued: assign({ messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued') }),
+    /** The event's message failed: remembered (see `failed`), then removed. */
+    removeFailed: assign({
+      failed: ({ context, event }) => withFailed(context, context.messages.filter((m) => m.wamid === wamidOf(event) && !isControl(m)).map((m) => m.wamid)),
+      messages: ({ context, event }) => context.messages.filter((m) => m.wamid !== wamidOf(event)),
+    }),
+    /** The queued messages failed (their recipient is unknown): remembered, then removed. */
+    removeQueued: assign({
+      failed: ({ context }) => withFailed(context, context.messages.filter((m) => m.state === 'queued' && !isControl(m)).map((m) => m.wamid)),
+      messages: ({ context }) => context.messages.filter((m) => m.state !== 'queued'),
+    }),
     countBundleFailure: assign({ bundleFailures: ({ context }) => context.bundleFailures + 1 }),
     resetBundleFailures: assign({ bundleFailures: 0 }),
     noteInbound: assign({
@@ -381,10 +406,11 @@ export const conversationMachine = setup({
   // what the conversation owes ends with `plan` (emit the timer commands) and `replan` (remember the timer).
   on: {
     DELIVERED: { guard: 'isOutstanding', actions: [{ type: 'emitCommands', params: reportDelivered }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
-    READ: { actions: [{ type: 'emitCommands', params: reportRead }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    // A read receipt for a message reported failed is not reported (failed is final).
+    READ: { guard: 'notFailed', actions: [{ type: 'emitCommands', params: reportRead }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
     TRANSPORT_ACCEPTED: { guard: 'isInFlight', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent', { type: 'emitCommands', params: planTimer }, 'replan'] },
     TRANSPORT_REJECTED: [
-      { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'removeFailed', { type: 'emitCommands', params: planTimer }, 'replan'] },
       { guard: 'isInFlight', actions: ['markRetryLater', { type: 'emitCommands', params: planTimer }, 'replan'] },
     ],
     RETRANSMIT_DUE: {

@@ -206,6 +206,20 @@ describe('conversation machine', () => {
     expect(last.all).toContainEqual(expect.objectContaining({ type: 'message.encrypt', seq: 1, skip: true }));
   });
 
+  it('ignores a read receipt for a message it reported failed (failed is final), still reports reads of delivered ones', () => {
+    const { all } = run([
+      { type: 'SEND', wamid: 'w1', at: 1 },
+      { type: 'BUNDLE_FAILED', at: 2, reason: 'unknown_recipient' },
+      { type: 'READ', wamid: 'w1', at: 3 },
+    ]);
+    expect(statuses(all)).toEqual(['w1:failed']);
+    const ok = run([...toSent, { type: 'DELIVERED', wamid: 'w1', at: 5 }, { type: 'READ', wamid: 'w1', at: 6 }]);
+    expect(statuses(ok.all)).toEqual(['w1:sent', 'w1:delivered', 'w1:read']);
+    // Expired at its TTL, then read late: still only failed.
+    const late = run([...toSent, { type: 'RETRANSMIT_DUE', at: 60_005 }, { type: 'READ', wamid: 'w1', at: 60_006 }]);
+    expect(statuses(late.all)).toEqual(['w1:sent', 'w1:failed']);
+  });
+
   it('reports a changed identity from a fresh bundle to the business', () => {
     const { emitted } = run([{ type: 'SEND', wamid: 'w1', at: 1 }, { type: 'BUNDLE_FETCHED', at: 2, identityChanged: true }]);
     expect(emitted[1]![0]).toEqual({ type: 'webhook.identity_changed', at: 2 });
