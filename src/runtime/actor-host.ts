@@ -144,6 +144,12 @@ const commandsOf = (actions: { type: string; params?: unknown }[]): Command[] =>
  * under a fenced single-writer lease. Nothing stays in memory between drains.
  */
 export class ActorHost {
+  /**
+   * For recording traces (test/traces/record.spec.ts): receives each committed step's trace lines, also those
+   * of the step that deleted the conversation and its stored trace with it. Unset in production.
+   */
+  static traceTap: ((conversationId: string, lines: string[]) => void) | undefined;
+
   private readonly leaseMs: number;
   private readonly batchSize: number;
   private readonly traceMax: number;
@@ -308,6 +314,8 @@ export class ActorHost {
     const effects: Command[] = [];
     const rowOps = new Map<string, RowOp>();
     const traceLines: string[] = [];
+    // The step's lines as made (pruning may move them into a rewritten trace), for the trace tap.
+    const tapLines: string[] = [];
     const rowOp = (wamid: string) => {
       let op = rowOps.get(wamid);
       if (!op) rowOps.set(wamid, (op = { wamid }));
@@ -322,6 +330,7 @@ export class ActorHost {
     const pendingPurges: number[] = [];
     let eraseWindow = false;
     const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
+    const seqBefore = c.traceSeq;
     while (queue.length) {
       const event = queue.shift()!;
       const [next, actions] = this.transition(c.snapshot, event);
@@ -338,6 +347,7 @@ export class ActorHost {
         ...(c.traceSeq === 1 ? { input: this.inputOf(c.id, c.retentionMs) } : {}),
       };
       traceLines.push(JSON.stringify(line));
+      if (ActorHost.traceTap) tapLines.push(traceLines.at(-1)!);
       const results: ConversationEvent[] = [];
       for (const cmd of commands) {
         switch (cmd.type) {
@@ -400,8 +410,16 @@ export class ActorHost {
       // Results of local commands are the next events, ahead of the rest of the batch.
       queue.unshift(...results);
     }
+    // The bound: once the stored trace holds half its bound in entries, its older half goes, the new first
+    // line carrying the snapshot before it, so what is kept still replays from its start (commit.lua's
+    // LTRIM at the full bound is only a backstop). Checked every few steps: one LLEN.
+    const every = Math.max(1, Math.floor(this.traceMax / 8));
+    if (!traceReset && !deleteAll && Math.floor(c.traceSeq / every) !== Math.floor(seqBefore / every)) {
+      if ((await c.redis.llen(this.keys.trace(c.id))) + 1 >= Math.max(2, Math.floor(this.traceMax / 2))) traceReset = await this.halvedTrace(c, traceLines);
+    }
     if (deleteAll) {
       await this.commit(c, token, mailboxCount, effects, [], [...rowOps.values()], {}, { deleteAll: true });
+      ActorHost.traceTap?.(c.id, tapLines);
       c.deleted = true;
       await this.afterDelete(c, [...rowOps.keys()]);
       // An erase takes the open service window with it; a retention end leaves it to its own 24 hours.
@@ -410,6 +428,7 @@ export class ActorHost {
       return effects;
     }
     await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet, { retained, purged, traceReset });
+    ActorHost.traceTap?.(c.id, tapLines);
     for (const f of c.afterCommit.splice(0)) await f();
     if (purged.length) {
       const m = c.redis.multi();
@@ -540,6 +559,26 @@ export class ActorHost {
     }
     const kept = all.slice(keepFrom).map((l, i) => (i === 0 && before !== undefined ? { ...l, before } : l));
     return kept.map((l) => JSON.stringify(l));
+  }
+
+  /**
+   * The stored trace plus this step's lines, its older half dropped and the snapshot before the first kept
+   * line attached to it (`before`), so the kept trace replays; null (nothing changed) when the stored trace
+   * cannot be replayed from its start any more.
+   */
+  private async halvedTrace(c: Loaded, pendingLines: string[]): Promise<string[] | null> {
+    const stored = await readTraceLines(c.redis, this.keys.trace(c.id), c.id);
+    const all = [...stored, ...pendingLines].map((l) => JSON.parse(l) as TraceLine);
+    const keepFrom = Math.floor(stored.length / 2);
+    if (keepFrom === 0) return null;
+    let before: unknown;
+    try {
+      before = snapshotBefore(all, keepFrom);
+    } catch {
+      return null;
+    }
+    pendingLines.splice(0);
+    return all.slice(keepFrom).map((l, i) => JSON.stringify(i === 0 ? { ...l, before } : l));
   }
 
   /** After a conversation was deleted: its index entries and its place in the sweeper's index go too. */

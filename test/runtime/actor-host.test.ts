@@ -25,6 +25,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let platform: Awaited<ReturnType<typeof startPlatform>>;
   let wake: Queue<WakeJob>;
   let host: ActorHost;
+  let hostWithTraceMax: (traceMax: number) => ActorHost;
   let outbound: OutboundService;
   let puller: TransportPuller;
   let transport: TransportClient;
@@ -67,6 +68,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
       async count() {},
     };
     host = new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
+    hostWithTraceMax = (traceMax) => new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000, traceMax });
     outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, 3600e3);
     puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, outbound, log, 3600e3);
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
@@ -181,6 +183,29 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     // The trace continues its numbering.
     const seqs = (await readTraceLines(redis, keys.trace(conv), conv)).map((l) => JSON.parse(l).seq as number);
     expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i));
+  });
+
+  it('bounds a long trace and keeps what it keeps replayable (a snapshot before the first kept step)', async () => {
+    const bounded = hostWithTraceMax(16);
+    const waId = await createDevice(platform.url, '+15557770005');
+    let conv = '';
+    for (let i = 0; i < 15; i++) {
+      const { wamid } = await send(waId, `m${i}`);
+      conv = conversationOfWamid(wamid)!;
+      await bounded.drain(conv);
+      await pullUntil(() => true);
+      await bounded.drain(conv);
+    }
+    expect(statuses.filter((s) => s.status === 'delivered')).toHaveLength(15);
+    const entries = await redis.llen(keys.trace(conv));
+    expect(entries).toBeLessThanOrEqual(16);
+    const lines = (await readTraceLines(redis, keys.trace(conv), conv)).map((l) => JSON.parse(l));
+    // Pruned: it no longer starts at seq 1, its first line carries the snapshot before it, and it replays.
+    expect(lines[0].seq).toBeGreaterThan(1);
+    expect(lines[0].before).toBeDefined();
+    expect(lines.length).toBeLessThan(lines.at(-1).seq);
+    const { replayTrace } = await import('../../src/trace/replay.ts');
+    expect(replayTrace(lines)).toMatchObject({ ok: true });
   });
 
   it('fails the message with 131026 when the recipient has no device', async () => {
