@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import * as S from '@signalapp/libsignal-client';
 import { loadConfig } from '../src/config.ts';
 import { configureLogging } from '../src/log.ts';
@@ -16,6 +16,7 @@ import { PartyStores } from '../src/platform/device-stores.ts';
 import { conversationOfWamid } from '../src/runtime/ids.ts';
 import { HttpJsonClient } from '../src/runtime/http-json.ts';
 import { deleteByPrefix } from '../src/redis/prefix.ts';
+import { bullConnection, connectRedis, mastersOf, scanEach } from '../src/redis/connect.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
 export interface BenchResult {
@@ -79,23 +80,29 @@ function procCpuMs(pid: number): number {
   }
 }
 
-/** Commands Redis ran so far (INFO commandstats): all, and script calls (EVAL/EVALSHA/FCALL). */
+/** Commands Redis ran so far (INFO commandstats, every master of a cluster): all, and script calls (EVAL/EVALSHA/FCALL). */
 async function redisCalls(r: Redis): Promise<{ all: number; scripts: number }> {
-  const info = await r.info('commandstats');
   let all = 0;
   let scripts = 0;
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-    all += Number(m[2]);
-    if (/^(eval|evalsha|fcall)/.test(m[1]!)) scripts += Number(m[2]);
+  for (const node of await mastersOf(r)) {
+    const info = await node.info('commandstats');
+    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+      all += Number(m[2]);
+      if (/^(eval|evalsha|fcall)/.test(m[1]!)) scripts += Number(m[2]);
+    }
   }
   return { all, scripts };
 }
 
-/** Redis's own CPU time (ms) so far (INFO cpu), main thread and children. */
+/** Redis's own CPU time (ms) so far (INFO cpu, every master of a cluster), main thread and children. */
 async function redisCpuMs(r: Redis): Promise<number> {
-  const info = await r.info('cpu');
-  const v = (k: string) => Number(new RegExp(`\\b${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-  return (v('used_cpu_user') + v('used_cpu_sys')) * 1000;
+  let ms = 0;
+  for (const node of await mastersOf(r)) {
+    const info = await node.info('cpu');
+    const v = (k: string) => Number(new RegExp(`\\b${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+    ms += (v('used_cpu_user') + v('used_cpu_sys')) * 1000;
+  }
+  return ms;
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -129,7 +136,7 @@ async function cryptoCeiling(messages: number): Promise<number> {
 
 /** BullMQ alone: no-op jobs through one worker (concurrency 16) on the same Redis. */
 async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Promise<number> {
-  const connection = { url: redisUrl, maxRetriesPerRequest: null } as never;
+  const connection = bullConnection(redisUrl) as never;
   const q = new Queue(`{noop}`, { connection, prefix: `${prefix}:q` });
   await q.addBulk(Array.from({ length: jobs }, (_, i) => ({ name: 'noop', data: { i }, opts: { removeOnComplete: true } })));
   let done = 0;
@@ -144,6 +151,7 @@ async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Pr
   const rate = jobs / ((performance.now() - t0) / 1000);
   await q.obliterate({ force: true });
   await q.close();
+  if (typeof (connection as { disconnect?: unknown }).disconnect === 'function') (connection as { disconnect(): void }).disconnect();
   return rate;
 }
 
@@ -220,7 +228,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
 
     log(`${opts.messages} messages over ${opts.conversations} established conversations…`);
-    const r = new Redis(opts.redisUrl);
+    const r = connectRedis(opts.redisUrl);
     const cpu0 = process.cpuUsage();
     const workerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
     const redisCpu0 = await redisCpuMs(r);
@@ -257,10 +265,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const convs = new Set(sent.map((s) => conversationOfWamid(s.wamid)!));
     const byKind: Record<string, number> = {};
     let bytes = 0;
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:{c:*`, 'COUNT', 1000);
-      cursor = next;
+    await scanEach(r, `${prefix}:{c:*`, async (keys) => {
       for (const k of keys) {
         const conv = /\{c:([^}]+)\}/.exec(k)?.[1];
         if (!conv || !convs.has(conv)) continue;
@@ -269,7 +274,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
         byKind[kind] = (byKind[kind] ?? 0) + size;
         bytes += size;
       }
-    } while (cursor !== '0');
+    });
     r.disconnect();
 
     log('ceilings: libsignal alone, BullMQ alone…');

@@ -1,3 +1,4 @@
+import { isClusterUrl, parseClusterUrl } from './redis/connect.ts';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -27,7 +28,16 @@ const MAX_RETENTION_MS = 30 * 86400e3;
 
 const schema = z.object({
   prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, 'SEALPOST_PREFIX: letters, digits, _ . - only').default('sp'),
-  redisUrl: z.string().url().optional(),
+  redisUrl: z.string().refine((u) => {
+    if (isClusterUrl(u)) {
+      try {
+        return parseClusterUrl(u).nodes.length > 0;
+      } catch {
+        return false;
+      }
+    }
+    return /^rediss?:\/\/\S+$/.test(u) && URL.canParse(u);
+  }, 'REDIS_URL must be redis://host:port, rediss://… or redis-cluster://host:port,host:port,…').optional(),
   dataDir: z.string().default('.data'),
   host: z.string().default('127.0.0.1'),
   port: z.coerce.number().int().min(0).max(65535).default(8080),

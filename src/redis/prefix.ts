@@ -1,15 +1,16 @@
-import { Redis } from 'ioredis';
+import { connectRedis, isCluster, scanEach } from './connect.ts';
 
-/** Deletes every key under `prefix` (and only those), with SCAN: never a flush of a shared database. */
+/**
+ * Deletes every key under `prefix` (and only those), with SCAN on every node: never a flush of a shared
+ * database. On a cluster keys are unlinked one by one (a multi-key UNLINK must stay in one slot).
+ */
 export async function deleteByPrefix(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url, { maxRetriesPerRequest: 3 });
+  const r = connectRedis(url, { maxRetriesPerRequest: 3 });
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await r.unlink(...keys);
-    } while (cursor !== '0');
+    await scanEach(r, `${prefix}:*`, async (keys) => {
+      if (isCluster(r)) await Promise.all(keys.map((k) => r.unlink(k)));
+      else await r.unlink(...keys);
+    });
   } finally {
     r.disconnect();
   }

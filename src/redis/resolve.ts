@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { connectRedis, isClusterUrl } from './connect.ts';
 
 /** Where the Redis the process uses came from. */
 export type RedisSource = 'env' | 'default' | 'spawned';
@@ -27,6 +28,19 @@ const INSTALL_HINT =
 
 /** Answers true when a Redis at `url` replies to PING within `timeoutMs`. */
 export async function redisAnswers(url: string, timeoutMs = 700): Promise<boolean> {
+  if (isClusterUrl(url)) {
+    // A cluster answers when its nodes do and it serves every slot.
+    const c = connectRedis(url, { lazyConnect: true, connectTimeout: timeoutMs, maxRetriesPerRequest: 0 });
+    c.on('error', () => {});
+    try {
+      await Promise.race([c.connect(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), timeoutMs * 3))]);
+      return /cluster_state:ok/.test(String(await c.call('CLUSTER', 'INFO')));
+    } catch {
+      return false;
+    } finally {
+      c.disconnect();
+    }
+  }
   const client = new Redis(url, {
     lazyConnect: true,
     connectTimeout: timeoutMs,

@@ -430,11 +430,8 @@ export class ActorHost {
     await this.commit(c, token, mailboxCount, effects, traceLines, [...rowOps.values()], metaSet, { retained, purged, traceReset });
     ActorHost.traceTap?.(c.id, tapLines);
     for (const f of c.afterCommit.splice(0)) await f();
-    if (purged.length) {
-      const m = c.redis.multi();
-      for (const id of purged) m.del(this.keys.messageIndex(id));
-      await m.exec();
-    }
+    // Index entries live in other slots than the conversation (one per message id): written key by key.
+    if (purged.length) await Promise.all(purged.map((id) => c.redis.del(this.keys.messageIndex(id))));
     const untilAfter = (c.snapshot.context as ConversationContext).retentionUntil;
     if (untilAfter !== null && untilAfter !== untilBefore) {
       // The sweeper's index, and the deletion job for the newest message's retention end.
@@ -444,9 +441,7 @@ export class ActorHost {
     if (metaSet.li) await c.redis.set(this.keys.window(c.id), metaSet.li, 'PX', SERVICE_WINDOW_MS);
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
-      const m = c.redis.multi();
-      for (const id of indexes) m.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs);
-      await m.exec();
+      await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs)));
     }
     return effects;
   }
@@ -583,9 +578,8 @@ export class ActorHost {
 
   /** After a conversation was deleted: its index entries and its place in the sweeper's index go too. */
   private async afterDelete(c: Loaded, messageIds: string[]): Promise<void> {
-    const m = c.redis.multi().zrem(this.keys.expiries, c.id).del(this.keys.mailbox(c.id));
-    for (const id of messageIds) m.del(this.keys.messageIndex(id));
-    await m.exec();
+    // Keys in several slots (the sweeper's index, the mailbox, one index entry per message): key by key.
+    await Promise.all([c.redis.zrem(this.keys.expiries, c.id), c.redis.del(this.keys.mailbox(c.id)), ...messageIds.map((id) => c.redis.del(this.keys.messageIndex(id)))]);
     await this.stores.unpin(c.id);
   }
 

@@ -1,5 +1,6 @@
 import { Queue, type ConnectionOptions, type Job, type Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { bullConnection, connectRedis, isCluster } from '../redis/connect.ts';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { platformUrlOf } from '../config.ts';
@@ -50,10 +51,10 @@ export interface RouterContext {
 /** Opens the connections and builds the shared parts for a process of any role. */
 export function createRouterContext(config: Config, redisUrl: string, masterKey: Buffer | Buffer[], platformUrl = platformUrlOf(config)): RouterContext {
   const log = createLogger('sealpost');
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
+  const redis = connectRedis(redisUrl, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
   redis.on('error', (e) => log.warn({ err: e.message }, 'redis connection error'));
   // BullMQ needs its own connections with maxRetriesPerRequest null (blocking commands).
-  const connection: ConnectionOptions = { url: redisUrl, maxRetriesPerRequest: null } as ConnectionOptions;
+  const connection: ConnectionOptions = bullConnection(redisUrl);
   const keys = new Keys(config.prefix);
   const dataKeys = new DataKeys(redis, keys, masterKey);
   const businesses = new BusinessStore(redis, keys, dataKeys);
@@ -83,6 +84,8 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
       stores.close();
       transport.close();
       redis.disconnect();
+      // A cluster's BullMQ client is shared by the queues and workers of this process: closed after them.
+      if (isCluster(connection as unknown as Redis)) (connection as unknown as Redis).disconnect();
     },
   };
 }

@@ -180,10 +180,11 @@ export class BusinessPreKeys {
       signedPreKeys: new Signed(),
       kyberPreKeys: new Kyber(),
       commit: async () => {
-        const m = this.redis.multi();
-        if (removeFields.length) m.hdel(this.keys.hash, ...removeFields);
-        if (triples.length) m.sadd(this.keys.lastResortUsed, ...triples).pexpire(this.keys.lastResortUsed, this.keepOldMs + ROTATE_EVERY_MS);
-        if (removeFields.length || triples.length) await m.exec();
+        // Two keys in different slots, each written on its own (nothing relies on both changing together).
+        await Promise.all([
+          removeFields.length ? this.redis.hdel(this.keys.hash, ...removeFields) : undefined,
+          triples.length ? this.redis.multi().sadd(this.keys.lastResortUsed, ...triples).pexpire(this.keys.lastResortUsed, this.keepOldMs + ROTATE_EVERY_MS).exec() : undefined,
+        ]);
       },
     };
   }

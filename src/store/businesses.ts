@@ -105,9 +105,11 @@ export class BusinessStore {
     const token = `EAAS${randomBytes(32).toString('base64url')}`;
     const bizKey = this.keys.business(businessId);
     const pnKey = this.keys.phoneNumber(phoneNumberId);
-    await this.redis
-      .multi()
-      .hset(bizKey, {
+    // Keys in several cluster slots, written in an order that leaves nothing usable half-made: the business
+    // and its number first, then the token, then the indexes that make them visible (a crash in between leaves
+    // unreachable rows, never a listed business without its number or a token without its business).
+    await Promise.all([
+      this.redis.hset(bizKey, {
         name: input.name,
         waba_id: wabaId,
         webhook_url: input.webhookUrl,
@@ -118,8 +120,8 @@ export class BusinessStore {
         storage: input.storage ?? 'default',
         numbers: phoneNumberId,
         created_at: String(Date.now()),
-      })
-      .hset(pnKey, {
+      }),
+      this.redis.hset(pnKey, {
         business_id: businessId,
         waba_id: wabaId,
         display_phone_number: display,
@@ -128,12 +130,11 @@ export class BusinessStore {
         mps: String(Math.min(1000, Math.max(1, input.throughputMps ?? 80))),
         registration_id: String(registrationId),
         identity: seal(dk, identity.serialize(), `${pnKey}:identity`),
-      })
-      .hset(this.keys.token(hashToken(token)), { business_id: businessId, created_at: String(Date.now()) })
-      .sadd(this.keys.businessTokens(businessId), hashToken(token))
-      .sadd(this.keys.businesses, businessId)
-      .sadd(this.keys.phoneNumbers, phoneNumberId)
-      .exec();
+      }),
+    ]);
+    await this.redis.sadd(this.keys.businessTokens(businessId), hashToken(token));
+    await this.redis.hset(this.keys.token(hashToken(token)), { business_id: businessId, created_at: String(Date.now()) });
+    await Promise.all([this.redis.sadd(this.keys.businesses, businessId), this.redis.sadd(this.keys.phoneNumbers, phoneNumberId)]);
     return { business_id: businessId, waba_id: wabaId, phone_number_id: phoneNumberId, display_phone_number: display, access_token: token };
   }
 
@@ -145,11 +146,9 @@ export class BusinessStore {
     const token = `EAAS${randomBytes(32).toString('base64url')}`;
     const hash = hashToken(token);
     const expiresAt = expiresInMs ? Date.now() + expiresInMs : null;
-    await this.redis
-      .multi()
-      .hset(this.keys.token(hash), { business_id: businessId, created_at: String(Date.now()), ...(expiresAt ? { expires_at: String(expiresAt) } : {}) })
-      .sadd(this.keys.businessTokens(businessId), hash)
-      .exec();
+    // Listed first, then made valid (two slots): a crash in between leaves a listed id that authenticates nothing.
+    await this.redis.sadd(this.keys.businessTokens(businessId), hash);
+    await this.redis.hset(this.keys.token(hash), { business_id: businessId, created_at: String(Date.now()), ...(expiresAt ? { expires_at: String(expiresAt) } : {}) });
     return { access_token: token, token_id: hash.slice(0, 16), expires_at: expiresAt };
   }
 
@@ -158,6 +157,7 @@ export class BusinessStore {
     const out = [];
     for (const hash of await this.redis.smembers(this.keys.businessTokens(businessId))) {
       const row = await this.redis.hgetall(this.keys.token(hash));
+      if (!row.business_id) continue; // listed by an issue that did not finish: it authenticates nothing
       out.push({ token_id: hash.slice(0, 16), created_at: Number(row.created_at ?? 0), expires_at: row.expires_at ? Number(row.expires_at) : null, revoked: !!row.revoked_at });
     }
     return out.sort((a, b) => a.created_at - b.created_at);

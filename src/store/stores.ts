@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../redis/connect.ts';
 import type { BusinessStore } from './businesses.ts';
 import type { Keys } from './keys.ts';
 
@@ -20,7 +21,7 @@ export class Stores {
     private readonly setup: (r: Redis) => void = () => {},
   ) {
     for (const [name, url] of Object.entries(regionUrls)) {
-      const r = new Redis(url, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
+      const r = connectRedis(url, { maxRetriesPerRequest: 20, enableAutoPipelining: true });
       r.on('error', () => {});
       setup(r);
       this.regions.set(name, r);

@@ -1,0 +1,59 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { redisAnswers } from '../../src/redis/resolve.ts';
+
+/** A local Redis Cluster a test owns: three masters, no replicas, each a Debian `redis-server`. */
+export interface OwnCluster {
+  /** `redis-cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3` */
+  url: string;
+  ports: number[];
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts three `redis-server --cluster-enabled yes` on free ports (their cluster bus on port + 10000, so the
+ * ports are picked below 55535), joins them with `redis-cli --cluster create`, and waits for
+ * `cluster_state:ok`.
+ */
+export async function startOwnCluster(): Promise<OwnCluster> {
+  const ports: number[] = [];
+  while (ports.length < 3) {
+    const p = await freePort();
+    if (p < 55_000 && !ports.includes(p)) ports.push(p);
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'sealpost-cluster-'));
+  const children: ChildProcess[] = ports.map((port) =>
+    spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
+      '--cluster-node-timeout', '2000', '--dir', dir, '--save', '', '--appendonly', 'no', '--hz', '100', '--logfile', path.join(dir, `redis-${port}.log`)], { stdio: 'ignore' }));
+  const stop = async () => {
+    await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => { c.once('exit', r); c.kill('SIGTERM'); }))));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const port of ports) {
+      for (let i = 0; i < 100 && !(await redisAnswers(`redis://127.0.0.1:${port}`, 200)); i++) await new Promise((r) => setTimeout(r, 50));
+    }
+    await promisify(execFile)('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+    const url = `redis-cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`;
+    for (let i = 0; i < 100 && !(await redisAnswers(url, 500)); i++) await new Promise((r) => setTimeout(r, 100));
+    if (!(await redisAnswers(url, 1000))) throw new Error(`the cluster did not reach cluster_state:ok; see ${dir}`);
+    return { url, ports, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
