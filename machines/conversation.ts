@@ -21,6 +21,8 @@ export interface OutboundMessage {
   sentReported: boolean;
   /** Session repairs done for it (a device's retry request re-encrypts it, at most {@link MAX_REPAIRS} times). */
   repairs?: number;
+  /** The error it fails with when it ends undelivered, when not 131026 (the transport refused it). */
+  failCode?: number;
   /** A notice that seq `seq` failed, so the device stops holding later messages for it; no webhooks. */
   skip?: true;
   /** A read receipt for these inbound message ids (the business read them); seq 0; no webhooks. */
@@ -84,6 +86,8 @@ export type ConversationEvent =
   | { type: 'ENCRYPT_FAILED'; wamid: string; at: number; reason: string }
   | { type: 'TRANSPORT_ACCEPTED'; wamid: string; at: number }
   | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'unknown_recipient' | 'unavailable' }
+  /** The transport refused the message under its integrity rules (limits, blocks, policy): `code` is the Cloud API error. */
+  | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'refused'; code: number }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'DELIVERED'; wamid: string; at: number }
   | { type: 'READ'; wamid: string; at: number }
@@ -182,7 +186,7 @@ function reportRead({ context, event }: Args): CommandBatch {
 }
 
 const failure = (m: Msg, at: number): Command[] => [
-  ...(isControl(m) ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: UNDELIVERABLE } as Command]),
+  ...(isControl(m) ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: m.failCode ?? UNDELIVERABLE } as Command]),
   { type: 'message.forget', wamid: m.wamid },
 ];
 
@@ -288,6 +292,12 @@ export const conversationMachine = setup({
     conversationOver: ({ context, event }) =>
       context.retentionUntil !== null && event.at >= context.retentionUntil && context.messages.every(isControl),
     recipientUnknown: ({ event }) => 'reason' in event && event.reason === 'unknown_recipient',
+    // A refused message fails; a refused notice (skip, read receipt) is retried like a lost one instead: the
+    // device may be waiting for it, and the transport may take it later (once the user is reached today).
+    refusedInFlight: ({ context, event }) => {
+      const m = find(context, wamidOf(event));
+      return 'reason' in event && event.reason === 'refused' && isInFlight(m) && !isControl(m!);
+    },
     repairsExhausted: ({ context, event }) => (find(context, wamidOf(event))?.repairs ?? 0) >= MAX_REPAIRS,
     ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
     hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
@@ -315,6 +325,12 @@ export const conversationMachine = setup({
         const sent = { ...m, state: 'sent' as const, sentReported: !isControl(m), attempts: m.attempts + 1 };
         return { ...sent, nextAttemptAt: event.at + backoff(context, sent) };
       }),
+    }),
+    /** Refused by the transport: it fails now with the refusal's code (then `expire` replaces it with a skip notice). */
+    markRefused: assign({
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({
+        expiresAt: event.at, ...(event.type === 'TRANSPORT_REJECTED' && event.reason === 'refused' ? { failCode: event.code } : {}),
+      })),
     }),
     markRetryLater: assign({
       messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({
@@ -411,6 +427,8 @@ export const conversationMachine = setup({
     TRANSPORT_ACCEPTED: { guard: 'isInFlight', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent', { type: 'emitCommands', params: planTimer }, 'replan'] },
     TRANSPORT_REJECTED: [
       { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'removeFailed', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      // Refused (limits, a block, policy): failed with the transport's code, a skip notice in its place.
+      { guard: 'refusedInFlight', actions: ['markRefused', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'] },
       { guard: 'isInFlight', actions: ['markRetryLater', { type: 'emitCommands', params: planTimer }, 'replan'] },
     ],
     RETRANSMIT_DUE: {
@@ -487,6 +505,12 @@ export const conversationMachine = setup({
         },
         MESSAGE_RECEIVED: { actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }] },
         MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
+        // As in any state, and the skip notice that replaces the refused message goes out at once.
+        TRANSPORT_REJECTED: {
+          guard: 'refusedInFlight',
+          actions: ['markRefused', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
+            { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'],
+        },
         RETRY_REQUESTED: [
           { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
             { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },

@@ -125,7 +125,10 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
 
   const number = async (req: FastifyRequest) => {
     const pn = req.phoneNumber!;
-    return { id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating, throughput: { level: pn.throughput.level } };
+    return {
+      id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating,
+      throughput: { level: pn.throughput.level }, whatsapp_business_manager_messaging_limit: pn.messaging_limit_tier,
+    };
   };
   app.get('/:version/:phone_number_id', auth, number);
   app.get('/:phone_number_id', auth, number);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { WindowClosedError } from '../runtime/ports.ts';
+import { NumberBlockedError, WindowClosedError } from '../runtime/ports.ts';
 import { RateLimitedError } from '../runtime/rate-limits.ts';
 
 /**
@@ -125,6 +125,7 @@ const FASTIFY: Record<string, () => GraphError> = {
 export function toGraphError(err: unknown): { graph: GraphError; unexpected: boolean } {
   if (err instanceof GraphError) return { graph: err, unexpected: false };
   if (err instanceof WindowClosedError) return { graph: new ReengagementError(), unexpected: false };
+  if (err instanceof NumberBlockedError) return { graph: new BlockedError(), unexpected: false };
   if (err instanceof RateLimitedError) return { graph: err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError(), unexpected: false };
   const fe = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; statusCode?: unknown };
   const known = typeof fe.code === 'string' ? FASTIFY[fe.code] : undefined;

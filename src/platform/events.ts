@@ -35,8 +35,23 @@ export interface SpamReportEvent {
   timestamp: string;
 }
 
-/** Anything a device tells the router. */
-export type RouterEvent = ReceiptEvent | EnvelopeEvent | SpamReportEvent;
+/**
+ * A business number's standing changed (quality rating, messaging-limit tier, blocked for policy
+ * violations): aggregates only, never which users reported or blocked it.
+ */
+export interface IntegrityEvent {
+  kind: 'integrity';
+  /** The business number (display number, digits). */
+  to: string;
+  event: 'FLAGGED' | 'UNFLAGGED' | 'UPGRADE' | 'DOWNGRADE' | 'BLOCKED' | 'UNBLOCKED';
+  quality_rating: 'GREEN' | 'YELLOW' | 'RED';
+  current_limit: string;
+  blocked: boolean;
+  timestamp: string;
+}
+
+/** Anything a device (or the transport itself) tells the router. */
+export type RouterEvent = ReceiptEvent | EnvelopeEvent | SpamReportEvent | IntegrityEvent;
 
 /** A router event as pulled: with the queue's unique id. */
 export type QueuedEvent = RouterEvent & { event_id: string };

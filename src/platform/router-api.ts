@@ -66,6 +66,13 @@ export function routerApi(state: PlatformState) {
           rejected.push({ id: e.id, error: 'unknown_recipient' });
           continue;
         }
+        // Integrity: limits, blocks and policy (per envelope id: a retransmitted copy gets the same answer).
+        const refusal = state.integrity.decide(e.id, e.from, e.to);
+        if (refusal) {
+          if (!isBatch) return reply.code(403).send({ error: refusal, to: e.to });
+          rejected.push({ id: e.id, error: refusal });
+          continue;
+        }
         state.toDevice({ id: e.id, from: e.from, to: e.to, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
         accepted++;
       }

@@ -97,6 +97,23 @@ export const readSchema = z.object({ message_id: z.string().min(1) });
 /** `POST /sim/devices/:wa_id/report-spam`. */
 export const spamSchema = z.object({ from: z.string().min(1) });
 
+/** `POST /sim/numbers/:number/integrity`: the platform operator sets a number's tier or policy block, or the thresholds. */
+export const integritySchema = z.object({
+  /** Start the number afresh before applying the rest. */
+  reset: z.boolean().optional(),
+  tier: z.number().int().min(0).max(4).optional(),
+  blocked: z.boolean().optional(),
+  settings: z.object({
+    yellowRate: z.number().min(0).max(1).optional(),
+    redRate: z.number().min(0).max(1).optional(),
+    minSignals: z.number().int().min(1).optional(),
+    blockAfterReports: z.number().int().min(1).optional(),
+    perUserDaily: z.number().int().min(1).optional(),
+    tiers: z.array(z.number().int().min(1)).length(4).optional(),
+    upgradeAfterMs: z.number().int().min(0).optional(),
+  }).strict().optional(),
+}).strict();
+
 /** `POST /sim/faults`: every field optional; `{}` clears all. */
 export const faultsSchema = z.strictObject({
   drop: z.number().min(0).max(1).optional(),

@@ -9,6 +9,7 @@ import {
   readSchema,
   registerSchema,
   spamSchema,
+  integritySchema,
   userMessageSchema,
 } from './schemas.ts';
 import type { PlatformState } from './state.ts';
@@ -62,6 +63,8 @@ export function simApi(state: PlatformState) {
       const body = parseOr400(userMessageSchema, req.body);
       const to = normalizeAddress(body.to);
       const id = await device.send(to, outgoingMessage(body, to));
+      // The user wrote: the business's customer-service window with them is open for 24 h.
+      state.integrity.inbound(to, device.waId);
       return { id };
     });
 
@@ -77,10 +80,33 @@ export function simApi(state: PlatformState) {
       return { success: true };
     });
 
+    // The user reports a business number as spam (which blocks it too, as the apps do), blocks or unblocks
+    // it. The transport keeps these to itself; the router learns only the number's resulting standing.
     app.post('/sim/devices/:wa_id/report-spam', async (req) => {
       const device = deviceOf(state, req.params);
-      device.reportSpam(normalizeAddress(parseOr400(spamSchema, req.body).from));
+      state.integrity.report(normalizeAddress(parseOr400(spamSchema, req.body).from), device.waId);
       return { success: true };
+    });
+    app.post('/sim/devices/:wa_id/block', async (req) => {
+      const device = deviceOf(state, req.params);
+      state.integrity.block(normalizeAddress(parseOr400(spamSchema, req.body).from), device.waId);
+      return { success: true };
+    });
+    app.post('/sim/devices/:wa_id/unblock', async (req) => {
+      const device = deviceOf(state, req.params);
+      state.integrity.unblock(normalizeAddress(parseOr400(spamSchema, req.body).from), device.waId);
+      return { success: true };
+    });
+
+    // The platform operator's view and controls of a business number's standing (tests and demos).
+    app.get('/sim/numbers/:number/integrity', async (req) => state.integrity.standing(normalizeAddress((req.params as { number: string }).number)));
+    app.post('/sim/numbers/:number/integrity', async (req) => {
+      const number = normalizeAddress((req.params as { number: string }).number);
+      const body = parseOr400(integritySchema, req.body);
+      if (body.reset) state.integrity.reset(number);
+      if (body.settings) state.integrity.settings = { ...state.integrity.settings, ...body.settings };
+      if (body.tier !== undefined || body.blocked !== undefined) state.integrity.set(number, { ...(body.tier !== undefined ? { tier: body.tier } : {}), ...(body.blocked !== undefined ? { blocked: body.blocked } : {}) });
+      return state.integrity.standing(number);
     });
 
     app.get('/sim/faults', async () => state.faults.get());

@@ -5,7 +5,8 @@ import { KeyDirectory } from './directory.ts';
 import { EventQueue } from './event-queue.ts';
 import { Faults } from './faults.ts';
 import { Relay } from './relay.ts';
-import type { RouterEvent } from './events.ts';
+import { unixSeconds, type RouterEvent } from './events.ts';
+import { Integrity } from './integrity.ts';
 import { maskNumbers } from './mask.ts';
 
 /** Knobs for building a platform; all optional. */
@@ -39,6 +40,8 @@ export class PlatformState {
   readonly relay: Relay;
   readonly queue: EventQueue;
   readonly directory: KeyDirectory;
+  /** Messaging limits, blocks, spam reports and quality per business number (src/platform/integrity.ts). */
+  readonly integrity: Integrity;
   private readonly devices = new Map<string, Device>();
 
   constructor(opts: PlatformOptions = {}) {
@@ -48,6 +51,11 @@ export class PlatformState {
     this.relay = new Relay(this.faults);
     this.queue = new EventQueue(this.clock);
     this.directory = new KeyDirectory((address, left) => this.devices.get(address)?.replenishIfLow(left));
+    // The transport's own notices go straight to the router's queue (not across the faulty relay).
+    this.integrity = new Integrity(this.clock, (c) => this.queue.push({
+      kind: 'integrity', to: c.number, event: c.event, quality_rating: c.quality_rating, current_limit: c.current_limit, blocked: c.blocked,
+      timestamp: unixSeconds(this.clock()),
+    }));
   }
 
   /**

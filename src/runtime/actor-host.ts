@@ -695,11 +695,14 @@ export class ActorHost {
     if (values.length) await this.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values);
     if (sends.length) {
       try {
-        const { unknown } = await this.transport.send(sends);
+        const { unknown, refused } = await this.transport.send(sends);
         for (const s of sends) {
+          const code = refused.get(s.id);
           results.push(unknown.has(s.id)
             ? { type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unknown_recipient' }
-            : { type: 'TRANSPORT_ACCEPTED', wamid: s.id, at: now });
+            : code !== undefined
+              ? { type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'refused', code }
+              : { type: 'TRANSPORT_ACCEPTED', wamid: s.id, at: now });
         }
       } catch (e) {
         if (!(e instanceof TransportUnavailableError)) throw e;

@@ -8,7 +8,7 @@ import { conversationId, idempotentWamid, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../../workers/timers.ts';
 import { metrics } from '../ops/metrics.ts';
-import { SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
+import { NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 const MAX_RETENTION_MS = 30 * 86_400_000;
 
@@ -74,6 +74,9 @@ export class OutboundService implements OutboundPort {
   }
 
   async accept(req: OutboundRequest): Promise<Accepted> {
+    // Blocked by the transport for policy violations: nothing is accepted (the standing it last reported).
+    const number = await this.businesses.phoneNumber(req.phoneNumberId);
+    if (number?.blocked) throw new NumberBlockedError();
     const conv = await conversationId(this.dataKeys, req.businessId, req.phoneNumberId, req.waId);
     const redis = await this.storeOf(req.businessId, conv);
     const idempotent = req.idempotencyKey !== undefined ? await idempotentWamid(this.dataKeys, req.businessId, req.phoneNumberId, conv, req.idempotencyKey) : null;
@@ -87,10 +90,7 @@ export class OutboundService implements OutboundPort {
       const li = (await redis.hget(this.keys.meta(conv), 'li')) ?? (await redis.get(this.keys.window(conv)));
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
     }
-    if (this.limits) {
-      const pn = await this.businesses.phoneNumber(req.phoneNumberId);
-      await this.limits.check(req.phoneNumberId, pn?.messages_per_second ?? 80, conv);
-    }
+    if (this.limits) await this.limits.check(req.phoneNumberId, number?.messages_per_second ?? 80, conv);
     const dk = await this.dataKeys.get(req.businessId);
     const retention = await this.retentionOf(req.businessId);
     const wamid = idempotent ?? newWamid(conv);

@@ -42,5 +42,13 @@ export class WindowClosedError extends Error {
   }
 }
 
+/** The transport has blocked the sending number for policy violations (Cloud API 368). */
+export class NumberBlockedError extends Error {
+  constructor() {
+    super('the phone number is blocked for policy violations');
+    this.name = 'NumberBlockedError';
+  }
+}
+
 /** The customer-service window: a user's message opens it for this long (Cloud API: 24 hours). */
 export const SERVICE_WINDOW_MS = 24 * 3600_000;

@@ -162,6 +162,16 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     });
   }
   const puller = new TransportPuller(ctx.transport, ctx.businesses, ctx.dataKeys, ctx.mailboxes, ctx.outbound, ctx.log.child({ component: 'puller' }), mailboxTtlMs);
+  // The transport's word on a number's standing: recorded on the number (GET /{phone_number_id}, 368 at the
+  // API while blocked) and told to the business as Meta does, with a phone_number_quality_update webhook.
+  puller.onIntegrity = async (ev) => {
+    const pn = await ctx.businesses.phoneNumberByDisplay(ev.to);
+    if (!pn) return;
+    await ctx.businesses.setIntegrity(pn.phone_number_id, { quality_rating: ev.quality_rating, messaging_limit_tier: ev.current_limit, blocked: ev.blocked });
+    const value = { display_phone_number: pn.display_phone_number, event: ev.event, current_limit: ev.current_limit, quality_rating: ev.quality_rating };
+    await ctx.webhooks.enqueue(pn.business_id, pn.phone_number_id, [{ other: { field: 'phone_number_quality_update', value } }], config.webhookMaxAgeMs + 86_400_000);
+    ctx.log.info({ phone_number_id: pn.phone_number_id, event: ev.event, quality_rating: ev.quality_rating, current_limit: ev.current_limit }, 'phone number standing changed');
+  };
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();
   const sweeper = new RetentionSweeper(ctx.stores, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);

@@ -15,7 +15,11 @@ export interface OutgoingEnvelope {
 export type TransportEvent =
   | { event_id: string; kind: 'receipt'; status: 'delivered' | 'read'; id: string; from: string; to: string; timestamp: string }
   | { event_id: string; kind: 'envelope'; id: string; from: string; to: string; type: number; body: string; timestamp: string }
-  | { event_id: string; kind: 'spam_report'; from: string; to: string; timestamp: string };
+  | { event_id: string; kind: 'spam_report'; from: string; to: string; timestamp: string }
+  | {
+    event_id: string; kind: 'integrity'; to: string; event: string; quality_rating: 'GREEN' | 'YELLOW' | 'RED'; current_limit: string; blocked: boolean;
+    timestamp: string;
+  };
 
 /** The transport answered that it does not know the address. */
 export class UnknownAddressError extends Error {
@@ -34,9 +38,21 @@ export class TransportUnavailableError extends Error {
 }
 
 /** One caller's envelopes waiting for the next batch, with how to answer it. */
+/**
+ * What the transport said about envelopes it did not take: `unknown` recipients, and envelopes it `refused`
+ * under its integrity rules, with the Cloud API error code the refusal means.
+ */
+export interface SendResult {
+  unknown: Set<string>;
+  refused: Map<string, number>;
+}
+
+/** The transport's refusal reasons and their Cloud API codes (src/platform/integrity.ts). */
+const REFUSALS: Record<string, number> = { spam_limit: 131048, ecosystem_limit: 131049, policy_blocked: 368, user_blocked: 131026 };
+
 interface PendingSend {
   envelopes: OutgoingEnvelope[];
-  resolve: (r: { unknown: Set<string> }) => void;
+  resolve: (r: SendResult) => void;
   reject: (e: unknown) => void;
 }
 
@@ -101,8 +117,8 @@ export class TransportClient {
   }
 
   /** Hands envelopes to the transport; returns the ids it rejected as unknown recipients. */
-  send(envelopes: OutgoingEnvelope[]): Promise<{ unknown: Set<string> }> {
-    if (!envelopes.length) return Promise.resolve({ unknown: new Set<string>() });
+  send(envelopes: OutgoingEnvelope[]): Promise<SendResult> {
+    if (!envelopes.length) return Promise.resolve({ unknown: new Set<string>(), refused: new Map() });
     return new Promise((resolve, reject) => {
       this.waiting.push({ envelopes, resolve, reject });
       this.schedule();
@@ -141,15 +157,22 @@ export class TransportClient {
       const envelopes = batch.flatMap((p) => p.envelopes);
       const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes });
       if (status === 404) {
-        for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.map((e) => e.id)) });
+        for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.map((e) => e.id)), refused: new Map() });
         return;
       }
       if (status !== 202 && status !== 200) throw new TransportUnavailableError(`envelopes answered ${status}`);
       const unknown = new Set<string>();
+      const refused = new Map<string, number>();
       for (const r of (json?.rejected ?? []) as { id: string; error: string }[]) {
         if (r.error === 'unknown_recipient') unknown.add(r.id);
+        else if (REFUSALS[r.error]) refused.set(r.id, REFUSALS[r.error]!);
       }
-      for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.filter((e) => unknown.has(e.id)).map((e) => e.id)) });
+      for (const p of batch) {
+        p.resolve({
+          unknown: new Set(p.envelopes.filter((e) => unknown.has(e.id)).map((e) => e.id)),
+          refused: new Map(p.envelopes.filter((e) => refused.has(e.id)).map((e) => [e.id, refused.get(e.id)!])),
+        });
+      }
     } catch (e) {
       for (const p of batch) p.reject(e);
     }

@@ -28,6 +28,9 @@ export class TransportPuller {
     private readonly leaseMs = 15_000,
   ) {}
 
+  /** Called with each change of a business number's standing the transport reports (set by the router). */
+  onIntegrity?: (ev: Extract<TransportEvent, { kind: 'integrity' }>) => Promise<void>;
+
   /** Starts pulling in the background. */
   start(): void {
     if (this.running) return;
@@ -88,6 +91,7 @@ export class TransportPuller {
       await this.conversations.ensure(conv, pn.business_id, pn.phone_number_id, ev.from);
       return { conversationId: conv, event: { type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body } };
     }
+    if (ev.kind === 'integrity') await this.onIntegrity?.(ev);
     return null;
   }
 }

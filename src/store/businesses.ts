@@ -41,6 +41,10 @@ export interface PhoneNumber {
   throughput: { level: string };
   /** Messages per second the number may send (the 130429 limit). */
   messages_per_second: number;
+  /** Unique users it may reach outside the service window per 24 h, as the transport last said (`TIER_250`...). */
+  messaging_limit_tier: string;
+  /** Blocked by the transport for policy violations: sends are refused with 368. */
+  blocked: boolean;
 }
 
 /** Where a business's webhooks go, with the secret to sign them. */
@@ -79,7 +83,10 @@ export function hashToken(token: string): string {
  * private keys) are sealed with the business's data key; tokens are stored only as hashes.
  */
 export class BusinessStore {
-  private readonly numbers = new Map<string, PhoneNumber>();
+  /** Phone numbers read recently: their standing (quality, tier, policy block) changes, so entries expire. */
+  private readonly numbers = new Map<string, { pn: PhoneNumber; at: number }>();
+  /** How long a process trusts a phone number it read (a change made by another process shows within it). */
+  static numberCacheMs = 5_000;
   private readonly identities = new Map<string, NumberIdentity>();
 
   constructor(
@@ -184,7 +191,7 @@ export class BusinessStore {
   /** A business phone number, or null. Cached: its routing data does not change. */
   async phoneNumber(phoneNumberId: string): Promise<PhoneNumber | null> {
     const hit = this.numbers.get(phoneNumberId);
-    if (hit) return hit;
+    if (hit && Date.now() - hit.at < BusinessStore.numberCacheMs) return hit.pn;
     if (!/^\d{1,20}$/.test(phoneNumberId)) return null;
     const row = await this.redis.hgetall(this.keys.phoneNumber(phoneNumberId));
     if (!row.business_id) return null;
@@ -197,9 +204,18 @@ export class BusinessStore {
       quality_rating: (row.quality_rating as PhoneNumber['quality_rating']) ?? 'GREEN',
       throughput: { level: Number(row.mps ?? 80) > 80 ? 'HIGH' : 'STANDARD' },
       messages_per_second: Number(row.mps ?? 80),
+      messaging_limit_tier: row.tier ?? 'TIER_250',
+      blocked: row.blocked === '1',
     };
-    this.numbers.set(phoneNumberId, pn);
+    if (this.numbers.size > 10_000) this.numbers.clear();
+    this.numbers.set(phoneNumberId, { pn, at: Date.now() });
     return pn;
+  }
+
+  /** Records a number's standing at the transport (quality rating, messaging-limit tier, policy block). */
+  async setIntegrity(phoneNumberId: string, s: { quality_rating: PhoneNumber['quality_rating']; messaging_limit_tier: string; blocked: boolean }): Promise<void> {
+    await this.redis.hset(this.keys.phoneNumber(phoneNumberId), { quality_rating: s.quality_rating, tier: s.messaging_limit_tier, blocked: s.blocked ? '1' : '0' });
+    this.numbers.delete(phoneNumberId);
   }
 
   /** The phone number whose display number (digits) is `display`, or null. */

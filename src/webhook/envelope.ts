@@ -27,6 +27,8 @@ export interface ChangeValue {
   messages?: Record<string, unknown>[];
   contacts?: Record<string, unknown>[];
   errors?: Record<string, unknown>[];
+  /** A change of another field than `messages` (e.g. `phone_number_quality_update`), its value as Meta sends it. */
+  other?: { field: string; value: Record<string, unknown> };
 }
 
 /** Who the webhook is about: the business account and the number. */
@@ -77,7 +79,7 @@ export function buildEnvelope(target: EnvelopeTarget, values: ChangeValue[]): Re
     object: 'whatsapp_business_account',
     entry: [{
       id: target.wabaId,
-      changes: values.map((v) => ({
+      changes: values.map((v) => v.other ? { field: v.other.field, value: v.other.value } : ({
         field: 'messages',
         value: {
           messaging_product: 'whatsapp',

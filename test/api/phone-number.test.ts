@@ -10,6 +10,7 @@ describe('GET /{version}/{phone_number_id}', () => {
       expect(res.statusCode).toBe(200);
       expect(res.body).toBe(JSON.stringify({
         id: f.a.phone_number_id, display_phone_number: f.a.display_phone_number, verified_name: 'A', quality_rating: 'GREEN', throughput: { level: 'STANDARD' },
+        whatsapp_business_manager_messaging_limit: 'TIER_250',
       }));
     }
   });

@@ -220,6 +220,28 @@ describe('conversation machine', () => {
     expect(statuses(late.all)).toEqual(['w1:sent', 'w1:failed']);
   });
 
+  it('fails a message the transport refuses with the code it gives, sends a skip notice in its place, and never retries it', () => {
+    const { all, s } = run([
+      { type: 'SEND', wamid: 'w1', at: 1 },
+      { type: 'BUNDLE_FETCHED', at: 2 },
+      { type: 'ENCRYPTED', wamid: 'w1', at: 3, messageType: 3 },
+      { type: 'TRANSPORT_REJECTED', wamid: 'w1', at: 4, reason: 'refused', code: 131048 },
+    ]);
+    expect(all.filter((c) => c.type === 'webhook.status')).toEqual([{ type: 'webhook.status', wamid: 'w1', status: 'failed', at: 4, errorCode: 131048 }]);
+    // The device may be holding later messages for seq 1: a skip notice for it is encrypted at once.
+    const notice = (s.context as { messages: { seq: number; skip?: true; state: string }[] }).messages.find((m) => m.skip);
+    expect(notice).toMatchObject({ seq: 1, state: 'encrypting' });
+    expect(all.filter((c) => c.type === 'message.encrypt').map((c) => (c as { seq: number }).seq)).toEqual([1, 1]);
+    // Refusals of a skip notice (the business is blocked: everything is refused) report nothing.
+    // A refused skip notice reports nothing and is retried later (the device is waiting for it), not dropped.
+    const noticeWamid = (notice as unknown as { wamid: string }).wamid;
+    const encrypted = run([{ type: 'ENCRYPTED', wamid: noticeWamid, at: 5, messageType: 2 }], s);
+    const refusedNotice = run([{ type: 'TRANSPORT_REJECTED', wamid: noticeWamid, at: 6, reason: 'refused', code: 131048 }], encrypted.s);
+    expect(refusedNotice.all.filter((c) => c.type === 'webhook.status' || c.type === 'message.forget')).toEqual([]);
+    const retried = (refusedNotice.s.context as { messages: { wamid: string; nextAttemptAt: number | null }[] }).messages.find((m) => m.wamid === noticeWamid);
+    expect(retried!.nextAttemptAt).toBeGreaterThan(6);
+  });
+
   it('reports a changed identity from a fresh bundle to the business', () => {
     const { emitted } = run([{ type: 'SEND', wamid: 'w1', at: 1 }, { type: 'BUNDLE_FETCHED', at: 2, identityChanged: true }]);
     expect(emitted[1]![0]).toEqual({ type: 'webhook.identity_changed', at: 2 });

@@ -49,6 +49,7 @@ function perMessage(s: Snap, kinds: string[]): ConversationEvent[] {
     if (kinds.includes('transport') && (m.state === 'encrypted' || m.state === 'sent')) {
       out.push({ type: 'TRANSPORT_ACCEPTED', wamid: w, at: NOW });
       out.push({ type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'unavailable' }, { type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'unknown_recipient' });
+      if (kinds.includes('refusal')) out.push({ type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'refused', code: 131048 });
     }
     if (kinds.includes('receipt') && (m.state === 'encrypted' || m.state === 'sent')) out.push({ type: 'DELIVERED', wamid: w, at: NOW }, { type: 'READ', wamid: w, at: NOW });
     if (kinds.includes('repair') && !m.skip && !m.read && (m.state === 'sent' || kinds.includes('repair-any'))) {
@@ -95,7 +96,7 @@ const ending = (s: Snap): ConversationEvent[] => [
  * they reach every state and take every transition (asserted by the suite against the definition).
  */
 export const ALPHABETS: Record<string, { events: Alphabet; limit?: number }> = {
-  'first contact, one message, every answer': { events: (s) => [...sends(1)(s), ...bundle, ...perMessage(s, ['encrypt', 'transport', 'receipt']), ...timerEvents(s), ...lateReceipts(s)] },
+  'first contact, one message, every answer': { events: (s) => [...sends(1)(s), ...bundle, ...perMessage(s, ['encrypt', 'transport', 'refusal', 'receipt']), ...timerEvents(s), ...lateReceipts(s)] },
   'two messages in flight': { events: (s) => [...sends(2)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'transport', 'receipt']), ...timerEvents(s), ...lateReceipts(s)] },
   'session repair': { events: (s) => [...sends(1)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'repair']), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED'), ...timerEvents(s)] },
   'inbound and the service window': { events: (s) => [...inbound(s), ...sends(1)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'transport', 'receipt']).filter((e) => e.type !== 'TRANSPORT_REJECTED'), ...timerEvents(s)] },
@@ -103,7 +104,7 @@ export const ALPHABETS: Record<string, { events: Alphabet; limit?: number }> = {
     events: (s) => [...sends(1)(s), bundle[0]!, bundle[2]!, bundle[4]!, ...perMessage(s, ['encrypt', 'repair', 'repair-any']).filter((e) => e.type !== 'ENCRYPT_FAILED'), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED')],
   },
   'stale answers after a session change': {
-    events: (s) => [...sends(2)(s), bundle[0]!, bundle[2]!, ...perMessage(s, ['encrypt', 'repair']).filter((e) => e.type !== 'RETRY_REQUESTED' || (e as { ratchetMatches: boolean }).ratchetMatches), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED')],
+    events: (s) => [...sends(2)(s), bundle[0]!, bundle[2]!, ...perMessage(s, ['encrypt', 'repair']).filter((e) => e.type !== 'RETRY_REQUESTED' || (e as { ratchetMatches: boolean }).ratchetMatches), ...perMessage(s, ['transport', 'refusal']).filter((e) => e.type === 'TRANSPORT_ACCEPTED' || (e as { reason?: string }).reason === 'refused')],
   },
   'retention and erasure': { events: (s) => [...sends(1)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'receipt']), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED'), ...ending(s), ...timerEvents(s)] },
 };

@@ -55,7 +55,7 @@ describe('device → business', () => {
     });
   });
 
-  it('queues read receipts and spam reports', async () => {
+  it('queues read receipts, and a spam report as the number\'s new standing (never who reported)', async () => {
     p = quietPlatform();
     const waId = await registerDevice(p.app, '+15557654322');
     const biz = new TestBusiness(BIZ);
@@ -68,10 +68,12 @@ describe('device → business', () => {
     expect(await call(p.app, 'POST', `/sim/devices/${waId}/read`, { message_id: m.id })).toEqual({ status: 200, json: { success: true } });
     expect(await call(p.app, 'POST', `/sim/devices/${waId}/report-spam`, { from: BIZ })).toEqual({ status: 200, json: { success: true } });
     await p.state.settled();
-    expect(await drainEvents(p.app)).toMatchObject([
+    const events = await drainEvents(p.app);
+    expect(events).toMatchObject([
       { kind: 'receipt', status: 'read', id: m.id, from: waId, to: BIZ },
-      { kind: 'spam_report', from: waId, to: BIZ },
+      { kind: 'integrity', to: BIZ, event: 'FLAGGED', quality_rating: 'YELLOW', current_limit: 'TIER_250', blocked: false },
     ]);
+    expect(JSON.stringify(events[1])).not.toContain(waId);
     expect(await call(p.app, 'POST', `/sim/devices/${waId}/read`, { message_id: 'wamid.never' })).toEqual({ status: 404, json: { error: 'unknown_message' } });
   });
 
