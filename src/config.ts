@@ -60,6 +60,11 @@ const schema = z.object({
   webhookTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   webhookBatch: z.coerce.number().int().min(1).max(1000).default(1000),
   sweepEveryMs: z.coerce.number().int().min(100).default(60_000),
+  /** Refused requests (bad tokens, oversized bodies) one client address may send per window before 429. */
+  abuseLimit: z.coerce.number().int().min(1).default(50),
+  abuseWindowMs: duration.default(60_000),
+  /** Behind a reverse proxy: the client address comes from X-Forwarded-For. */
+  trustProxy: z.enum(['0', '1', 'true', 'false', '']).default('').transform((v) => v === '1' || v === 'true'),
   /** `eu=redis://…,us=redis://…`: where region-pinned businesses keep their data. */
   regions: z.string().default('').transform((s, ctx) => {
     const out: Record<string, string> = {};
@@ -128,6 +133,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     webhookTimeoutMs: env.SEALPOST_WEBHOOK_TIMEOUT_MS,
     webhookBatch: env.SEALPOST_WEBHOOK_BATCH,
     sweepEveryMs: env.SEALPOST_SWEEP_EVERY_MS,
+    abuseLimit: env.SEALPOST_ABUSE_LIMIT,
+    abuseWindowMs: env.SEALPOST_ABUSE_WINDOW,
+    trustProxy: env.SEALPOST_TRUST_PROXY,
     regions: env.SEALPOST_REGIONS,
     bundleRetryMs: env.SEALPOST_BUNDLE_RETRY_MS,
     retransmitBaseMs: env.SEALPOST_RETRANSMIT_BASE_MS,

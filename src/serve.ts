@@ -1,3 +1,4 @@
+import { ClientThrottle } from './runtime/client-throttle.ts';
 import { randomBytes } from 'node:crypto';
 import type { Config } from './config.ts';
 import { loadMasterKey, platformUrlOf } from './config.ts';
@@ -66,6 +67,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     const { opsRoutes } = await import('./api/ops.ts');
     const app = buildApp({
       businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
+      throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       extraRoutes: [
         adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
         opsRoutes({

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
+import { ApplicationLimitError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
+import type { ClientThrottle } from '../runtime/client-throttle.ts';
 import { validateMessagesBody } from './validate.ts';
 import { metrics } from '../ops/metrics.ts';
 
@@ -16,6 +17,10 @@ export interface ApiDeps {
   bodyLimit?: number;
   /** Routes other layers add (admin, metrics, board), each registered as a Fastify plugin. */
   extraRoutes?: ExtraRoutes | ExtraRoutes[];
+  /** Throttles client addresses that send bad tokens or oversized bodies (none: no throttling). */
+  throttle?: ClientThrottle;
+  /** Take the client address from X-Forwarded-For (behind a trusted reverse proxy). */
+  trustProxy?: boolean;
 }
 
 /** A set of routes added to the API. */
@@ -72,7 +77,7 @@ async function authorize(req: FastifyRequest, businesses: BusinessStore): Promis
 export function buildApp(deps: ApiDeps): FastifyInstance {
   const log = deps.logger ?? createLogger('api');
   // Fastify's own request lines would log raw URLs; the access line below logs the route pattern instead.
-  const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024 });
+  const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024, trustProxy: deps.trustProxy ?? false });
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
 
@@ -81,8 +86,19 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
     const fbtraceId = newTraceId();
     if (req.routeOptions.url?.endsWith('/messages')) metrics.refused.inc({ code: String(graph.code) });
     req.apiNote = { ...req.apiNote, fbtrace_id: fbtraceId, code: graph.code, ...(unexpected ? { err: String((err as Error | null)?.message ?? err).slice(0, 500) } : {}) };
+    // Abuse of the API itself: a bad token or an oversized body is a strike against the client's address.
+    if (deps.throttle && (graph.code === 190 || graph.httpStatus === 413)) void deps.throttle.strike(req.ip).catch(() => undefined);
+    if (graph instanceof ApplicationLimitError) reply.header('retry-after', String(graph.retryAfterS));
     return reply.code(graph.httpStatus).send(graphEnvelope(graph, fbtraceId));
   };
+  // A throttled address is answered before anything else is done for it (no token look-up, no body read).
+  if (deps.throttle) {
+    const throttle = deps.throttle;
+    app.addHook('onRequest', async (req) => {
+      const wait = throttle.retryAfter(req.ip);
+      if (wait > 0) throw new ApplicationLimitError(Math.ceil(wait / 1000));
+    });
+  }
   app.setErrorHandler((err, req, reply) => fail(req, reply, err));
   app.setNotFoundHandler((req, reply) => fail(req, reply, new InvalidParameterError(`Unknown path: ${req.method} ${req.url.split('?')[0]!.slice(0, 80)}`, 404)));
 

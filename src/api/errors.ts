@@ -46,6 +46,13 @@ export class BodyTooLargeError extends InvalidParameterError {
  * 100 for an object the token cannot reach. Graph answers the same for unknown ids and for other businesses'
  * ids, so a token cannot probe which ids exist.
  */
+/** 4 with HTTP 429: the client sent too many refused requests (bad tokens, oversized bodies); it waits. */
+export class ApplicationLimitError extends GraphError {
+  constructor(readonly retryAfterS: number) {
+    super(4, 'Application request limit reached', `Too many rejected requests from this client; retry in ${retryAfterS} s.`, 429, 'OAuthException');
+  }
+}
+
 export class UnknownObjectError extends GraphError {
   constructor(id: string, method: 'GET' | 'POST' | 'DELETE') {
     const verb = method.toLowerCase();

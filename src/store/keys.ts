@@ -83,4 +83,6 @@ export class Keys {
   rateLimit(kind: 'tp' | 'pair', id: string): string { return `${this.prefix}:rl:${kind}:${id}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
+  /** Strikes against a client address (hashed) that sent bad tokens or oversized bodies, for one window. */
+  abuse(clientHash: string): string { return `${this.prefix}:abuse:${clientHash}`; }
 }

@@ -1,3 +1,4 @@
+import { ClientThrottle } from '../../src/runtime/client-throttle.ts';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config.ts';
@@ -54,7 +55,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   const redisUrl = opts.redisUrl ?? testRedisUrl();
   const prefix = testPrefix('sp');
   const masterKey = randomBytes(32);
-  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_BUNDLE_RETRY_MS: '200', SEALPOST_WEBHOOK_BACKOFF_BASE_MS: '50', SEALPOST_WEBHOOK_BACKOFF_MAX_MS: '500', ...opts.env };
+  const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_BUNDLE_RETRY_MS: '200', SEALPOST_WEBHOOK_BACKOFF_BASE_MS: '50', SEALPOST_WEBHOOK_BACKOFF_MAX_MS: '500', SEALPOST_ABUSE_LIMIT: '100000', ...opts.env };
   const config = loadConfig({ ...env, REDIS_URL: redisUrl });
   const platform = await startPlatform({ host: '127.0.0.1', port: 0, ...(opts.platformTap ? { tap: opts.platformTap } : {}) });
   const ctx = createRouterContext(config, redisUrl, masterKey, platform.url);
@@ -62,6 +63,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
   const adminToken = randomBytes(24).toString('base64url');
   const app = buildApp({
     businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
+      throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
     extraRoutes: [
       adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
       opsRoutes({
