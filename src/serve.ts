@@ -69,7 +69,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
       businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       extraRoutes: [
-        adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data }),
+        adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher }),
         opsRoutes({
           token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl,
           inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },

@@ -4,6 +4,9 @@ import type { BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
 import { InvalidParameterError, UnknownObjectError } from './errors.ts';
 import { checkAdmin } from '../ops/admin-auth.ts';
+import { randomBytes } from 'node:crypto';
+import { parseDuration } from '../config.ts';
+import { verifySubscription } from '../webhook/subscription.ts';
 
 /** What the admin routes need. */
 export interface AdminDeps {
@@ -12,6 +15,34 @@ export interface AdminDeps {
   businesses: BusinessStore;
   stats: Stats;
   data: DataRequests;
+  /** Publishes a new number's prekeys on the transport (so users can write to it at once). */
+  publisher?: { ensure(phoneNumberId: string): Promise<boolean> };
+  /** The webhook subscription check (default: GET hub.challenge against the URL). */
+  verify?: (url: string, verifyToken: string) => Promise<{ ok: boolean; reason?: string }>;
+}
+
+const MAX_RETENTION_MS = 30 * 86_400_000;
+
+/** An http(s) URL, or a 100 naming the field. */
+function httpUrl(v: unknown, field: string): string {
+  try {
+    const u = new URL(String(v));
+    if (u.protocol === 'http:' || u.protocol === 'https:') return u.toString();
+  } catch { /* below */ }
+  throw new InvalidParameterError(`${field} must be an http(s) URL`);
+}
+
+function text(v: unknown, field: string, min = 1, max = 200): string {
+  if (typeof v !== 'string' || v.trim().length < min || v.length > max) throw new InvalidParameterError(`${field} must be a string of ${min} to ${max} characters`);
+  return v;
+}
+
+function retentionOf(v: unknown): number {
+  try {
+    const ms = parseDuration(String(v));
+    if (ms > 0 && ms <= MAX_RETENTION_MS) return ms;
+  } catch { /* below */ }
+  throw new InvalidParameterError('retention must be a duration up to 30d (e.g. 30d, 12h, 10m)');
 }
 
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
@@ -28,6 +59,117 @@ export function adminRoutes(deps: AdminDeps) {
       return id;
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
+    const verify = deps.verify ?? ((url: string, token: string) => verifySubscription(url, token, { timeoutMs: 10_000 }));
+    const checked = async (url: string, verifyToken: string) => {
+      const check = await verify(url, verifyToken);
+      if (!check.ok) throw new InvalidParameterError(`webhook subscription check failed: ${check.reason ?? 'no challenge echoed'}`);
+    };
+    const numberDetails = async (pnId: string) => {
+      const pn = await deps.businesses.phoneNumber(pnId);
+      if (!pn) return null;
+      return {
+        phone_number_id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name,
+        quality_rating: pn.quality_rating, messaging_limit: pn.messaging_limit_tier, blocked: pn.blocked, messages_per_second: pn.messages_per_second,
+        webhook_url: await deps.businesses.numberWebhookUrl(pnId),
+      };
+    };
+
+    // The Business Manager: businesses, their numbers, webhooks and app secrets. Secrets are accepted, never shown.
+    app.get('/admin/businesses', { onRequest }, async () => ({ businesses: await deps.businesses.list() }));
+
+    app.post('/admin/businesses', { onRequest }, async (req) => {
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      const name = text(b.name, 'name');
+      const webhookUrl = httpUrl(b.webhook_url, 'webhook_url');
+      const appSecret = text(b.app_secret, 'app_secret', 8);
+      const verifyToken = text(b.verify_token, 'verify_token');
+      const retentionMs = b.retention !== undefined ? retentionOf(b.retention) : undefined;
+      await checked(webhookUrl, verifyToken);
+      const created = await deps.businesses.create({ name, webhookUrl, appSecret, verifyToken, ...(retentionMs ? { retentionMs } : {}) });
+      await deps.publisher?.ensure(created.phone_number_id);
+      return created;
+    });
+
+    app.get('/admin/businesses/:business_id', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      const numbers = await Promise.all((await deps.businesses.numbersOf(id)).map(numberDetails));
+      return { ...(await deps.businesses.info(id)), phone_numbers: numbers.filter(Boolean) };
+    });
+
+    app.patch('/admin/businesses/:business_id', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      const patch: { name?: string; webhookUrl?: string; verifyToken?: string; retentionMs?: number } = {};
+      if (b.name !== undefined) patch.name = text(b.name, 'name');
+      if (b.retention !== undefined) patch.retentionMs = retentionOf(b.retention);
+      if (b.webhook_url !== undefined || b.verify_token !== undefined) {
+        if (b.webhook_url === undefined || b.verify_token === undefined) throw new InvalidParameterError('webhook_url and verify_token change together (the new URL is checked with the token)');
+        patch.webhookUrl = httpUrl(b.webhook_url, 'webhook_url');
+        patch.verifyToken = text(b.verify_token, 'verify_token');
+        await checked(patch.webhookUrl, patch.verifyToken);
+      }
+      if (!Object.keys(patch).length) throw new InvalidParameterError('nothing to change: name, retention, webhook_url with verify_token');
+      await deps.businesses.update(id, patch);
+      return { success: true };
+    });
+
+    app.delete('/admin/businesses/:business_id', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      return { success: await deps.businesses.delete(id) };
+    });
+
+    app.post('/admin/businesses/:business_id/app_secret', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      const given = ((req.body ?? {}) as Record<string, unknown>).app_secret;
+      const secret = given === undefined ? randomBytes(24).toString('hex') : text(given, 'app_secret', 8);
+      await deps.businesses.rotateAppSecret(id, secret);
+      // Shown once when generated here; a secret the caller chose is not echoed.
+      return given === undefined ? { success: true, app_secret: secret } : { success: true };
+    });
+
+    app.get('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      return { data: (await Promise.all((await deps.businesses.numbersOf(id)).map(numberDetails))).filter(Boolean) };
+    });
+
+    app.post('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => {
+      const id = await business((req.params as { business_id: string }).business_id, req);
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      const added = await deps.businesses.addNumber(id, b.verified_name !== undefined ? { verifiedName: text(b.verified_name, 'verified_name') } : {});
+      await deps.publisher?.ensure(added.phone_number_id);
+      return added;
+    });
+
+    const ownNumber = async (req: FastifyRequest) => {
+      const p = req.params as { business_id: string; phone_number_id: string };
+      const id = await business(p.business_id, req);
+      if (!(await deps.businesses.numbersOf(id)).includes(p.phone_number_id)) throw new InvalidParameterError('phone_number_id is not one of this business\'s numbers', 404);
+      return { id, pn: p.phone_number_id };
+    };
+
+    app.patch('/admin/businesses/:business_id/phone_numbers/:phone_number_id', { onRequest }, async (req) => {
+      const { pn } = await ownNumber(req);
+      const b = (req.body ?? {}) as Record<string, unknown>;
+      if (b.webhook_url === null) {
+        await deps.businesses.setNumberWebhook(pn, null);
+        return { success: true };
+      }
+      const url = httpUrl(b.webhook_url, 'webhook_url');
+      const verifyToken = text(b.verify_token, 'verify_token');
+      await checked(url, verifyToken);
+      await deps.businesses.setNumberWebhook(pn, { url, verifyToken });
+      return { success: true };
+    });
+
+    app.delete('/admin/businesses/:business_id/phone_numbers/:phone_number_id', { onRequest }, async (req) => {
+      const { id, pn } = await ownNumber(req);
+      try {
+        await deps.businesses.removeNumber(id, pn);
+      } catch (e) {
+        throw new InvalidParameterError((e as Error).message);
+      }
+      return { success: true };
+    });
 
     app.get('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id, req);

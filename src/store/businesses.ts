@@ -248,6 +248,114 @@ export class BusinessStore {
     return this.redis.smembers(this.keys.phoneNumbers);
   }
 
+  /** Every business's non-secret settings, with its phone numbers. */
+  async list(): Promise<(BusinessInfo & { phone_numbers: string[] })[]> {
+    const out = [];
+    for (const id of (await this.redis.smembers(this.keys.businesses)).sort()) {
+      const info = await this.info(id);
+      if (info) out.push({ ...info, phone_numbers: await this.numbersOf(id) });
+    }
+    return out;
+  }
+
+  /** Changes a business's name, webhook URL and verify token, or retention (the caller checks the webhook first). */
+  async update(businessId: string, patch: { name?: string; webhookUrl?: string; verifyToken?: string; retentionMs?: number | null }): Promise<void> {
+    const bizKey = this.keys.business(businessId);
+    const dk = await this.dataKeys.get(businessId);
+    const fields: Record<string, string> = {};
+    if (patch.name !== undefined) fields.name = patch.name;
+    if (patch.webhookUrl !== undefined) fields.webhook_url = patch.webhookUrl;
+    if (patch.verifyToken !== undefined) fields.verify_token = seal(dk, patch.verifyToken, `${bizKey}:verify_token`);
+    if (patch.retentionMs !== undefined) fields.retention_ms = patch.retentionMs === null ? '' : String(patch.retentionMs);
+    if (Object.keys(fields).length) await this.redis.hset(bizKey, fields);
+  }
+
+  /** Replaces the business's app secret (webhooks are signed with it from the next delivery on). */
+  async rotateAppSecret(businessId: string, appSecret: string): Promise<void> {
+    const bizKey = this.keys.business(businessId);
+    await this.redis.hset(bizKey, 'app_secret', seal(await this.dataKeys.get(businessId), appSecret, `${bizKey}:app_secret`));
+  }
+
+  /** Adds a phone number (with its own Signal identity) to a business. */
+  async addNumber(businessId: string, opts: { verifiedName?: string; throughputMps?: number } = {}): Promise<{ phone_number_id: string; display_phone_number: string }> {
+    const info = await this.info(businessId);
+    if (!info) throw new Error('no such business');
+    const phoneNumberId = digits(15);
+    let display = '';
+    for (let i = 0; i < 20 && !display; i++) {
+      const candidate = `1555${digits(7)}`;
+      if (await this.redis.set(this.keys.displayNumber(candidate), phoneNumberId, 'NX')) display = candidate;
+    }
+    if (!display) throw new Error('could not allocate a display phone number');
+    const dk = await this.dataKeys.get(businessId);
+    const pnKey = this.keys.phoneNumber(phoneNumberId);
+    await this.redis.hset(pnKey, {
+      business_id: businessId, waba_id: info.waba_id, display_phone_number: display, verified_name: opts.verifiedName ?? info.name,
+      quality_rating: 'GREEN', mps: String(Math.min(1000, Math.max(1, opts.throughputMps ?? 80))), registration_id: String(randomInt(1, 16381)),
+      identity: seal(dk, IdentityKeyPair.generate().serialize(), `${pnKey}:identity`),
+    });
+    // Made visible last (another slot): listed with its business, then among all numbers.
+    await this.redis.hset(this.keys.business(businessId), 'numbers', [...(await this.numbersOf(businessId)), phoneNumberId].join(','));
+    await this.redis.sadd(this.keys.phoneNumbers, phoneNumberId);
+    return { phone_number_id: phoneNumberId, display_phone_number: display };
+  }
+
+  /** Removes a phone number from its business (not the last one); false when the business has no such number. */
+  async removeNumber(businessId: string, phoneNumberId: string): Promise<boolean> {
+    const numbers = await this.numbersOf(businessId);
+    if (!numbers.includes(phoneNumberId)) return false;
+    if (numbers.length === 1) throw new Error('a business keeps at least one phone number');
+    const pn = await this.phoneNumber(phoneNumberId);
+    // Hidden first (no new sends can find it), then its rows go.
+    await this.redis.hset(this.keys.business(businessId), 'numbers', numbers.filter((n) => n !== phoneNumberId).join(','));
+    await this.redis.srem(this.keys.phoneNumbers, phoneNumberId);
+    await this.redis.del(this.keys.phoneNumber(phoneNumberId));
+    if (pn) await this.redis.del(this.keys.displayNumber(pn.display_phone_number));
+    this.numbers.delete(phoneNumberId);
+    this.identities.delete(phoneNumberId);
+    return true;
+  }
+
+  /** Sets (or clears, with null) a number's own webhook URL and verify token, overriding its business's. */
+  async setNumberWebhook(phoneNumberId: string, target: { url: string; verifyToken: string } | null): Promise<void> {
+    const pnKey = this.keys.phoneNumber(phoneNumberId);
+    if (!target) {
+      await this.redis.hdel(pnKey, 'webhook_url', 'verify_token');
+      return;
+    }
+    const businessId = await this.redis.hget(pnKey, 'business_id');
+    if (!businessId) throw new Error('no such phone number');
+    await this.redis.hset(pnKey, { webhook_url: target.url, verify_token: seal(await this.dataKeys.get(businessId), target.verifyToken, `${pnKey}:verify_token`) });
+  }
+
+  /** A number's own webhook URL (its override), or null when it uses its business's. */
+  async numberWebhookUrl(phoneNumberId: string): Promise<string | null> {
+    return (await this.redis.hget(this.keys.phoneNumber(phoneNumberId), 'webhook_url')) || null;
+  }
+
+  /**
+   * Deletes a business: its tokens stop working at once, its numbers go, and its data key is destroyed, so
+   * whatever it still has in Redis (conversations, messages, outbox) can no longer be opened by anyone and
+   * expires with its retention.
+   */
+  async delete(businessId: string): Promise<boolean> {
+    if (!(await this.info(businessId))) return false;
+    await this.redis.srem(this.keys.businesses, businessId);
+    for (const hash of await this.redis.smembers(this.keys.businessTokens(businessId))) await this.redis.del(this.keys.token(hash));
+    for (const pnId of await this.numbersOf(businessId)) {
+      const pn = await this.phoneNumber(pnId);
+      await this.redis.srem(this.keys.phoneNumbers, pnId);
+      await this.redis.del(this.keys.phoneNumber(pnId));
+      if (pn) await this.redis.del(this.keys.displayNumber(pn.display_phone_number));
+      this.numbers.delete(pnId);
+      this.identities.delete(pnId);
+    }
+    await this.redis.del(this.keys.businessTokens(businessId));
+    await this.redis.del(this.keys.business(businessId));
+    await this.dataKeys.destroy(businessId);
+    return true;
+  }
+
   /** A business's non-secret settings, or null. */
   async info(businessId: string): Promise<BusinessInfo | null> {
     const row = await this.redis.hgetall(this.keys.business(businessId));
@@ -269,8 +377,10 @@ export class BusinessStore {
     const pn = await this.phoneNumber(phoneNumberId);
     if (!row.webhook_url || !row.app_secret || !pn) return null;
     const dk = await this.dataKeys.get(businessId);
+    // A number's own webhook URL overrides its business's (signed with the business's app secret).
+    const override = await this.numberWebhookUrl(phoneNumberId);
     return {
-      url: row.webhook_url,
+      url: override ?? row.webhook_url,
       appSecret: open(dk, row.app_secret, `${bizKey}:app_secret`).toString(),
       wabaId: row.waba_id ?? '',
       displayPhoneNumber: pn.display_phone_number,

@@ -116,6 +116,16 @@ export class DataKeys {
     return this.get(businessId);
   }
 
+  /**
+   * Destroys a business's data key: everything sealed with it becomes unreadable (crypto-shredding). This
+   * process forgets it at once; other processes' copies in memory go with their restart, and meanwhile they
+   * find none of the business's numbers, so they open nothing of it.
+   */
+  async destroy(businessId: string): Promise<void> {
+    await this.redis.del(this.keys.dataKey(businessId));
+    this.cache.delete(businessId);
+  }
+
   /** The business's unwrapped data key. */
   async get(businessId: string): Promise<Buffer> {
     const hit = this.cache.get(businessId);

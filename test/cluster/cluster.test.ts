@@ -34,7 +34,7 @@ describe('on a 3-master Redis Cluster', () => {
   beforeAll(async () => {
     cluster = await startOwnCluster();
     // Workers run in their own processes (below); the API, platform and receiver here.
-    sys = await startSystem({ redisUrl: cluster.url, workers: false, env: { SEALPOST_RETENTION: '8s', SEALPOST_SWEEP_EVERY_MS: '500', SEALPOST_RETRANSMIT_BASE_MS: '300', SEALPOST_RETRANSMIT_MAX_MS: '600' } });
+    sys = await startSystem({ redisUrl: cluster.url, workers: false, env: { SEALPOST_RETENTION: '10m', SEALPOST_SWEEP_EVERY_MS: '500', SEALPOST_RETRANSMIT_BASE_MS: '300', SEALPOST_RETRANSMIT_MAX_MS: '600' } });
     spawnWorker();
   }, 120_000);
 
@@ -121,8 +121,15 @@ describe('on a 3-master Redis Cluster', () => {
   }, 150_000);
 
   it('deletes the message at the end of retention, then the conversation and the user', async () => {
+    // A business keeping messages 8 s (the others keep them 10 minutes: a worker crash must not outlast a TTL).
+    const short = await sys.ctx.businesses.create({ name: 'Short Co', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'verify-me', retentionMs: 8_000, throughputMps: 1000 });
+    await sys.ctx.publisher.ensure(short.phone_number_id);
     const wa = await createDevice(sys.platformUrl, '+15557630001');
-    const wamid = await sendTemplate(sys, wa, 'welcome');
+    const res = await fetch(`${sys.apiUrl}/v23.0/${short.phone_number_id}/messages`, {
+      method: 'POST', headers: { authorization: `Bearer ${short.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to: wa, type: 'template', template: { name: 'welcome', language: { code: 'en_US' } } }),
+    });
+    const wamid = ((await res.json()) as { messages: { id: string }[] }).messages[0]!.id;
     await waitFor(() => delivered(wamid), 'delivered', 60_000);
     const conv = conversationOfWamid(wamid)!;
     expect(await sys.ctx.redis.exists(sys.ctx.keys.meta(conv))).toBe(1);
