@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { conversationOfWamid, isConversationId } from './runtime/ids.ts';
@@ -140,6 +141,154 @@ common(business.command('create'))
     } finally {
       await ctx.close();
     }
+  });
+
+const out = (v: unknown) => process.stdout.write(JSON.stringify(v) + '\n');
+
+/** An http(s) URL from an option, or a one-line reason. */
+function urlOption(v: string, flag: string): string {
+  try {
+    const u = new URL(v);
+    if (u.protocol === 'http:' || u.protocol === 'https:') return u.toString();
+  } catch { /* below */ }
+  throw new CliError(`${flag}: not an http(s) URL: ${v}`);
+}
+
+async function subscriptionChecked(url: string, verifyToken: string, verify: boolean): Promise<void> {
+  if (!verify) return;
+  const check = await verifySubscription(url, verifyToken, { timeoutMs: 10_000 });
+  if (!check.ok) throw new CliError(`webhook subscription check failed: ${check.reason}`);
+}
+
+common(business.command('list'))
+  .description('lists the businesses (no secrets); prints JSON')
+  .action(async (opts: CommonOpts) => {
+    await withContext(opts, async (ctx) => out({ businesses: await ctx.businesses.list() }));
+  });
+common(business.command('show'))
+  .description("a business's settings and phone numbers (no secrets); prints JSON")
+  .argument('<business_id>')
+  .action(async (id: string, opts: CommonOpts) => {
+    await withContext(opts, async (ctx) => {
+      await knownBusiness(ctx, id);
+      out({ ...(await ctx.businesses.info(id)), phone_numbers: await ctx.businesses.numbersOf(id) });
+    });
+  });
+common(business.command('update'))
+  .description("changes a business's name, retention, or webhook URL and verify token (checked first)")
+  .argument('<business_id>')
+  .option('--name <name>')
+  .option('--retention <duration>', 'e.g. 30d, 10m (at most 30d)')
+  .option('--webhook-url <url>')
+  .option('--verify-token <token>')
+  .addOption(new Option('--no-verify', 'skip the webhook subscription check'))
+  .action(async (id: string, opts: CommonOpts & { name?: string; retention?: string; webhookUrl?: string; verifyToken?: string; verify: boolean }) => {
+    const patch: { name?: string; retentionMs?: number; webhookUrl?: string; verifyToken?: string } = {};
+    if (opts.name !== undefined) {
+      if (!opts.name.trim()) throw new CliError('--name must not be empty');
+      patch.name = opts.name;
+    }
+    if (opts.retention !== undefined) patch.retentionMs = loadConfig({ SEALPOST_RETENTION: opts.retention }).retentionMs;
+    if ((opts.webhookUrl === undefined) !== (opts.verifyToken === undefined)) throw new CliError('--webhook-url and --verify-token go together');
+    if (opts.webhookUrl !== undefined) {
+      patch.webhookUrl = urlOption(opts.webhookUrl, '--webhook-url');
+      patch.verifyToken = opts.verifyToken!;
+      await subscriptionChecked(patch.webhookUrl, patch.verifyToken, opts.verify);
+    }
+    if (!Object.keys(patch).length) throw new CliError('nothing to change: give --name, --retention or --webhook-url with --verify-token');
+    await withContext(opts, async (ctx) => {
+      await knownBusiness(ctx, id);
+      await ctx.businesses.update(id, patch);
+      out({ success: true });
+    });
+  });
+common(business.command('delete'))
+  .description('deletes a business: its tokens, numbers and data key (what it still has in Redis can no longer be read)')
+  .argument('<business_id>')
+  .action(async (id: string, opts: CommonOpts) => {
+    await withContext(opts, async (ctx) => {
+      await knownBusiness(ctx, id);
+      out({ success: await ctx.businesses.delete(id) });
+    });
+  });
+
+const number = program.command('number').description("a business's phone numbers");
+common(number.command('add'))
+  .description('adds a phone number (its own Signal identity, published to the transport); prints JSON')
+  .requiredOption('--business <id>', 'business_id')
+  .option('--verified-name <name>', 'the name users see (default: the business name)')
+  .action(async (opts: CommonOpts & { business: string; verifiedName?: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const added = await ctx.businesses.addNumber(id, opts.verifiedName ? { verifiedName: opts.verifiedName } : {});
+      await ctx.publisher.ensure(added.phone_number_id);
+      out(added);
+    });
+  });
+common(number.command('list'))
+  .description("a business's phone numbers; prints JSON")
+  .requiredOption('--business <id>', 'business_id')
+  .action(async (opts: CommonOpts & { business: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const data = [];
+      for (const pn of await ctx.businesses.numbersOf(id)) {
+        const n = await ctx.businesses.phoneNumber(pn);
+        if (n) data.push({ phone_number_id: pn, display_phone_number: n.display_phone_number, verified_name: n.verified_name, quality_rating: n.quality_rating, webhook_url: await ctx.businesses.numberWebhookUrl(pn) });
+      }
+      out({ business_id: id, data });
+    });
+  });
+common(number.command('remove'))
+  .description('removes a phone number (a business keeps at least one)')
+  .requiredOption('--business <id>', 'business_id')
+  .argument('<phone_number_id>')
+  .action(async (pn: string, opts: CommonOpts & { business: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      let removed: boolean;
+      try {
+        removed = await ctx.businesses.removeNumber(id, pn);
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
+      if (!removed) throw new CliError(`business ${id} has no phone number ${pn}`);
+      out({ success: true });
+    });
+  });
+common(number.command('set-webhook'))
+  .description("gives a number its own webhook URL (checked first), or --clear to use its business's again")
+  .requiredOption('--business <id>', 'business_id')
+  .argument('<phone_number_id>')
+  .option('--webhook-url <url>')
+  .option('--verify-token <token>')
+  .option('--clear', "use the business's webhook again")
+  .addOption(new Option('--no-verify', 'skip the webhook subscription check'))
+  .action(async (pn: string, opts: CommonOpts & { business: string; webhookUrl?: string; verifyToken?: string; clear?: boolean; verify: boolean }) => {
+    if (!opts.clear && (!opts.webhookUrl || !opts.verifyToken)) throw new CliError('give --webhook-url and --verify-token, or --clear');
+    const url = opts.clear ? null : urlOption(opts.webhookUrl!, '--webhook-url');
+    if (url) await subscriptionChecked(url, opts.verifyToken!, opts.verify);
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      if (!(await ctx.businesses.numbersOf(id)).includes(pn)) throw new CliError(`business ${id} has no phone number ${pn}`);
+      await ctx.businesses.setNumberWebhook(pn, url ? { url, verifyToken: opts.verifyToken! } : null);
+      out({ success: true });
+    });
+  });
+
+const secret = program.command('secret').description("a business's app secret (signs its webhooks)");
+common(secret.command('rotate'))
+  .description('replaces the app secret; without --app-secret one is generated and printed once')
+  .requiredOption('--business <id>', 'business_id')
+  .option('--app-secret <secret>', 'the new secret (at least 8 characters)')
+  .action(async (opts: CommonOpts & { business: string; appSecret?: string }) => {
+    if (opts.appSecret !== undefined && opts.appSecret.length < 8) throw new CliError('--app-secret must be at least 8 characters');
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const value = opts.appSecret ?? randomBytes(24).toString('hex');
+      await ctx.businesses.rotateAppSecret(id, value);
+      out(opts.appSecret ? { success: true } : { success: true, app_secret: value });
+    });
   });
 
 const device = program.command('device').description('simulated user devices on the platform');

@@ -113,6 +113,30 @@ describe('sealpost CLI', () => {
     expect(again).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: business \d+ has no token ffffffffffffffff/) });
   });
 
+  it('business, number and secret commands manage the Business Manager; bad input is one line', async () => {
+    const b = sys.business.business_id;
+    const listed = JSON.parse((await cli(['business', 'list'], env)).stdout);
+    expect(listed.businesses.map((x: { business_id: string }) => x.business_id)).toContain(b);
+    expect((await cli(['business', 'update', b, '--name', 'Renamed Co'], env)).code).toBe(0);
+    expect(JSON.parse((await cli(['business', 'show', b], env)).stdout)).toMatchObject({ business_id: b, name: 'Renamed Co' });
+    expect(await cli(['business', 'update', b, '--webhook-url', 'ftp://x'], env)).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: --webhook-url and --verify-token go together\n$/) });
+
+    const added = await cli(['number', 'add', '--business', b, '--verified-name', 'Support'], env);
+    expect(added.code).toBe(0);
+    const pn = JSON.parse(added.stdout).phone_number_id as string;
+    expect(JSON.parse((await cli(['number', 'list', '--business', b], env)).stdout).data.map((n: { phone_number_id: string }) => n.phone_number_id)).toContain(pn);
+    expect((await cli(['number', 'set-webhook', '--business', b, pn, '--webhook-url', sys.receiver.url, '--verify-token', 'verify-me'], env)).code).toBe(0);
+    expect(await sys.ctx.businesses.numberWebhookUrl(pn)).toBe(sys.receiver.url);
+    expect((await cli(['number', 'remove', '--business', b, pn], env)).code).toBe(0);
+    expect(await cli(['number', 'remove', '--business', b, sys.business.phone_number_id], env)).toMatchObject({ code: 1, stderr: 'sealpost: a business keeps at least one phone number\n' });
+
+    const rotated = await cli(['secret', 'rotate', '--business', b], env);
+    expect(JSON.parse(rotated.stdout).app_secret).toMatch(/^[0-9a-f]{48}$/);
+    expect((await sys.ctx.businesses.webhookTarget(b, sys.business.phone_number_id))!.appSecret).toBe(JSON.parse(rotated.stdout).app_secret);
+    // Put the suite's secret back (the receiver checks signatures with it).
+    expect((await cli(['secret', 'rotate', '--business', b, '--app-secret', sys.appSecret], env)).stdout.trim()).toBe('{"success":true}');
+  }, 90_000);
+
   it('a bad setting is one line naming it', async () => {
     const res = await cli(['device', 'create', '--phone', '+15556660003'], { ...env, SEALPOST_RETENTION: '45d' });
     expect(res.code).toBe(1);
