@@ -5,6 +5,8 @@ import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
 import { ApplicationLimitError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
 import type { ClientThrottle } from '../runtime/client-throttle.ts';
+import type { MediaInfo, MediaStore } from '../media/store.ts';
+import { mediaInfo, registerMedia } from './media.ts';
 import { validateMessagesBody } from './validate.ts';
 import { metrics } from '../ops/metrics.ts';
 
@@ -21,6 +23,8 @@ export interface ApiDeps {
   throttle?: ClientThrottle;
   /** Take the client address from X-Forwarded-For (behind a trusted reverse proxy). */
   trustProxy?: boolean;
+  /** Media upload and retrieval (POST /{phone_number_id}/media, GET and DELETE /{media_id}). */
+  media?: { store: MediaStore; retentionOf(businessId: string): Promise<number> };
 }
 
 /** A set of routes added to the API. */
@@ -43,6 +47,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The phone number the route names, once the token was checked against it. */
     phoneNumber?: PhoneNumber;
+    /** The media the route's id names (GET/DELETE /{media_id}), when it is the token's business's. */
+    media?: MediaInfo;
     /** What the API's access log line adds for this request. */
     apiNote?: RequestNote;
   }
@@ -56,7 +62,7 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i;
  * route's phone number (100, the same for unknown and foreign ids). It runs on `onRequest`, before the body
  * is read, so an unauthenticated caller cannot make the API parse anything.
  */
-async function authorize(req: FastifyRequest, businesses: BusinessStore): Promise<void> {
+async function authorize(req: FastifyRequest, businesses: BusinessStore, media?: MediaStore): Promise<void> {
   const params = req.params as { version?: string; phone_number_id?: string };
   const header = req.headers.authorization;
   const m = header ? BEARER.exec(header) : null;
@@ -66,8 +72,17 @@ async function authorize(req: FastifyRequest, businesses: BusinessStore): Promis
   if (params.version !== undefined && !VERSION.test(params.version)) throw new InvalidParameterError(`Unknown API version ${params.version.slice(0, 20)}`);
   const id = params.phone_number_id ?? '';
   const pn = await businesses.phoneNumber(id);
-  if (!pn || pn.business_id !== businessId) throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' ? 'POST' : 'GET');
-  req.phoneNumber = pn;
+  if (pn && pn.business_id === businessId) {
+    req.phoneNumber = pn;
+    return;
+  }
+  // GET and DELETE /{id} also name media: the business's own, else the same answer as an unknown id.
+  const found = media ? await media.info(businessId, id) : null;
+  if (found) {
+    req.media = found;
+    return;
+  }
+  throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' ? 'POST' : req.method === 'DELETE' ? 'DELETE' : 'GET');
 }
 
 /**
@@ -80,6 +95,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024, trustProxy: deps.trustProxy ?? false });
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
+  app.decorateRequest('media', undefined);
 
   const fail = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
     const { graph, unexpected } = toGraphError(err);
@@ -140,14 +156,17 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.post('/:phone_number_id/messages', auth, messages);
 
   const number = async (req: FastifyRequest) => {
+    if (req.media) return mediaInfo(req, req.media);
     const pn = req.phoneNumber!;
     return {
       id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating,
       throughput: { level: pn.throughput.level }, whatsapp_business_manager_messaging_limit: pn.messaging_limit_tier,
     };
   };
-  app.get('/:version/:phone_number_id', auth, number);
-  app.get('/:phone_number_id', auth, number);
+  const idAuth = { onRequest: async (req: FastifyRequest) => authorize(req, deps.businesses, deps.media?.store) };
+  app.get('/:version/:phone_number_id', idAuth, number);
+  app.get('/:phone_number_id', idAuth, number);
+  if (deps.media) registerMedia(app, deps.media, auth, idAuth, deps.businesses);
 
   for (const routes of [deps.extraRoutes ?? []].flat()) {
     void app.register(async (scope) => {

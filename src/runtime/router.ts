@@ -1,6 +1,7 @@
 import { Queue, type ConnectionOptions, type Job, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { bullConnection, connectRedis, isCluster } from '../redis/connect.ts';
+import { MediaStore } from '../media/store.ts';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { platformUrlOf } from '../config.ts';
@@ -43,6 +44,8 @@ export interface RouterContext {
   publisher: KeyPublisher;
   stats: Stats;
   data: DataRequests;
+  /** Uploaded and received media, sealed at rest, expiring with each business's retention. */
+  media: MediaStore;
   queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
   log: Logger;
   close(): Promise<void>;
@@ -78,6 +81,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   return {
     config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
     data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
+    media: new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys),
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));

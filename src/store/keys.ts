@@ -83,6 +83,10 @@ export class Keys {
   rateLimit(kind: 'tp' | 'pair', id: string): string { return `${this.prefix}:rl:${kind}:${id}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
+  /** An uploaded or received media file (sealed bytes and details). */
+  media(id: string): string { return `${this.prefix}:media:${id}`; }
+  /** Which business owns a media id (routing data, in the shared store). */
+  mediaOwner(id: string): string { return `${this.prefix}:mediaowner:${id}`; }
   /** Strikes against a client address (hashed) that sent bad tokens or oversized bodies, for one window. */
   abuse(clientHash: string): string { return `${this.prefix}:abuse:${clientHash}`; }
 }

@@ -12,6 +12,7 @@ describe('isolation between businesses', () => {
   let inboundId: string;
   let revoked: string;
   let expired: string;
+  let mediaId: string;
 
   beforeAll(async () => {
     sys = await startSystem();
@@ -28,6 +29,20 @@ describe('isolation between businesses', () => {
     const r2 = (await (await admin(`/admin/businesses/${sys.business.business_id}/tokens`, 'POST', { expires_in: 1 })).json()) as { access_token: string };
     expired = r2.access_token;
     await waitFor(async () => (await sys.ctx.businesses.authenticate(expired)) === null, 'the token to expire', 5000);
+    const upload = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/media`, { method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}` }, body: form() });
+    mediaId = ((await upload.json()) as { id: string }).id;
+  });
+  const form = () => {
+    const f = new FormData();
+    f.set('messaging_product', 'whatsapp');
+    f.set('type', 'text/plain');
+    f.set('file', new Blob(['for Test Co only'], { type: 'text/plain' }), 'note.txt');
+    return f;
+  };
+  const request = (r: { method: string; path: string; body?: unknown; form?: boolean }, token: string) => fetch(`${sys.apiUrl}${r.path}`, {
+    method: r.method,
+    headers: { authorization: `Bearer ${token}`, ...(r.form ? {} : { 'content-type': 'application/json' }) },
+    body: r.form ? form() : r.body ? JSON.stringify(r.body) : undefined,
   });
   afterAll(async () => sys?.close());
 
@@ -38,14 +53,15 @@ describe('isolation between businesses', () => {
     { name: 'mark read', method: 'POST', path: `/v23.0/${pn()}/messages`, body: { messaging_product: 'whatsapp', status: 'read', message_id: inboundId } },
     { name: 'phone number', method: 'GET', path: `/v23.0/${pn()}` },
     { name: 'phone number (no version)', method: 'GET', path: `/${pn()}` },
+    { name: 'media upload', method: 'POST', path: `/v23.0/${pn()}/media`, form: true },
+    { name: 'media object', method: 'GET', path: `/v23.0/${mediaId}` },
+    { name: 'media object (no version)', method: 'GET', path: `/${mediaId}` },
+    { name: 'media download', method: 'GET', path: `/media/download/${mediaId}` },
   ];
 
   it('the right token works on every route', async () => {
     for (const r of routes()) {
-      const res = await fetch(`${sys.apiUrl}${r.path}`, {
-        method: r.method, headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
-        body: r.body ? JSON.stringify(r.body) : undefined,
-      });
+      const res = await request(r, sys.business.access_token);
       expect(res.status, r.name).toBe(200);
     }
   });
@@ -54,10 +70,7 @@ describe('isolation between businesses', () => {
     const tokens = { other: () => other.access_token, revoked: () => revoked, expired: () => expired };
     for (const [kind, tok] of Object.entries(tokens)) {
       for (const r of routes()) {
-        const res = await fetch(`${sys.apiUrl}${r.path}`, {
-          method: r.method, headers: { authorization: `Bearer ${tok()}`, 'content-type': 'application/json' },
-          body: r.body ? JSON.stringify(r.body) : undefined,
-        });
+        const res = await request(r, tok());
         const text = await res.text();
         const err = JSON.parse(text).error;
         expect([res.status, err.code], `${kind} on ${r.name}`).toEqual(kind === 'other' ? [400, 100] : [401, 190]);
@@ -67,6 +80,9 @@ describe('isolation between businesses', () => {
       const adminTry = await fetch(`${sys.apiUrl}/admin/businesses/${sys.business.business_id}/stats`, { headers: { authorization: `Bearer ${tok()}` } });
       expect(adminTry.status).toBe(401);
     }
+    // Deleting the media: refused for every wrong token, then it is still there.
+    for (const tok of Object.values(tokens)) expect((await request({ method: 'DELETE', path: `/v23.0/${mediaId}` }, tok())).status).not.toBe(200);
+    expect((await request({ method: 'GET', path: `/v23.0/${mediaId}` }, sys.business.access_token)).status).toBe(200);
     // The other business cannot mark this business's inbound message read through its own number either.
     const res = await fetch(`${sys.apiUrl}/v23.0/${other.phone_number_id}/messages`, {
       method: 'POST', headers: { authorization: `Bearer ${other.access_token}`, 'content-type': 'application/json' },

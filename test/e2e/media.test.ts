@@ -1,0 +1,96 @@
+import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dumpPrefix } from '../helpers/scan.ts';
+import { startSystem, type TestSystem } from '../helpers/system.ts';
+
+/** Media as the Cloud API has it: upload (multipart), the media object, download with the token, delete. */
+describe('media: upload, retrieve, download, delete', () => {
+  let sys: TestSystem;
+  let other: { phone_number_id: string; access_token: string; business_id: string };
+  beforeAll(async () => {
+    sys = await startSystem();
+    other = await sys.ctx.businesses.create({ name: 'Other Co', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'verify-me' });
+  });
+  afterAll(async () => sys?.close());
+
+  const upload = async (bytes: Buffer, type: string, opts: { token?: string; pn?: string; product?: string; filename?: string } = {}) => {
+    const form = new FormData();
+    form.set('messaging_product', opts.product ?? 'whatsapp');
+    form.set('type', type);
+    form.set('file', new Blob([bytes], { type }), opts.filename ?? 'file.bin');
+    const res = await fetch(`${sys.apiUrl}/v23.0/${opts.pn ?? sys.business.phone_number_id}/media`, {
+      method: 'POST', headers: { authorization: `Bearer ${opts.token ?? sys.business.access_token}` }, body: form,
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+  const get = async (path: string, token = sys.business.access_token, method = 'GET') => {
+    const res = await fetch(path.startsWith('http') ? path : `${sys.apiUrl}${path}`, { method, headers: { authorization: `Bearer ${token}` } });
+    return res;
+  };
+
+  it('uploads an image, answers its media object, downloads the same bytes with the token, and keeps them sealed at rest', async () => {
+    const canary = Buffer.concat([Buffer.from('MEDIACANARY-'), randomBytes(32)]);
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), canary]);
+    const up = await upload(png, 'image/png', { filename: 'receipt.png' });
+    expect(up.status).toBe(200);
+    expect(up.body.id).toMatch(/^\d{16}$/);
+    const obj = (await (await get(`/v23.0/${up.body.id}`)).json()) as any;
+    expect(obj).toEqual({
+      messaging_product: 'whatsapp', url: expect.stringMatching(new RegExp(`/media/download/${up.body.id}$`)), mime_type: 'image/png',
+      sha256: createHash('sha256').update(png).digest('base64'), file_size: png.length, id: up.body.id,
+    });
+    const dl = await get(obj.url);
+    expect(dl.status).toBe(200);
+    expect(dl.headers.get('content-type')).toBe('image/png');
+    expect(Buffer.from(await dl.arrayBuffer()).equals(png)).toBe(true);
+    // Sealed at rest: neither the bytes nor the file name appear in Redis.
+    const dump = await dumpPrefix(sys.redisUrl, sys.prefix);
+    const all = [...dump].map(([k, v]) => `${k}=${v}`).join('\n');
+    expect(all).not.toContain('MEDIACANARY-');
+    expect(all).not.toContain('receipt.png');
+    // It expires with the business's retention.
+    const ttl = await sys.ctx.redis.pttl(sys.ctx.keys.media(up.body.id));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(30 * 86_400_000);
+  });
+
+  it('only the owning business reaches a media id; others get the answer an unknown id gets', async () => {
+    const up = await upload(Buffer.from('hello'), 'text/plain');
+    const foreign = await get(`/v23.0/${up.body.id}`, other.access_token);
+    const unknown = await get('/v23.0/1234567890123456', other.access_token);
+    expect(foreign.status).toBe(unknown.status);
+    expect(((await foreign.json()) as any).error.code).toBe(100);
+    expect((await get(`/media/download/${up.body.id}`, other.access_token)).status).toBe(400);
+    expect((await get(`/v23.0/${up.body.id}`, other.access_token, 'DELETE')).status).toBe(400);
+    expect((await get(`/media/download/${up.body.id}`, 'EAASnot-a-token')).status).toBe(401);
+    // Still there for its owner.
+    expect((await get(`/v23.0/${up.body.id}`)).status).toBe(200);
+  });
+
+  it('refuses unsupported types, oversized files and malformed uploads with the Graph envelope, storing nothing', async () => {
+    const before = (await dumpPrefix(sys.redisUrl, sys.prefix)).size;
+    const exe = await upload(Buffer.from('MZ'), 'application/x-msdownload');
+    expect(exe).toMatchObject({ status: 400, body: { error: { code: 131053 } } });
+    const big = await upload(Buffer.alloc((5 << 20) + 1, 1), 'image/jpeg');
+    expect(big).toMatchObject({ status: 400, body: { error: { code: 131053 } } });
+    expect(big.body.error.error_data.details).toMatch(/image files are at most 5242880 bytes/);
+    const noProduct = await upload(Buffer.from('x'), 'text/plain', { product: 'sms' });
+    expect(noProduct).toMatchObject({ status: 400, body: { error: { code: 100 } } });
+    const json = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/media`, {
+      method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' }, body: '{}',
+    });
+    expect(json.status).toBe(400);
+    const foreignNumber = await upload(Buffer.from('x'), 'text/plain', { pn: other.phone_number_id });
+    expect(foreignNumber.body.error.code).toBe(100);
+    expect((await dumpPrefix(sys.redisUrl, sys.prefix)).size).toBe(before);
+  });
+
+  it('deletes a media id: gone for its owner too', async () => {
+    const up = await upload(Buffer.from('%PDF-1.4 test'), 'application/pdf', { filename: 'invoice.pdf' });
+    const del = await get(`/v23.0/${up.body.id}`, sys.business.access_token, 'DELETE');
+    expect(await del.json()).toEqual({ success: true });
+    expect((await get(`/v23.0/${up.body.id}`)).status).toBe(400);
+    expect(await sys.ctx.redis.exists(sys.ctx.keys.media(up.body.id))).toBe(0);
+  });
+});
