@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { NumberBlockedError, WindowClosedError } from '../runtime/ports.ts';
+import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, WindowClosedError } from '../runtime/ports.ts';
 import { RateLimitedError } from '../runtime/rate-limits.ts';
 
 /**
@@ -50,6 +50,13 @@ export class BodyTooLargeError extends InvalidParameterError {
 export class ApplicationLimitError extends GraphError {
   constructor(readonly retryAfterS: number) {
     super(4, 'Application request limit reached', `Too many rejected requests from this client; retry in ${retryAfterS} s.`, 429, 'OAuthException');
+  }
+}
+
+/** 131053: the media could not be uploaded (to the transport, for a message). */
+export class MediaUploadFailedGraphError extends GraphError {
+  constructor(details: string) {
+    super(131053, 'Media upload error', details, 400);
   }
 }
 
@@ -133,6 +140,8 @@ export function toGraphError(err: unknown): { graph: GraphError; unexpected: boo
   if (err instanceof GraphError) return { graph: err, unexpected: false };
   if (err instanceof WindowClosedError) return { graph: new ReengagementError(), unexpected: false };
   if (err instanceof NumberBlockedError) return { graph: new BlockedError(), unexpected: false };
+  if (err instanceof MediaRefusedError) return { graph: new InvalidParameterError(err.message), unexpected: false };
+  if (err instanceof MediaUploadFailedError) return { graph: new MediaUploadFailedGraphError(err.message), unexpected: false };
   if (err instanceof RateLimitedError) return { graph: err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError(), unexpected: false };
   const fe = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; statusCode?: unknown };
   const known = typeof fe.code === 'string' ? FASTIFY[fe.code] : undefined;

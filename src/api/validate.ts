@@ -110,18 +110,21 @@ const url = (v: unknown, field: string): string => {
 const pick = (fields: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) as Record<string, unknown>;
 
-/** Media by link (uploaded media ids are not supported yet): `{ link, caption?, filename? }`. */
+/** Media by link or by an uploaded media id (exactly one): `{ link | id, caption?, filename? }`. */
 function media(kind: string, captioned: boolean, named: boolean) {
   return (v: unknown) => {
     if (!isObject(v)) throw bad(`Parameter ${kind} is required`);
-    if (v.id !== undefined && v.link === undefined) throw new UnsupportedTypeError(`${kind} by uploaded media id`);
+    if ((v.id === undefined) === (v.link === undefined)) throw bad(`Parameter ${kind} needs exactly one of id (an uploaded media id) or link`);
+    if (v.id !== undefined && (typeof v.id !== 'string' || !/^\d{1,20}$/.test(v.id))) throw bad(`Parameter ${kind}.id must be a media id from POST /{phone_number_id}/media`);
     return pick({
-      link: url(v.link, `${kind}.link`),
+      ...(v.id !== undefined ? { id: v.id } : { link: url(v.link, `${kind}.link`) }),
       caption: captioned ? str(v.caption, `${kind}.caption`, 1024, true) : undefined,
       filename: named ? str(v.filename, `${kind}.filename`, 240, true) : undefined,
     });
   };
 }
+
+const UNSUPPORTED_INTERACTIVE = new Set(['product', 'product_list', 'catalog_message', 'flow', 'cta_url', 'location_request_message', 'address_message', 'voice_call']);
 
 /** Validators of the Cloud API's structured message types, by type. */
 const STRUCTURED: Record<string, (v: unknown) => Record<string, unknown> | Record<string, unknown>[]> = {
@@ -148,6 +151,8 @@ const STRUCTURED: Record<string, (v: unknown) => Record<string, unknown> | Recor
     });
   },
   interactive: (v) => {
+    // Interactive kinds the Cloud API has that Sealpost does not send (they need a catalogue, flows...): 131051.
+    if (isObject(v) && typeof v.type === 'string' && UNSUPPORTED_INTERACTIVE.has(v.type)) throw new UnsupportedTypeError(`interactive ${v.type}`);
     if (!isObject(v) || (v.type !== 'button' && v.type !== 'list')) throw bad('Parameter interactive.type must be button or list');
     if (!isObject(v.body)) throw bad('Parameter interactive.body.text is required');
     str(v.body.text, 'interactive.body.text', 1024);

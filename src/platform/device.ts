@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { decryptAttachment, type AttachmentPointer } from '../media/attachment.ts';
 import {
   DecryptionErrorMessage,
   ErrorCode,
@@ -83,6 +85,10 @@ export interface DeviceDeps {
   toRouter: (event: RouterEvent) => void;
   clock: () => number;
   log: Logger;
+  /** An attachment's ciphertext from the transport's blob store. */
+  blob?: (pointer: string) => Buffer | undefined;
+  /** Puts an attachment's ciphertext in the transport's blob store (the user sends media). */
+  putBlob?: (bytes: Buffer) => string;
 }
 
 /** A device tops up its one-time prekeys when the directory holds fewer than this many of either kind. */
@@ -441,6 +447,7 @@ export class Device {
   }
 
   private onMessage(content: MessageContent, sender: string): void {
+    this.openAttachments(content.message as Record<string, unknown>);
     const existing = this.received.get(content.id);
     if (existing) {
       // A re-encrypted copy (after a retry request) of a message the device already has.
@@ -457,6 +464,29 @@ export class Device {
     box.held.set(content.seq, r);
     this.counters.held++;
     this.release(box);
+  }
+
+  /**
+   * Media arrive as attachment pointers: the ciphertext is fetched from the transport, its digest checked,
+   * decrypted with the key the message carried, and shown as the file's type, hash and size (the key is not
+   * kept in what the device shows).
+   */
+  private openAttachments(message: Record<string, unknown>): void {
+    const kind = String(message.type);
+    const media = message[kind] as { attachment?: AttachmentPointer } | undefined;
+    if (!media?.attachment) return;
+    const { attachment, ...rest } = media;
+    try {
+      const ciphertext = this.deps.blob?.(attachment.pointer);
+      if (!ciphertext) throw new Error('attachment not found');
+      const bytes = decryptAttachment(attachment, ciphertext);
+      const sha256 = createHash('sha256').update(bytes).digest('base64');
+      if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
+      message[kind] = { ...rest, mime_type: attachment.mime_type, sha256, file_size: bytes.length };
+    } catch (e) {
+      this.deps.log.warn({ wa_id: maskPhone(this.waId), err: (e as Error).message }, 'attachment could not be opened');
+      message[kind] = { ...rest, mime_type: attachment.mime_type, error: 'attachment could not be opened' };
+    }
   }
 
   private onSkip(sender: string, seq: number): void {

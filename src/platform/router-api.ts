@@ -79,6 +79,19 @@ export function routerApi(state: PlatformState) {
       return reply.code(202).send(isBatch ? { accepted, rejected } : { accepted });
     });
 
+    // Attachments: ciphertext only (the key travels inside the end-to-end encrypted message).
+    app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: 110 << 20 }, (_req, body, done) => done(null, body));
+    app.put('/v1/attachments', async (req, reply) => {
+      notDown(state);
+      if (!Buffer.isBuffer(req.body) || !req.body.length) return reply.code(400).send({ error: 'empty_attachment' });
+      return { pointer: state.putBlob(req.body) };
+    });
+    app.get('/v1/attachments/:pointer', async (req, reply) => {
+      const blob = state.blobs.get((req.params as { pointer: string }).pointer);
+      if (!blob) return reply.code(404).send({ error: 'unknown_attachment' });
+      return reply.type('application/octet-stream').send(blob);
+    });
+
     app.post('/v1/events/pull', async (req, reply) => {
       notDown(state);
       const opts = parseOr400(pullSchema, req.body);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import { Device, type DeviceEnvelope } from './device.ts';
@@ -42,6 +43,8 @@ export class PlatformState {
   readonly directory: KeyDirectory;
   /** Messaging limits, blocks, spam reports and quality per business number (src/platform/integrity.ts). */
   readonly integrity: Integrity;
+  /** Attachment ciphertexts (the keys never reach the transport), by pointer; bounded. */
+  readonly blobs = new Map<string, Buffer>();
   private readonly devices = new Map<string, Device>();
 
   constructor(opts: PlatformOptions = {}) {
@@ -71,6 +74,8 @@ export class PlatformState {
     const device = new Device(waId, opts.prekeys, {
       directory: this.directory,
       toRouter: (event) => this.toRouter(event),
+      blob: (pointer) => this.blobs.get(pointer),
+      putBlob: (bytes) => this.putBlob(bytes),
       clock: this.clock,
       log: this.log,
     }, { name: opts.name ?? `User ${waId.slice(-4)}`, autoReply: !!opts.autoReply });
@@ -82,6 +87,14 @@ export class PlatformState {
   /** The device with this wa_id, if registered. */
   device(waId: string): Device | undefined {
     return this.devices.get(waId);
+  }
+
+  /** Keeps an attachment's ciphertext; answers its pointer. */
+  putBlob(bytes: Buffer): string {
+    const pointer = randomUUID();
+    if (this.blobs.size >= 10_000) this.blobs.delete(this.blobs.keys().next().value!);
+    this.blobs.set(pointer, bytes);
+    return pointer;
   }
 
   /** Whether `to` is a registered device (envelopes to anything else are refused). */

@@ -1,4 +1,8 @@
 import type { Stores } from '../store/stores.ts';
+import { MEDIA_LIMITS, type MediaStore } from '../media/store.ts';
+import { encryptAttachment, type AttachmentPointer } from '../media/attachment.ts';
+
+const MEDIA_KINDS = new Set(['image', 'audio', 'video', 'document', 'sticker']);
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stats } from '../store/stats.ts';
@@ -8,7 +12,7 @@ import { conversationId, idempotentWamid, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../../workers/timers.ts';
 import { metrics } from '../ops/metrics.ts';
-import { NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
+import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 const MAX_RETENTION_MS = 30 * 86_400_000;
 
@@ -73,6 +77,41 @@ export class OutboundService implements OutboundPort {
     return Math.min(info?.retention_ms ?? this.defaultRetentionMs, MAX_RETENTION_MS);
   }
 
+  private attachments?: { media: MediaStore; upload(ciphertext: Buffer): Promise<string> };
+
+  /** Lets messages carry uploaded media by id (the file goes to the transport as an encrypted attachment). */
+  useMedia(media: MediaStore, upload: (ciphertext: Buffer) => Promise<string>): void {
+    this.attachments = { media, upload };
+  }
+
+  /**
+   * A message naming an uploaded media `id` carries, instead, an attachment pointer: the file encrypted with
+   * a fresh key, only the ciphertext handed to the transport; key and digest travel in the message itself.
+   */
+  private async withAttachments(businessId: string, message: OutboundRequest['message']): Promise<OutboundRequest['message']> {
+    const kind = message.type;
+    const part = (message as Record<string, unknown>)[kind] as Record<string, unknown> | undefined;
+    if (!MEDIA_KINDS.has(kind) || !part || typeof part.id !== 'string') return message;
+    if (!this.attachments) throw new MediaRefusedError(`${kind} by uploaded media id is not available on this server`);
+    const info = await this.attachments.media.info(businessId, part.id);
+    const bytes = info ? await this.attachments.media.bytes(businessId, part.id) : null;
+    if (!info || !bytes) throw new MediaRefusedError(`Parameter ${kind}.id is not a media id of this business (uploaded media expire with the retention)`);
+    const fits = kind === 'document' || MEDIA_LIMITS[info.mimeType]?.kind === kind || (kind === 'image' && info.mimeType.startsWith('image/') && info.mimeType !== 'image/webp');
+    if (!fits) throw new MediaRefusedError(`Parameter ${kind}.id is a ${info.mimeType} file, not ${kind === 'audio' ? 'an' : 'a'} ${kind}`);
+    const enc = encryptAttachment(bytes);
+    let pointer: string;
+    try {
+      pointer = await this.attachments.upload(enc.ciphertext);
+    } catch (e) {
+      throw new MediaUploadFailedError(`the media could not be handed to the transport: ${(e as Error).message}`);
+    }
+    const { id: _id, ...rest } = part;
+    const attachment: AttachmentPointer = {
+      pointer, key: enc.key.toString('base64'), iv: enc.iv.toString('base64'), digest: enc.digest, mime_type: info.mimeType, sha256: info.sha256, file_size: info.fileSize,
+    };
+    return { ...message, [kind]: { ...rest, id: part.id, attachment } } as OutboundRequest['message'];
+  }
+
   async accept(req: OutboundRequest): Promise<Accepted> {
     // Blocked by the transport for policy violations: nothing is accepted (the standing it last reported).
     const number = await this.businesses.phoneNumber(req.phoneNumberId);
@@ -91,6 +130,8 @@ export class OutboundService implements OutboundPort {
       if (!li || Date.now() - Number(li) > SERVICE_WINDOW_MS) throw new WindowClosedError();
     }
     if (this.limits) await this.limits.check(req.phoneNumberId, number?.messages_per_second ?? 80, conv);
+    // Refusals above come first: nothing is uploaded for a message that is not accepted.
+    req = { ...req, message: await this.withAttachments(req.businessId, req.message) };
     const dk = await this.dataKeys.get(req.businessId);
     const retention = await this.retentionOf(req.businessId);
     const wamid = idempotent ?? newWamid(conv);

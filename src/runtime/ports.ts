@@ -50,5 +50,21 @@ export class NumberBlockedError extends Error {
   }
 }
 
+/** A message names an uploaded media id the business does not have, or of the wrong kind (Graph 100). */
+export class MediaRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MediaRefusedError';
+  }
+}
+
+/** The attachment could not be handed to the transport (Graph 131053). */
+export class MediaUploadFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MediaUploadFailedError';
+  }
+}
+
 /** The customer-service window: a user's message opens it for this long (Cloud API: 24 hours). */
 export const SERVICE_WINDOW_MS = 24 * 3600_000;

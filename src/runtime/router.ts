@@ -77,11 +77,13 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, config.retentionMs,
     (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats, new RateLimits(redis, keys));
   const transport = new TransportClient(platformUrl);
+  const media = new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys);
+  outbound.useMedia(media, (ct) => transport.uploadAttachment(ct));
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {
     config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
     data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
-    media: new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys),
+    media,
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));

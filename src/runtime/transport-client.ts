@@ -89,6 +89,27 @@ export class TransportClient {
     return answer;
   }
 
+  /** Puts an attachment's ciphertext in the transport's blob store; answers where it is kept. */
+  async uploadAttachment(ciphertext: Buffer): Promise<string> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/v1/attachments`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(ciphertext), signal: AbortSignal.timeout(60_000) });
+    } catch (e) {
+      throw new TransportUnavailableError(`transport unreachable: ${(e as Error).message}`);
+    }
+    const json = (await res.json().catch(() => null)) as { pointer?: string } | null;
+    if (res.status !== 200 || !json?.pointer) throw new TransportUnavailableError(`attachment upload answered ${res.status}`);
+    return json.pointer;
+  }
+
+  /** Fetches an attachment's ciphertext from the transport's blob store (null when it has none). */
+  async downloadAttachment(pointer: string): Promise<Buffer | null> {
+    const res = await fetch(`${this.baseUrl}/v1/attachments/${encodeURIComponent(pointer)}`, { signal: AbortSignal.timeout(60_000) });
+    if (res.status === 404) return null;
+    if (res.status !== 200) throw new TransportUnavailableError(`attachment download answered ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
   /** Closes the keep-alive connections. */
   close(): void {
     this.http.close();

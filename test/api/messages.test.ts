@@ -98,9 +98,11 @@ describe('POST /{version}/{phone_number_id}/messages: send', () => {
     expectError(f, await f.post(text('x', { context: 'wamid.X' })), 100, 400);
   });
 
-  it('131051 for what Sealpost does not send yet (media by uploaded id), 100 for malformed structured messages', async () => {
-    const unsupported = expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { id: '1234567890' } }), 131051, 400);
+  it('131051 for what Sealpost does not send yet (catalogue and flow messages), 100 for malformed structured messages', async () => {
+    const unsupported = expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'interactive', interactive: { type: 'product_list', body: { text: 'x' }, action: {} } }), 131051, 400);
     expect(unsupported.error_data.details).toMatch(/not currently supported/);
+    expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { id: 'abc' } }), 100, 400);
+    expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { id: '123', link: 'https://x/y.png' } }), 100, 400);
     expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'image', image: { link: 'ftp://x/y.png' } }), 100, 400);
     expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'location', location: { latitude: 91, longitude: 0 } }), 100, 400);
     expectError(f, await f.post({ messaging_product: 'whatsapp', to: '15551234567', type: 'interactive', interactive: { type: 'button', body: { text: 'pick' }, action: { buttons: [] } } }), 100, 400);

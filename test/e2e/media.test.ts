@@ -2,14 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dumpPrefix } from '../helpers/scan.ts';
-import { startSystem, type TestSystem } from '../helpers/system.ts';
+import { deviceMessages, openWindows, startSystem, type TestSystem } from '../helpers/system.ts';
+import { createDevice, waitFor } from '../helpers/devices.ts';
 
 /** Media as the Cloud API has it: upload (multipart), the media object, download with the token, delete. */
 describe('media: upload, retrieve, download, delete', () => {
   let sys: TestSystem;
   let other: { phone_number_id: string; access_token: string; business_id: string };
+  /** Every request body the transport received (attachments are raw bytes). */
+  const traffic: Buffer[] = [];
   beforeAll(async () => {
-    sys = await startSystem();
+    sys = await startSystem({ platformTap: (_m, _u, body) => traffic.push(Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body ?? null))) });
     other = await sys.ctx.businesses.create({ name: 'Other Co', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'verify-me' });
   });
   afterAll(async () => sys?.close());
@@ -85,6 +88,40 @@ describe('media: upload, retrieve, download, delete', () => {
     expect(foreignNumber.body.error.code).toBe(100);
     expect((await dumpPrefix(sys.redisUrl, sys.prefix)).size).toBe(before);
   });
+
+  it('sends an image by its uploaded id: the device decrypts it and shows the same file; the transport saw only ciphertext', async () => {
+    const wa = await createDevice(sys.platformUrl, '+15557950001');
+    await openWindows(sys, [wa]);
+    const canary = Buffer.concat([Buffer.from('ATTACHCANARY-'), randomBytes(64)]);
+    const jpeg = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), canary]);
+    const up = await upload(jpeg, 'image/jpeg');
+    const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+      method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to: wa, type: 'image', image: { id: up.body.id, caption: 'your receipt' } }),
+    });
+    expect(res.status).toBe(200);
+    const wamid = ((await res.json()) as any).messages[0].id as string;
+    await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'delivered');
+    const shown = (await deviceMessages(sys.platformUrl, wa)).find((m) => m.id === wamid) as any;
+    expect(shown).toMatchObject({ type: 'image', image: { id: up.body.id, caption: 'your receipt', mime_type: 'image/jpeg', sha256: createHash('sha256').update(jpeg).digest('base64'), file_size: jpeg.length } });
+    expect(JSON.stringify(shown)).not.toMatch(/"key"|pointer/);
+    // The transport carried the attachment, but never the file itself nor its key in the clear.
+    expect(traffic.some((b) => b.length > jpeg.length)).toBe(true);
+    expect(traffic.some((b) => b.includes(canary.subarray(0, 24)))).toBe(false);
+    expect(traffic.some((b) => b.includes(Buffer.from('ATTACHCANARY-')))).toBe(false);
+
+    // Wrong kind, unknown id: refused at the API, nothing sent.
+    const wrong = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+      method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to: wa, type: 'audio', audio: { id: up.body.id } }),
+    });
+    expect(((await wrong.json()) as any).error).toMatchObject({ code: 100 });
+    const unknown = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+      method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to: wa, type: 'image', image: { id: '9999999999999999' } }),
+    });
+    expect(((await unknown.json()) as any).error.error_data.details).toMatch(/not a media id of this business/);
+  }, 60_000);
 
   it('deletes a media id: gone for its owner too', async () => {
     const up = await upload(Buffer.from('%PDF-1.4 test'), 'application/pdf', { filename: 'invoice.pdf' });
