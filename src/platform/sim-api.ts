@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { encryptAttachment } from '../media/attachment.ts';
 import type { Device, OutgoingMessage } from './device.ts';
 import {
   HttpError,
@@ -62,7 +64,25 @@ export function simApi(state: PlatformState) {
       const device = deviceOf(state, req.params);
       const body = parseOr400(userMessageSchema, req.body);
       const to = normalizeAddress(body.to);
-      const id = await device.send(to, outgoingMessage(body, to));
+      const message = outgoingMessage(body, to);
+      // The user sends a file (`{"type":"image","image":{"data": base64, "mime_type", "caption"?}}`): the phone
+      // encrypts it with a fresh key and uploads only the ciphertext; the key rides in the Signal message.
+      const kind = String(message.type);
+      const part = (message as Record<string, unknown>)[kind] as { data?: unknown; mime_type?: unknown } | undefined;
+      if (part && typeof part.data === 'string') {
+        const bytes = Buffer.from(part.data, 'base64');
+        if (!bytes.length || typeof part.mime_type !== 'string') throw new HttpError(400, `${kind}: data (base64) and mime_type are required`);
+        const enc = encryptAttachment(bytes);
+        const { data: _d, ...rest } = part;
+        (message as Record<string, unknown>)[kind] = {
+          ...rest,
+          attachment: {
+            pointer: state.putBlob(enc.ciphertext), key: enc.key.toString('base64'), iv: enc.iv.toString('base64'), digest: enc.digest,
+            mime_type: part.mime_type, sha256: createHash('sha256').update(bytes).digest('base64'), file_size: bytes.length,
+          },
+        };
+      }
+      const id = await device.send(to, message);
       // The user wrote: the business's customer-service window with them is open for 24 h.
       state.integrity.inbound(to, device.waId);
       return { id };

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -10,7 +10,7 @@ import { conversationMachine, type ConversationContext, type ConversationEvent, 
 import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
 import { ConversationCrypto } from '../signal/conversation-crypto.ts';
 import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
-import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue, type StatusInput } from '../webhook/envelope.ts';
+import { identityChangedValue, inboundMessageValue, statusError, statusValue, type ChangeValue, type StatusInput } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
 import type { BusinessStore } from '../store/businesses.ts';
@@ -22,6 +22,8 @@ import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
 import { SERVICE_WINDOW_MS } from './ports.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
+import { decryptAttachment, type AttachmentPointer } from '../media/attachment.ts';
+import type { MediaStore } from '../media/store.ts';
 import { snapshotBefore } from '../trace/replay.ts';
 import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 
@@ -486,6 +488,37 @@ export class ActorHost {
     }
   }
 
+  /** Where received media go (sealed, with the business's retention); without it they are not carried. */
+  private media?: MediaStore;
+  useMedia(media: MediaStore): void {
+    this.media = media;
+  }
+
+  /**
+   * A user's file arrives as an attachment pointer: the ciphertext is fetched from the transport, checked and
+   * decrypted with the key the message carried, and stored as the business's media; the business gets the
+   * Cloud API's `{id, mime_type, sha256, caption}`. A file that cannot be fetched or opened gets error 131052.
+   */
+  private async receiveAttachments<M extends Record<string, unknown> & { type: string }>(c: Loaded, message: M): Promise<M> {
+    const kind = message.type;
+    const part = message[kind] as { attachment?: AttachmentPointer } | undefined;
+    if (!part?.attachment) return message;
+    const { attachment, ...rest } = part;
+    try {
+      if (!this.media) throw new Error('media are not carried by this worker');
+      const ciphertext = await this.transport.downloadAttachment(attachment.pointer);
+      if (!ciphertext) throw new Error('the transport has no such attachment');
+      const bytes = decryptAttachment(attachment, ciphertext);
+      const sha256 = createHash('sha256').update(bytes).digest('base64');
+      if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
+      const stored = await this.media.put(c.meta.businessId, c.meta.phoneNumberId, bytes, attachment.mime_type, c.retentionMs);
+      return { ...message, [kind]: { ...rest, id: stored.id, mime_type: attachment.mime_type, sha256 } };
+    } catch (e) {
+      this.log.warn({ conversation_id: c.id, err: (e as Error).message }, 'inbound media could not be received');
+      return { ...message, [kind]: { ...rest, mime_type: attachment.mime_type }, errors: [statusError(131052)] };
+    }
+  }
+
   private async decrypt(c: Loaded, id: string, at: number): Promise<ConversationEvent> {
     const env = c.envelopes.get(id);
     if (!env) return { type: 'DECRYPT_FAILED', id, at, reason: 'envelope_missing' };
@@ -513,7 +546,7 @@ export class ActorHost {
         return { type: 'MESSAGE_DUPLICATE', id: content.id, at };
       }
       c.inbound.set(content.id, {
-        message: content.message, timestamp: content.timestamp,
+        message: await this.receiveAttachments(c, content.message), timestamp: content.timestamp,
         ...(content.profile_name ? { profileName: content.profile_name } : {}),
       });
       return { type: 'MESSAGE_RECEIVED', id: content.id, at, seq: content.seq, messageType: content.message.type };

@@ -144,6 +144,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     retransmitBaseMs: config.retransmitBaseMs,
     retransmitMaxMs: config.retransmitMaxMs,
   }, (pnid) => ctx.publisher.preKeysOf(pnid));
+  host.useMedia(ctx.media);
   const conversations = startConversationWorker({
     connection, prefix, queueName: keys.queueName('conversations'), host, mailboxes: ctx.mailboxes,
     concurrency: config.workerConcurrency, log: ctx.log,

@@ -43,6 +43,7 @@ const ERRORS: Record<number, { title: string; details: string }> = {
   131047: { title: 'Re-engagement message', details: 'More than 24 hours have passed since the recipient last replied to the sender number.' },
   131048: { title: 'Spam rate limit hit', details: 'Message failed to send because there are restrictions on how many messages can be sent from this phone number.' },
   131049: { title: 'This message was not delivered to maintain healthy ecosystem engagement.', details: 'In order to maintain a healthy ecosystem engagement, the message failed to be delivered.' },
+  131052: { title: 'Media download error', details: 'Unable to download the media sent by the user.' },
   368: { title: 'Temporarily blocked for policies violations', details: 'The WhatsApp Business Account is restricted from messaging users.' },
 };
 

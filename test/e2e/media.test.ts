@@ -123,6 +123,30 @@ describe('media: upload, retrieve, download, delete', () => {
     expect(((await unknown.json()) as any).error.error_data.details).toMatch(/not a media id of this business/);
   }, 60_000);
 
+  it('carries a user\'s file to the business: the webhook names a media id whose bytes are the file; the transport saw only ciphertext', async () => {
+    const wa = await createDevice(sys.platformUrl, '+15557950002');
+    const canary = Buffer.concat([Buffer.from('INBOUNDMEDIA-'), randomBytes(48)]);
+    const photo = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), canary]);
+    const before = traffic.length;
+    const res = await fetch(`${sys.platformUrl}/sim/devices/${wa}/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ to: sys.business.display_phone_number, type: 'image', image: { data: photo.toString('base64'), mime_type: 'image/jpeg', caption: 'the broken part' } }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    await waitFor(() => sys.receiver.messages().some((m) => m.id === id), 'the business got the message');
+    const got = sys.receiver.messages().find((m) => m.id === id) as any;
+    expect(got).toMatchObject({ type: 'image', image: { caption: 'the broken part', mime_type: 'image/jpeg', sha256: createHash('sha256').update(photo).digest('base64'), id: expect.stringMatching(/^\d{16}$/) } });
+    expect(JSON.stringify(got)).not.toMatch(/attachment|"key"/);
+    // The business fetches it like an uploaded one.
+    const obj = (await (await get(`/v23.0/${got.image.id}`)).json()) as any;
+    expect(obj).toMatchObject({ mime_type: 'image/jpeg', file_size: photo.length });
+    expect(Buffer.from(await (await get(obj.url)).arrayBuffer()).equals(photo)).toBe(true);
+    // Nowhere in what reached the transport from the router, nor in Redis, is the file in the clear.
+    expect(traffic.slice(before).some((b) => b.includes(Buffer.from('INBOUNDMEDIA-')))).toBe(false);
+    const dump = [...(await dumpPrefix(sys.redisUrl, sys.prefix))].map(([k, v]) => `${k}=${v}`).join('\n');
+    expect(dump).not.toContain('INBOUNDMEDIA-');
+  }, 60_000);
+
   it('deletes a media id: gone for its owner too', async () => {
     const up = await upload(Buffer.from('%PDF-1.4 test'), 'application/pdf', { filename: 'invoice.pdf' });
     const del = await get(`/v23.0/${up.body.id}`, sys.business.access_token, 'DELETE');
