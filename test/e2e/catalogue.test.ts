@@ -54,6 +54,9 @@ describe('the message catalogue', () => {
       const id = await userWrites(sys, waId, '', { type, [type]: payload, text: undefined });
       expect(sys.receiver.messages().find((m) => m.id === id), type).toMatchObject({ from: waId, type, [type]: payload });
     }
+    // A reaction from the user to the business's text.
+    const reacted = await userWrites(sys, waId, '', { type: 'reaction', reaction: { message_id: sent.text, emoji: '❤️' }, text: undefined });
+    expect(sys.receiver.messages().find((m) => m.id === reacted)).toMatchObject({ from: waId, type: 'reaction', reaction: { message_id: sent.text, emoji: '❤️' } });
     const reply = { type: 'button_reply', button_reply: { id: 'yes', title: 'Yes' } };
     const id = await userWrites(sys, waId, '', { type: 'interactive', interactive: reply, context: { message_id: sent.interactive }, text: undefined });
     expect(sys.receiver.messages().find((m) => m.id === id)).toMatchObject({ type: 'interactive', interactive: reply, context: { id: sent.interactive } });
