@@ -95,17 +95,21 @@ export class BusinessStore {
     private readonly dataKeys: DataKeys,
   ) {}
 
+  /** Claims a free display number (1555 and 7 digits) for a new phone number id. */
+  private async allocateDisplay(phoneNumberId: string): Promise<string> {
+    for (let i = 0; i < 20; i++) {
+      const candidate = `1555${digits(7)}`;
+      if (await this.redis.set(this.keys.displayNumber(candidate), phoneNumberId, 'NX')) return candidate;
+    }
+    throw new Error('could not allocate a display phone number');
+  }
+
   /** Provisions a business with one phone number, a Signal identity for it, and an access token. */
   async create(input: BusinessInput): Promise<CreatedBusiness> {
     const businessId = digits(15);
     const wabaId = digits(15);
     const phoneNumberId = digits(15);
-    let display = '';
-    for (let i = 0; i < 20 && !display; i++) {
-      const candidate = `1555${digits(7)}`;
-      if (await this.redis.set(this.keys.displayNumber(candidate), phoneNumberId, 'NX')) display = candidate;
-    }
-    if (!display) throw new Error('could not allocate a display phone number');
+    const display = await this.allocateDisplay(phoneNumberId);
     const dk = await this.dataKeys.create(businessId);
     const identity = IdentityKeyPair.generate();
     const registrationId = randomInt(1, 16381);
@@ -281,12 +285,7 @@ export class BusinessStore {
     const info = await this.info(businessId);
     if (!info) throw new Error('no such business');
     const phoneNumberId = digits(15);
-    let display = '';
-    for (let i = 0; i < 20 && !display; i++) {
-      const candidate = `1555${digits(7)}`;
-      if (await this.redis.set(this.keys.displayNumber(candidate), phoneNumberId, 'NX')) display = candidate;
-    }
-    if (!display) throw new Error('could not allocate a display phone number');
+    const display = await this.allocateDisplay(phoneNumberId);
     const dk = await this.dataKeys.get(businessId);
     const pnKey = this.keys.phoneNumber(phoneNumberId);
     await this.redis.hset(pnKey, {

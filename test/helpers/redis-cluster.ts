@@ -1,10 +1,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { redisAnswers } from '../../src/redis/resolve.ts';
+import { freePort } from './redis-server.ts';
 
 /** A local Redis Cluster a test owns: three masters, no replicas, each a Debian `redis-server`. */
 export interface OwnCluster {
@@ -12,16 +12,6 @@ export interface OwnCluster {
   url: string;
   ports: number[];
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**
