@@ -85,6 +85,12 @@ export class MediaStore {
     return sealed ? openBinary(await this.dataKeys.get(businessId), sealed, `${key}:d`) : null;
   }
 
+  /** Deletes media by id without an ownership check (the caller's conversation received them). */
+  async deleteIds(businessId: string, ids: string[]): Promise<void> {
+    const redis = await this.storeOf(businessId);
+    await Promise.all(ids.flatMap((id) => [redis.del(this.keys.media(id)), this.shared.del(this.keys.mediaOwner(id))]));
+  }
+
   async delete(businessId: string, id: string): Promise<boolean> {
     if (!(await this.info(businessId, id))) return false;
     await (await this.storeOf(businessId)).del(this.keys.media(id));

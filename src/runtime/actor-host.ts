@@ -512,6 +512,8 @@ export class ActorHost {
       const sha256 = createHash('sha256').update(bytes).digest('base64');
       if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
       const stored = await this.media.put(c.meta.businessId, c.meta.phoneNumberId, bytes, attachment.mime_type, c.retentionMs);
+      // Remembered with the conversation, so the file goes with it (an erase, or the end of its retention).
+      await c.redis.multi().sadd(this.keys.conversationMedia(c.id), stored.id).pexpire(this.keys.conversationMedia(c.id), this.keyTtlMs).exec();
       return { ...message, [kind]: { ...rest, id: stored.id, mime_type: attachment.mime_type, sha256 } };
     } catch (e) {
       this.log.warn({ conversation_id: c.id, err: (e as Error).message }, 'inbound media could not be received');
@@ -611,6 +613,10 @@ export class ActorHost {
 
   /** After a conversation was deleted: its index entries and its place in the sweeper's index go too. */
   private async afterDelete(c: Loaded, messageIds: string[]): Promise<void> {
+    // Files the user sent in this conversation go with it.
+    const media = await c.redis.smembers(this.keys.conversationMedia(c.id));
+    if (media.length && this.media) await this.media.deleteIds(c.meta.businessId, media);
+    await c.redis.del(this.keys.conversationMedia(c.id));
     // Keys in several slots (the sweeper's index, the mailbox, one index entry per message): key by key.
     await Promise.all([c.redis.zrem(this.keys.expiries, c.id), c.redis.del(this.keys.mailbox(c.id)), ...messageIds.map((id) => c.redis.del(this.keys.messageIndex(id)))]);
     await this.stores.unpin(c.id);

@@ -83,6 +83,8 @@ export class Keys {
   rateLimit(kind: 'tp' | 'pair', id: string): string { return `${this.prefix}:rl:${kind}:${id}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
+  /** Media received in a conversation (deleted with it: an erase or the end of its retention). */
+  conversationMedia(id: string): string { return `${this.conv(id)}:media`; }
   /** An uploaded or received media file (sealed bytes and details). */
   media(id: string): string { return `${this.prefix}:media:${id}`; }
   /** Which business owns a media id (routing data, in the shared store). */

@@ -147,6 +147,23 @@ describe('media: upload, retrieve, download, delete', () => {
     expect(dump).not.toContain('INBOUNDMEDIA-');
   }, 60_000);
 
+  it('erasing a user deletes the files they sent (an erase request, or the end of the conversation)', async () => {
+    const wa = await createDevice(sys.platformUrl, '+15557950003');
+    const photo = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff]), randomBytes(500)]);
+    const res = await fetch(`${sys.platformUrl}/sim/devices/${wa}/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ to: sys.business.display_phone_number, type: 'image', image: { data: photo.toString('base64'), mime_type: 'image/jpeg' } }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    await waitFor(() => sys.receiver.messages().some((m) => m.id === id), 'the business got the photo');
+    const mediaId = (sys.receiver.messages().find((m) => m.id === id) as any).image.id as string;
+    expect((await get(`/v23.0/${mediaId}`)).status).toBe(200);
+    const erase = await fetch(`${sys.apiUrl}/admin/businesses/${sys.business.business_id}/users/${wa}`, { method: 'DELETE', headers: { authorization: `Bearer ${sys.adminToken}` } });
+    expect(erase.status).toBe(200);
+    expect((await get(`/v23.0/${mediaId}`)).status).toBe(400);
+    expect(await sys.ctx.redis.exists(sys.ctx.keys.media(mediaId))).toBe(0);
+  }, 60_000);
+
   it('deletes a media id: gone for its owner too', async () => {
     const up = await upload(Buffer.from('%PDF-1.4 test'), 'application/pdf', { filename: 'invoice.pdf' });
     const del = await get(`/v23.0/${up.body.id}`, sys.business.access_token, 'DELETE');
