@@ -29,6 +29,9 @@ const LOGIN_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><
 </head><body><h1>Sealpost admin</h1><form method="post" action="/admin/login"><label for="token">Admin token (SEALPOST_ADMIN_TOKEN)</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required><input type="hidden" name="next" value="__NEXT__"><button type="submit">Sign in</button></form></body></html>`;
 
+/** The queue board's Content-Security-Policy. */
+const BOARD_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
 const safeNext = (n: unknown) => (typeof n === 'string' && /^\/admin\/[\w\-./%?=&]*$/.test(n) && !n.startsWith('//') ? n : '/admin/queues');
 
 /**
@@ -116,6 +119,12 @@ export function opsRoutes(deps: OpsDeps) {
           const { graph } = toGraphError(e);
           return reply.code(graph.httpStatus).send(graphEnvelope(graph, newTraceId()));
         }
+      });
+      // The board's own scripts, styles and API only: no CDN (its page links a web font, which stays unloaded)
+      // and nothing from elsewhere; its React UI sets inline styles, hence 'unsafe-inline' for styles only.
+      scope.addHook('onSend', async (_req, reply, payload) => {
+        reply.header('content-security-policy', BOARD_CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
+        return payload;
       });
       const server = new FastifyAdapter();
       server.setBasePath('/admin/queues');

@@ -69,8 +69,10 @@ describe('operator pages in headless Chromium', () => {
     await page.close();
   }, 90_000);
 
-  it('the queue board loads under its login and lists every Sealpost queue', async () => {
+  it('the queue board loads under its login and its Content-Security-Policy, and lists every Sealpost queue', async () => {
     const page = await browser.newPage();
+    const csp: string[] = [];
+    page.on('response', (r) => { if (r.url().includes('/admin/queues') && r.headers()['content-security-policy']) csp.push(r.headers()['content-security-policy']!); });
     await page.goto(`${sys.apiUrl}/admin/queues`);
     expect(new URL(page.url()).pathname).toBe('/admin/login');
     await page.fill('#token', sys.adminToken);
@@ -78,6 +80,8 @@ describe('operator pages in headless Chromium', () => {
     for (const name of Object.values(sys.ctx.queues).map((q) => q.name)) {
       await page.getByText(name, { exact: false }).first().waitFor({ timeout: 30_000 });
     }
+    expect(csp.length).toBeGreaterThan(0);
+    expect(csp[0]).toMatch(/default-src 'none'; script-src 'self'/);
     await page.close();
   }, 90_000);
 });
