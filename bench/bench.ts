@@ -54,6 +54,8 @@ export interface BenchResult {
    * by conversations (1,000, 2,000, 5,000, 10,000, 20,000, 50,000, 100,000: those the run reached).
    */
   worker_rss_mb_by_conversations: Record<string, number>;
+  /** Sends the API answered with 130429/131056 (the number's throughput or the pair limit) and the bench resent. */
+  sends_resent_after_limits: number;
 }
 
 /** Resident set size (MB) of a process, from /proc (Linux); 0 where unavailable. */
@@ -197,13 +199,21 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     // The business backend: a keep-alive HTTP client (as a load generator would be), not fetch, whose own
     // cost would be counted against the router on this one machine.
     const api = new HttpJsonClient(apiUrl, 128);
+    let throttled = 0;
     const send = async (to: string): Promise<{ wamid: string; at: number }> => {
-      const { json } = await api.request('POST', `/v23.0/${biz.phone_number_id}/messages`, {
-        messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } },
-      }, 60_000, { authorization: `Bearer ${biz.access_token}` });
-      const messages = (json as { messages?: { id: string }[] } | null)?.messages;
-      if (!messages) throw new Error(`send failed: ${JSON.stringify(json)}`);
-      return { wamid: messages[0]!.id, at: Date.now() };
+      // As a backend does: past the number's throughput (1,000/s here) the API answers 130429; wait and resend.
+      for (let attempt = 0; ; attempt++) {
+        const at = Date.now();
+        const { json } = await api.request('POST', `/v23.0/${biz.phone_number_id}/messages`, {
+          messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } },
+        }, 60_000, { authorization: `Bearer ${biz.access_token}` });
+        const messages = (json as { messages?: { id: string }[] } | null)?.messages;
+        if (messages) return { wamid: messages[0]!.id, at };
+        const code = (json as { error?: { code?: number } } | null)?.error?.code;
+        if ((code !== 130429 && code !== 131056) || attempt >= 100) throw new Error(`send failed: ${JSON.stringify(json)}`);
+        throttled++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
     };
     const waitDelivered = async (ids: string[], what: string) => {
       const deadline = Date.now() + 600_000;
@@ -308,6 +318,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
       worker_rss_mb: workersRss(),
       worker_rss_mb_by_conversations: rssByConversations,
+      sends_resent_after_limits: throttled,
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');
