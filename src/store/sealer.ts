@@ -77,15 +77,25 @@ export function masterKeyId(key: Buffer): string {
  * first master key wraps; any of them unwraps, so rotating the master key needs no downtime: give every
  * process the new key first and the old one after it, re-wrap ({@link DataKeys.rewrapAll}), then drop the old.
  */
+/** How long a process uses a cached data key before checking the business still has it. */
+export const DATA_KEY_RECHECK_MS = 30_000;
+
 export class DataKeys {
-  private readonly cache = new Map<string, Buffer>();
+  /** Unwrapped keys and when this process last saw their wrapped copy in Redis. */
+  private readonly cache = new Map<string, { dk: Buffer; checkedAt: number }>();
   private readonly masters: Map<string, Buffer>;
   private readonly current: Buffer;
 
+  /**
+   * @param recheckMs how long a cached key is used before this process checks that the business still has it
+   *   (one GET per business per period): a business deleted elsewhere is forgotten here within this time.
+   */
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
     masterKeys: Buffer | Buffer[],
+    private readonly recheckMs = DATA_KEY_RECHECK_MS,
+    private readonly clock: () => number = Date.now,
   ) {
     const list = Array.isArray(masterKeys) ? masterKeys : [masterKeys];
     if (!list.length) throw new SealError('no master key');
@@ -110,7 +120,7 @@ export class DataKeys {
     const name = this.keys.dataKey(businessId);
     const ok = await this.redis.set(name, this.wrap(name, dk), 'NX');
     if (ok) {
-      this.cache.set(businessId, dk);
+      this.cache.set(businessId, { dk, checkedAt: this.clock() });
       return dk;
     }
     return this.get(businessId);
@@ -118,8 +128,8 @@ export class DataKeys {
 
   /**
    * Destroys a business's data key: everything sealed with it becomes unreadable (crypto-shredding). This
-   * process forgets it at once; other processes' copies in memory go with their restart, and meanwhile they
-   * find none of the business's numbers, so they open nothing of it.
+   * process forgets it at once; every other process within `recheckMs` (it finds the wrapped key gone at its
+   * next check), and meanwhile they find none of the business's numbers, so they open nothing of it.
    */
   async destroy(businessId: string): Promise<void> {
     await this.redis.del(this.keys.dataKey(businessId));
@@ -129,12 +139,17 @@ export class DataKeys {
   /** The business's unwrapped data key. */
   async get(businessId: string): Promise<Buffer> {
     const hit = this.cache.get(businessId);
-    if (hit) return hit;
+    const now = this.clock();
+    if (hit && now - hit.checkedAt < this.recheckMs) return hit.dk;
     const name = this.keys.dataKey(businessId);
     const wrapped = await this.redis.get(name);
-    if (!wrapped) throw new SealError(`no data key for business ${businessId}`);
-    const dk = this.unwrap(name, wrapped);
-    this.cache.set(businessId, dk);
+    if (!wrapped) {
+      this.cache.delete(businessId);
+      throw new SealError(`no data key for business ${businessId}`);
+    }
+    // A re-wrap by another process changes the wrapping, never the key: a cached key stays valid.
+    const dk = hit?.dk ?? this.unwrap(name, wrapped);
+    this.cache.set(businessId, { dk, checkedAt: now });
     return dk;
   }
 

@@ -35,4 +35,31 @@ describe('master key rotation', () => {
     expect(await after.get('b2')).toEqual(dk2);
     await expect(new DataKeys(redis, keys, oldKey).get('b1')).rejects.toThrow(SealError);
   });
+
+  it('a data key destroyed by one process is forgotten by the others at their next check', async () => {
+    const keys = new Keys(`${prefix}:shred`);
+    const master = randomBytes(32);
+    let now = 1_000_000;
+    const clock = () => now;
+    const admin = new DataKeys(redis, keys, master, 30_000, clock);
+    const worker = new DataKeys(redis, keys, master, 30_000, clock);
+    const dk = await admin.create('gone');
+    expect(await worker.get('gone')).toEqual(dk);
+    // Within the period the worker serves its cached copy without asking Redis.
+    await admin.destroy('gone');
+    await expect(admin.get('gone')).rejects.toThrow(SealError);
+    now += 29_999;
+    expect(await worker.get('gone')).toEqual(dk);
+    // At the check it finds the wrapped key gone, forgets its copy and refuses from then on.
+    now += 2;
+    await expect(worker.get('gone')).rejects.toThrow(/no data key/);
+    await expect(worker.get('gone')).rejects.toThrow(/no data key/);
+    // A key that still exists is kept across checks (and a re-wrap elsewhere does not change it).
+    const kept = await admin.create('kept');
+    expect(await worker.get('kept')).toEqual(kept);
+    await redis.sadd(keys.businesses, 'kept');
+    await new DataKeys(redis, keys, [randomBytes(32), master]).rewrapAll();
+    now += 60_000;
+    expect(await worker.get('kept')).toEqual(kept);
+  });
 });
