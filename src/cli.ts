@@ -433,20 +433,21 @@ common(program.command('bench'))
     const { runBench } = await import('../bench/bench.ts');
     const { medianOf, writeReport } = await import('../bench/report.ts');
     const redisUrl = await redisFor(c);
-    const log = opts.json ? undefined : (s: string) => process.stderr.write(`${s}\n`);
+    // Progress goes to stderr in both modes: stdout carries only the result (one JSON object with --json).
+    const log = (s: string): void => void process.stderr.write(`${s}\n`);
     const byWorkers = new Map<number, Awaited<ReturnType<typeof runBench>>[]>();
     for (const w of matrix) {
       const results = [];
       for (let i = 0; i < runs; i++) {
-        log?.(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
-        results.push(await runBench({ redisUrl, messages, conversations, workers: w, ...(log ? { log } : {}), ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+        log(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
+        results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
       }
       byWorkers.set(w, results);
     }
     if (opts.matrix) {
       const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}`;
       writeReport(opts.out, command, byWorkers);
-      log?.(`wrote ${opts.out}`);
+      log(`wrote ${opts.out}`);
     }
     const result = { ...medianOf(byWorkers.get(matrix[0]!)!), runs };
     process.stdout.write(opts.json ? JSON.stringify(result) + '\n' : Object.entries(result).map(([k, v]) => `${k.padEnd(30)} ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('\n') + '\n');

@@ -24,6 +24,23 @@ describe('sealpost bench', () => {
     expect(r.ratio_to_crypto_ceiling).toBeCloseTo(r.msgs_per_s! / r.crypto_ceiling_msgs_per_s!, 1);
   }, 150_000);
 
+  it('reaches more users than a new number may (250 a day): the bench number sends as an established one', async () => {
+    // Every first contact is a business-initiated conversation; on a new number's tier the 251st fails (131048).
+    const { stdout, stderr } = await promisify(execFile)(process.execPath,
+      ['--import', 'tsx', 'src/cli.ts', 'bench', '--messages', '300', '--conversations', '300', '--workers', '0', '--json'],
+      { env: { ...process.env, REDIS_URL: testRedisUrl() }, timeout: 240_000 });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { conversations: number; first_contact_per_s: number; redis_commands_by_name: Record<string, number> };
+    expect(r.conversations).toBe(300);
+    expect(r.first_contact_per_s).toBeGreaterThan(0);
+    // Where the Redis calls go, per message, most first (scripts' inner commands included).
+    expect(r.redis_commands_by_name.evalsha).toBeGreaterThan(0);
+    const counts = Object.values(r.redis_commands_by_name);
+    expect(counts).toEqual([...counts].sort((a, b) => b - a));
+    // Progress goes to stderr, stdout holds only the JSON.
+    expect(stderr).toContain('first contact with 300 users');
+    expect(stdout.trim().split('\n')).toHaveLength(1);
+  }, 250_000);
+
   it('takes the median of each field over runs, per key for breakdowns', () => {
     const run = (n: number, sess: number) => ({ msgs_per_s: n, p50_ms: n / 10, redis_bytes_by_kind: { sess } }) as unknown as BenchResult;
     expect(medianOf([run(300, 5), run(100, 9), run(200, 7)])).toMatchObject({ msgs_per_s: 200, p50_ms: 20, redis_bytes_by_kind: { sess: 7 } });
