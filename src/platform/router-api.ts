@@ -87,7 +87,7 @@ export function routerApi(state: PlatformState) {
       return { pointer: state.putBlob(req.body) };
     });
     app.get('/v1/attachments/:pointer', async (req, reply) => {
-      const blob = state.blobs.get((req.params as { pointer: string }).pointer);
+      const blob = state.blob((req.params as { pointer: string }).pointer);
       if (!blob) return reply.code(404).send({ error: 'unknown_attachment' });
       return reply.type('application/octet-stream').send(blob);
     });

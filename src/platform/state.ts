@@ -19,6 +19,10 @@ export interface PlatformOptions {
   /** Clock in ms (event timestamps, leases, outages). */
   clock?: () => number;
   logger?: Logger;
+  /** How long the transport keeps an attachment's ciphertext (default 30 days, as WhatsApp's servers do). */
+  attachmentTtlMs?: number;
+  /** Upper bound of all attachments kept, in bytes (default 1 GiB); the oldest go first past it. */
+  attachmentMaxBytes?: number;
 }
 
 /** An envelope the router handed to the transport, decoded. */
@@ -43,12 +47,20 @@ export class PlatformState {
   readonly directory: KeyDirectory;
   /** Messaging limits, blocks, spam reports and quality per business number (src/platform/integrity.ts). */
   readonly integrity: Integrity;
-  /** Attachment ciphertexts (the keys never reach the transport), by pointer; bounded. */
-  readonly blobs = new Map<string, Buffer>();
+  /**
+   * Attachment ciphertexts (the keys never reach the transport), by pointer, in upload order: each kept until
+   * its TTL ends, the oldest dropped first when the total passes the byte bound.
+   */
+  private readonly blobs = new Map<string, { bytes: Buffer; until: number }>();
+  private blobBytes = 0;
+  private readonly attachmentTtlMs: number;
+  private readonly attachmentMaxBytes: number;
   private readonly devices = new Map<string, Device>();
 
   constructor(opts: PlatformOptions = {}) {
     this.clock = opts.clock ?? Date.now;
+    this.attachmentTtlMs = opts.attachmentTtlMs ?? 30 * 86_400_000;
+    this.attachmentMaxBytes = opts.attachmentMaxBytes ?? 1 << 30;
     this.log = opts.logger ?? createLogger('platform');
     this.faults = new Faults(opts.random, this.clock);
     this.relay = new Relay(this.faults);
@@ -74,7 +86,7 @@ export class PlatformState {
     const device = new Device(waId, opts.prekeys, {
       directory: this.directory,
       toRouter: (event) => this.toRouter(event),
-      blob: (pointer) => this.blobs.get(pointer),
+      blob: (pointer) => this.blob(pointer),
       putBlob: (bytes) => this.putBlob(bytes),
       clock: this.clock,
       log: this.log,
@@ -89,12 +101,49 @@ export class PlatformState {
     return this.devices.get(waId);
   }
 
-  /** Keeps an attachment's ciphertext; answers its pointer. */
+  /** Keeps an attachment's ciphertext until its TTL ends; answers its pointer. */
   putBlob(bytes: Buffer): string {
+    const now = this.clock();
+    this.expireBlobs(now);
     const pointer = randomUUID();
-    if (this.blobs.size >= 10_000) this.blobs.delete(this.blobs.keys().next().value!);
-    this.blobs.set(pointer, bytes);
+    this.blobs.set(pointer, { bytes, until: now + this.attachmentTtlMs });
+    this.blobBytes += bytes.length;
+    // Past the bound the oldest go (never the one just stored: a single upload may exceed it alone).
+    for (const [p, b] of this.blobs) {
+      if (this.blobBytes <= this.attachmentMaxBytes || p === pointer) break;
+      this.dropBlob(p, b.bytes.length);
+    }
     return pointer;
+  }
+
+  /** An attachment's ciphertext, unless its TTL ended (or it was never stored). */
+  blob(pointer: string): Buffer | undefined {
+    const b = this.blobs.get(pointer);
+    if (!b) return undefined;
+    if (b.until <= this.clock()) {
+      this.dropBlob(pointer, b.bytes.length);
+      return undefined;
+    }
+    return b.bytes;
+  }
+
+  /** Attachments kept now (count, bytes). */
+  blobStats(): { count: number; bytes: number } {
+    this.expireBlobs(this.clock());
+    return { count: this.blobs.size, bytes: this.blobBytes };
+  }
+
+  /** Drops expired attachments: all share one TTL, so upload order is expiry order. */
+  private expireBlobs(now: number): void {
+    for (const [p, b] of this.blobs) {
+      if (b.until > now) break;
+      this.dropBlob(p, b.bytes.length);
+    }
+  }
+
+  private dropBlob(pointer: string, size: number): void {
+    this.blobs.delete(pointer);
+    this.blobBytes -= size;
   }
 
   /** Whether `to` is a registered device (envelopes to anything else are refused). */
