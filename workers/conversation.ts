@@ -26,8 +26,8 @@ export function startConversationWorker(opts: {
     opts.queueName,
     async (job) => {
       const id = job.data.conversationId;
-      await opts.host.drain(id);
-      if (await opts.host.hasPending(id)) await opts.mailboxes.wake(id);
+      const { pending } = await opts.host.drainAndCheck(id);
+      if (pending) await opts.mailboxes.wake(id);
     },
     { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency, ...RECOVERY },
   );

@@ -13,7 +13,7 @@ import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
 import { identityChangedValue, inboundMessageValue, statusError, statusValue, type ChangeValue, type StatusInput } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
-import type { BusinessStore } from '../store/businesses.ts';
+import { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, openBinary, seal, sealBinary, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
@@ -30,8 +30,11 @@ import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
 /** Extends the lease only while this process still holds it. */
 const RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-/** Releases the lease only if this process still holds it. */
-const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/**
+ * Releases the lease only if this process still holds it, deleting the outbox too when ARGV[2] is '1' (its
+ * effects were all applied), and answers how many events wait in the mailbox: one round trip where three were.
+ */
+const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end end return redis.call('LLEN', KEYS[3])";
 
 /** A status change for the business, as the host hands it to the webhook layer. */
 export type StatusUpdate = StatusInput;
@@ -130,6 +133,14 @@ interface Loaded {
   timerOps: TimerCommand[];
 }
 
+/** A conversation's keys as read at the start of a drain. */
+interface StoredState {
+  metaRow: Record<string, string>;
+  snapRow: Buffer | Record<string, string> | null;
+  sess: Buffer | null;
+  outbox: string[];
+}
+
 /** An inbound message as stored (sealed) and forwarded to the business. */
 interface InboundRow {
   message: Record<string, unknown> & { type: string };
@@ -157,6 +168,8 @@ export class ActorHost {
   private readonly traceMax: number;
   private readonly maxSteps: number;
   private readonly transition = createStepper();
+  /** Retention per business, briefly cached (one read per business per few seconds, not per drain). */
+  private readonly retentions = new Map<string, { ms: number; at: number }>();
 
   constructor(
     private readonly stores: Stores,
@@ -184,52 +197,86 @@ export class ActorHost {
 
   /** Runs everything waiting in the conversation's mailbox. Returns the number of events handled. */
   async drain(conversationId: string): Promise<number> {
+    return (await this.drainAndCheck(conversationId)).handled;
+  }
+
+  /**
+   * Drains the conversation's mailbox under its lease; `pending` tells whether events arrived meanwhile (the
+   * worker then wakes the conversation again).
+   */
+  async drainAndCheck(conversationId: string): Promise<{ handled: number; pending: boolean }> {
     const token = randomUUID();
     const leaseKey = this.keys.lease(conversationId);
+    const mailboxKey = this.keys.mailbox(conversationId);
     // The conversation's store: the shared one, or its business's region's.
     const redis = await this.stores.forConversation(conversationId);
-    if (!(await redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'))) throw new LeaseBusyError(conversationId);
-    let handled = 0;
+    // The lease and the reads go out together (one round trip: same connection, same hash slot, executed in
+    // order), so the reads see what was there once the lease was taken; without the lease they are dropped.
+    const started = performance.now();
+    const [acquired, state, firstBatch] = await Promise.all([
+      redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'),
+      this.readState(redis, conversationId),
+      redis.lrange(mailboxKey, 0, this.batchSize - 1),
+    ]);
+    if (!acquired) throw new LeaseBusyError(conversationId);
     // Keep the lease while a step waits on the network; a process that stalls longer loses it (fencing).
     const renew = setInterval(() => {
       redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);
     }, Math.max(1000, Math.floor(this.leaseMs / 3)));
+    let handled = 0;
+    // Set once every effect the outbox held has been applied: the release then clears it (a crash before
+    // that replays it, which is safe: effects are idempotent).
+    let outboxDone = false;
+    let waiting = 0;
     try {
-      const started = performance.now();
-      const loaded = await this.load(redis, conversationId);
-      if (loaded) metrics.hydrations.inc();
-      if (!loaded) {
-        // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
-        await redis.del(this.keys.mailbox(conversationId));
-        return 0;
-      }
-      let pending: ConversationEvent[] = [];
-      if (loaded.outbox.length) pending = await this.executeEffects(loaded, loaded.outbox, token);
-      for (let step = 0; step < this.maxSteps; step++) {
-        const raw = await redis.lrange(this.keys.mailbox(conversationId), 0, this.batchSize - 1);
-        const fromMailbox = raw.map((r) => this.toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
-        // Retention ticks go last: they are timers, and a message arriving in the same batch keeps the
-        // conversation alive instead of being lost with it.
-        const events = [...pending, ...fromMailbox.filter((e) => e.type !== 'PURGE_DUE'), ...fromMailbox.filter((e) => e.type === 'PURGE_DUE')];
-        pending = [];
-        if (!events.length) break;
-        const effects = await this.step(loaded, events, raw.length, token);
-        handled += events.length;
-        pending = await this.executeEffects(loaded, effects, token);
-        if (loaded.deleted) break;
-      }
-      if (pending.length && !loaded.deleted) {
-        // Out of steps with results still to record: commit them so the outbox is not replayed needlessly.
-        const effects = await this.step(loaded, pending, 0, token);
-        await this.executeEffects(loaded, effects, token);
-      }
-      await this.applyTimers(loaded);
+      handled = await this.run(redis, conversationId, token, state, firstBatch);
+      outboxDone = true;
       metrics.drainSeconds.observe((performance.now() - started) / 1000);
-      return handled;
     } finally {
       clearInterval(renew);
-      await redis.eval(RELEASE_LUA, 1, leaseKey, token);
+      waiting = Number(await redis.eval(RELEASE_LUA, 3, leaseKey, this.keys.outbox(conversationId), mailboxKey, token, outboxDone ? '1' : ''));
     }
+    return { handled, pending: waiting > 0 };
+  }
+
+  /** The drain's body, under the lease: hydrate, replay the outbox, then steps until the mailbox is empty. */
+  private async run(redis: Redis, conversationId: string, token: string, state: StoredState, firstBatch: string[]): Promise<number> {
+    const mailboxKey = this.keys.mailbox(conversationId);
+    const loaded = await this.load(redis, conversationId, state);
+    if (!loaded) {
+      // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
+      await redis.del(mailboxKey);
+      return 0;
+    }
+    metrics.hydrations.inc();
+    let handled = 0;
+    let pending: ConversationEvent[] = [];
+    let batch: string[] | null = firstBatch;
+    if (loaded.outbox.length) {
+      pending = await this.executeEffects(loaded, loaded.outbox, token);
+      batch = null; // effects went over the network meanwhile: read the mailbox afresh
+    }
+    for (let step = 0; step < this.maxSteps; step++) {
+      const raw = batch ?? (await redis.lrange(mailboxKey, 0, this.batchSize - 1));
+      batch = null;
+      const fromMailbox = raw.map((r) => this.toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
+      // Retention ticks go last: they are timers, and a message arriving in the same batch keeps the
+      // conversation alive instead of being lost with it.
+      const events = [...pending, ...fromMailbox.filter((e) => e.type !== 'PURGE_DUE'), ...fromMailbox.filter((e) => e.type === 'PURGE_DUE')];
+      pending = [];
+      if (!events.length) break;
+      const effects = await this.step(loaded, events, raw.length, token);
+      handled += events.length;
+      pending = await this.executeEffects(loaded, effects, token);
+      if (loaded.deleted) break;
+    }
+    if (pending.length && !loaded.deleted) {
+      // Out of steps with results still to record: commit them so the outbox is not replayed needlessly.
+      const effects = await this.step(loaded, pending, 0, token);
+      await this.executeEffects(loaded, effects, token);
+    }
+    await this.applyTimers(loaded);
+    return handled;
   }
 
   /** True when events still wait (the worker re-wakes the conversation). */
@@ -250,17 +297,29 @@ export class ActorHost {
 
   /** The business's retention (its own setting, else the default; never more than 30 days). */
   private async retentionOf(businessId: string): Promise<number> {
+    // Cached as briefly as phone numbers are: a changed retention applies to drains within seconds.
+    const hit = this.retentions.get(businessId);
+    if (hit && Date.now() - hit.at < BusinessStore.numberCacheMs) return hit.ms;
     const info = await this.businesses.info(businessId);
-    return Math.min(info?.retention_ms ?? this.opts.retentionMs, 30 * 86_400_000);
+    const ms = Math.min(info?.retention_ms ?? this.opts.retentionMs, 30 * 86_400_000);
+    if (this.retentions.size > 10_000) this.retentions.clear();
+    this.retentions.set(businessId, { ms, at: Date.now() });
+    return ms;
   }
 
-  private async load(redis: Redis, id: string): Promise<Loaded | null> {
+  /** Reads a conversation's stored state (issued together with the lease, see {@link drainAndCheck}). */
+  private async readState(redis: Redis, id: string): Promise<StoredState> {
     const [metaRow, snapRow, sess, outbox] = await Promise.all([
       redis.hgetall(this.keys.meta(id)),
       readStoredSnapshot(redis, this.keys.snapshot(id)),
       redis.getBuffer(this.keys.session(id)),
       redis.lrange(this.keys.outbox(id), 0, -1),
     ]);
+    return { metaRow, snapRow, sess, outbox };
+  }
+
+  private async load(redis: Redis, id: string, state: StoredState): Promise<Loaded | null> {
+    const { metaRow, snapRow, sess, outbox } = state;
     if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
     const dk = await this.dataKeys.get(metaRow.business_id);
     const waId = open(dk, metaRow.wa, `${this.keys.meta(id)}:wa`).toString();
@@ -748,11 +807,7 @@ export class ActorHost {
         for (const s of sends) results.push({ type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unavailable' });
       }
     }
-    if (!results.length && !c.timerOps.length) {
-      // Nothing will commit after these effects: clear the outbox so a later drain does not replay them.
-      await c.redis.del(this.keys.outbox(c.id));
-      c.outbox = [];
-    }
+    // (The outbox is cleared when the drain releases the lease, once every effect of it has been applied.)
     return results;
   }
 
@@ -773,7 +828,6 @@ export class ActorHost {
       }
     }
     c.timerOps = [];
-    if (!c.deleted) await c.redis.del(this.keys.outbox(c.id));
     c.outbox = [];
   }
 

@@ -185,6 +185,27 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     expect(seqs).toEqual(seqs.map((_, i) => seqs[0]! + i));
   });
 
+  it('a drain tells whether events still wait, and leaves no lease and no outbox behind', async () => {
+    const oneAtATime = new ActorHost(new Stores(redis, keys, {}, defineCommitScript), keys, dataKeys, new BusinessStore(redis, keys, dataKeys), transport,
+      { async webhook() {}, async timer() {}, async cancelTimer() {}, async purgeAt() {}, async cancelPurges() {}, async count() {} },
+      log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000, batchSize: 1, maxStepsPerDrain: 1 });
+    const waId = await createDevice(platform.url, '+15557770009');
+    let conv = '';
+    for (const body of ['one', 'two', 'three']) conv = conversationOfWamid((await send(waId, body)).wamid)!;
+    const drains: { handled: number; pending: boolean }[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await oneAtATime.drainAndCheck(conv);
+      drains.push(r);
+      expect(await redis.exists(keys.lease(conv))).toBe(0);
+      expect(await redis.llen(keys.outbox(conv))).toBe(0);
+      if (!r.pending) break;
+    }
+    // One mailbox event per drain: the first two leave events waiting, the third does not.
+    expect(drains.map((d) => d.pending)).toEqual([true, true, false]);
+    expect(await redis.llen(keys.mailbox(conv))).toBe(0);
+    await waitFor(async () => (await deviceMessages(platform.url, waId)).length === 3, 'three messages on the device');
+  });
+
   it('bounds a long trace and keeps what it keeps replayable (a snapshot before the first kept step)', async () => {
     const bounded = hostWithTraceMax(16);
     const waId = await createDevice(platform.url, '+15557770005');
