@@ -28,6 +28,11 @@ export interface BenchResult {
   ratio_to_crypto_ceiling: number;
   ratio_to_bullmq_noop: number;
   first_contact_per_s: number;
+  /**
+   * CPU ms per first contact: the bench process (API), the platform process (the devices decrypt the PreKey
+   * message and generate replacement one-time keys) and the worker processes (bundle fetch, PQXDH, encrypt).
+   */
+  first_contact_cpu_ms: { bench_process: number; platform_process: number; workers: number };
   conversations: number;
   messages: number;
   workers: number;
@@ -39,9 +44,15 @@ export interface BenchResult {
   saturated_p99_ms: number;
   /** The offered rate of the latency phase (half the measured throughput). */
   latency_phase_rate_per_s: number;
-  /** CPU per message in the throughput phase: the bench process (API, platform, devices, receiver), the worker processes, Redis. */
+  /**
+   * CPU per message in the throughput phase: the bench process (API, the backend's client, the webhook receiver),
+   * the worker processes, the platform process (transport and devices), Redis; the router's own share beyond
+   * the API (workers and Redis); and all of them.
+   */
   cpu_ms_per_message: number;
   worker_cpu_ms_per_message: number;
+  platform_cpu_ms_per_message: number;
+  router_cpu_ms_per_message: number;
   redis_cpu_ms_per_message: number;
   total_cpu_ms_per_message: number;
   /** Redis commands per message in the throughput phase (commands inside scripts included), and script calls. */
@@ -58,6 +69,42 @@ export interface BenchResult {
   worker_rss_mb_by_conversations: Record<string, number>;
   /** Sends the API answered with 130429/131056 (the number's throughput or the pair limit) and the bench resent. */
   sends_resent_after_limits: number;
+}
+
+/**
+ * The platform (transport and simulated devices) in a process of its own, as it is in a deployment (another
+ * party's machines): its CPU is then measured apart from the router's, and it has its own event loop.
+ */
+async function spawnPlatform(): Promise<{ url: string; cpuMs(): number; close(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'platform', '--port', '0'], {
+    env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the platform process did not start within 60 s')), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /platform listening on (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the platform process exited (${code}) before listening`));
+    });
+  });
+  return {
+    url,
+    cpuMs: () => procCpuMs(child.pid ?? 0),
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 /** Resident set size (MB) of a process, from /proc (Linux); 0 where unavailable. */
@@ -173,14 +220,19 @@ async function bullmqCeiling(redisUrl: string, prefix: string, jobs: number): Pr
  * `delivered` webhook received, over `conversations` established conversations, with `workers` worker
  * processes (0: in this process). Measures the crypto and BullMQ ceilings in the same run.
  */
-export async function runBench(opts: { redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string; latencyRate?: number }): Promise<BenchResult> {
+export async function runBench(opts: {
+  redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string; latencyRate?: number;
+  /** Run the platform (transport and devices) inside the bench process instead of its own process. */
+  platformInline?: boolean;
+}): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const masterKey = randomBytes(32);
   const env = { SEALPOST_PREFIX: prefix, SEALPOST_MASTER_KEY: masterKey.toString('base64'), SEALPOST_WORKER_CONCURRENCY: '256', SEALPOST_RETRANSMIT_BASE_MS: '30000' };
   const config = loadConfig({ ...env, REDIS_URL: opts.redisUrl });
-  const platform = await startPlatform({ port: 0 });
+  // Inline, its CPU is the bench process's (counted there).
+  const platform = opts.platformInline ? { ...(await startPlatform({ port: 0 })), cpuMs: () => 0 } : await spawnPlatform();
   const ctx = createRouterContext(config, opts.redisUrl, masterKey, platform.url);
   const children: ChildProcess[] = [];
   const inProcess = opts.workers === 0 ? startWorkers(ctx) : undefined;
@@ -271,21 +323,34 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       for (const n of RSS_CHECKPOINTS) if (delivered.size >= n && !(n in rssByConversations)) rssByConversations[n] = workersRss();
     }, 200);
     let t0 = Date.now();
+    const fcCpu0 = process.cpuUsage();
+    const fcWorkerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
+    const fcPlatformCpu0 = platform.cpuMs();
     try {
       const firsts = await pool(users, 256, send);
       await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
+    } catch (e) {
+      // Printed when the phase fails too, so a long run that stalls still reports what it measured.
+      log(`worker RSS (MB) by delivered first contacts, so far: ${JSON.stringify(rssByConversations)}`);
+      throw e;
     } finally {
       clearInterval(sampler);
-      // Printed even when the phase fails, so a long run that stalls still reports what it measured.
-      log(`worker RSS (MB) by delivered first contacts: ${JSON.stringify(rssByConversations)}`);
     }
     for (const n of RSS_CHECKPOINTS) if (opts.conversations >= n && !(n in rssByConversations)) rssByConversations[n] = workersRss();
+    log(`worker RSS (MB) by established conversations: ${JSON.stringify(rssByConversations)}`);
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
+    const fcCpu = process.cpuUsage(fcCpu0);
+    const firstContactCpu = {
+      bench_process: Number((((fcCpu.user + fcCpu.system) / 1000) / opts.conversations).toFixed(2)),
+      platform_process: Number(((platform.cpuMs() - fcPlatformCpu0) / opts.conversations).toFixed(2)),
+      workers: Number(((children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - fcWorkerCpu0) / opts.conversations).toFixed(2)),
+    };
 
     log(`${opts.messages} messages over ${opts.conversations} established conversations…`);
     const r = connectRedis(opts.redisUrl);
     const cpu0 = process.cpuUsage();
     const workerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
+    const platformCpu0 = platform.cpuMs();
     const redisCpu0 = await redisCpuMs(r);
     const calls0 = await redisCalls(r);
     t0 = Date.now();
@@ -295,6 +360,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
     const elapsed = (Date.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const workerCpu = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - workerCpu0;
+    const platformCpu = platform.cpuMs() - platformCpu0;
     const redisCpu = (await redisCpuMs(r)) - redisCpu0;
     const calls1 = await redisCalls(r);
     const saturated = sent.map((s) => delivered.get(s.wamid)! - s.at);
@@ -345,6 +411,7 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       ratio_to_crypto_ceiling: Number((msgsPerS / crypto).toFixed(3)),
       ratio_to_bullmq_noop: Number((msgsPerS / noop).toFixed(3)),
       first_contact_per_s: Math.round(firstContactPerS),
+      first_contact_cpu_ms: firstContactCpu,
       conversations: opts.conversations,
       messages: opts.messages,
       workers: opts.workers,
@@ -353,12 +420,16 @@ export async function runBench(opts: { redisUrl: string; messages: number; conve
       saturated_p50_ms: quantile(saturated, 0.5),
       saturated_p99_ms: quantile(saturated, 0.99),
       latency_phase_rate_per_s: rate,
-      // The bench process: API, platform with its devices, webhook receiver (and the workers when --workers 0).
+      // The bench process: the API, the backend's client, the webhook receiver (the workers too with --workers 0,
+      // the platform too with --platform-inline).
       cpu_ms_per_message: Number((parentMs / opts.messages).toFixed(3)),
       worker_cpu_ms_per_message: Number((workerCpu / opts.messages).toFixed(3)),
+      // The platform's own process: the transport and the users' devices (someone else's machines in a deployment).
+      platform_cpu_ms_per_message: Number((platformCpu / opts.messages).toFixed(3)),
+      router_cpu_ms_per_message: Number(((workerCpu + redisCpu) / opts.messages).toFixed(3)),
       // Redis's whole CPU in the phase: exact on a Redis of the bench's own, an upper bound on a shared one.
       redis_cpu_ms_per_message: Number((redisCpu / opts.messages).toFixed(3)),
-      total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu) / opts.messages).toFixed(3)),
+      total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu + platformCpu) / opts.messages).toFixed(3)),
       redis_commands_per_message: Number(((calls1.all - calls0.all) / opts.messages).toFixed(1)),
       redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
       redis_commands_by_name: topCommands(calls0.byName, calls1.byName, opts.messages),

@@ -24,7 +24,7 @@ const FIELDS: (keyof BenchResult)[] = [
   'msgs_per_s', 'p50_ms', 'p99_ms', 'saturated_p50_ms', 'saturated_p99_ms', 'latency_phase_rate_per_s',
   'crypto_ceiling_msgs_per_s', 'ratio_to_crypto_ceiling', 'bullmq_noop_jobs_per_s', 'ratio_to_bullmq_noop',
   'first_contact_per_s', 'redis_bytes_per_conversation', 'cpu_ms_per_message', 'worker_cpu_ms_per_message',
-  'redis_cpu_ms_per_message', 'total_cpu_ms_per_message', 'redis_commands_per_message', 'redis_scripts_per_message',
+  'platform_cpu_ms_per_message', 'redis_cpu_ms_per_message', 'router_cpu_ms_per_message', 'total_cpu_ms_per_message', 'redis_commands_per_message', 'redis_scripts_per_message',
   'worker_rss_mb',
 ];
 
@@ -53,6 +53,14 @@ export function writeReport(path: string, command: string, byWorkers: Map<number
     ...Object.keys(medians.get(counts[0]!)!.redis_bytes_by_kind).map((k) => `| ${k} | ${counts.map((w) => medians.get(w)!.redis_bytes_by_kind[k] ?? 0).join(' | ')} |`),
     '',
   ];
+  const breakdown = (title: string, field: 'first_contact_cpu_ms' | 'redis_commands_by_name', head: string) => {
+    const keys = Object.keys(medians.get(counts[0]!)![field] ?? {});
+    if (!keys.length) return;
+    lines.push(title, '', `| ${head} | ${counts.map((w) => `${w} worker${w === 1 ? '' : 's'}`).join(' | ')} |`, `|---|${counts.map(() => '---').join('|')}|`,
+      ...keys.map((k) => `| ${k} | ${counts.map((w) => (medians.get(w)![field] as Record<string, number>)[k] ?? 0).join(' | ')} |`), '');
+  };
+  breakdown('CPU ms per first contact, by process (medians):', 'first_contact_cpu_ms', 'process');
+  breakdown('Redis calls per message in the throughput phase, by command, inner script commands included (medians):', 'redis_commands_by_name', 'command');
   const rssKeys = Object.keys(medians.get(counts[0]!)!.worker_rss_mb_by_conversations ?? {});
   if (rssKeys.length) {
     lines.push(

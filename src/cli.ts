@@ -423,7 +423,8 @@ common(program.command('bench'))
   .option('--runs <n>', 'run the bench n times and print the median of each field', '1')
   .option('--matrix <counts>', 'run for each worker count (e.g. 1,2,4), --runs times each, and write the table to --out')
   .option('--out <file>', 'where --matrix writes its Markdown table', 'docs/bench-results.md')
-  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string }) => {
+  .option('--platform-inline', 'run the platform (transport, devices) in the bench process instead of a process of its own')
+  .action(async (opts: CommonOpts & { messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean }) => {
     const c = config(opts, true);
     const [messages, conversations, workers, runs] = [opts.messages, opts.conversations, opts.workers, opts.runs].map(Number) as [number, number, number, number];
     const matrix = opts.matrix ? opts.matrix.split(',').map(Number) : [workers];
@@ -440,12 +441,12 @@ common(program.command('bench'))
       const results = [];
       for (let i = 0; i < runs; i++) {
         log(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
-        results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+        results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
       }
       byWorkers.set(w, results);
     }
     if (opts.matrix) {
-      const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}`;
+      const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}`;
       writeReport(opts.out, command, byWorkers);
       log(`wrote ${opts.out}`);
     }
