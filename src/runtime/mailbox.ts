@@ -14,6 +14,9 @@ export type MailboxEvent =
   | { type: 'PURGE_DUE'; at: number }
   | { type: 'ERASE'; at: number };
 
+/** The BullMQ priority of wakes for newly accepted sends (any priority runs after un-prioritized jobs). */
+export const SENDS_PRIORITY = 1;
+
 /** Job data of a wake-up job: only the conversation id. */
 export interface WakeJob {
   conversationId: string;
@@ -43,9 +46,16 @@ export class Mailboxes {
     await this.wake(conversationId);
   }
 
-  /** Adds the conversation's wake-up job unless one is already waiting. */
-  async wake(conversationId: string): Promise<void> {
+  /**
+   * Adds the conversation's wake-up job unless one is already waiting. `sends` marks the wake of a newly
+   * accepted outbound message: such wakes queue behind every other (receipts, users' messages, timers), so a
+   * business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements and replies
+   * in conversations already under way. Within each lane, first in, first out.
+   */
+  async wake(conversationId: string, lane: 'events' | 'sends' = 'events'): Promise<void> {
     await this.wakeQueue.add('wake', { conversationId }, {
+      // BullMQ takes jobs without a priority before any prioritized job.
+      ...(lane === 'sends' ? { priority: SENDS_PRIORITY } : {}),
       // A digest, not the id: BullMQ's event stream outlives jobs, and must not name deleted conversations.
       deduplication: { id: createHash('sha256').update(conversationId).digest('hex').slice(0, 32), keepLastIfActive: true },
       removeOnComplete: true,

@@ -168,7 +168,7 @@ export class OutboundService implements OutboundPort {
     const purge = created || !this.purgesAdded.has(conv, now + retention, retention)
       ? this.purgeAt(conv, now + retention, retention).then(() => this.purgesAdded.add(conv, now + retention, retention))
       : undefined;
-    await Promise.all([purge, this.mailboxes.wake(conv), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
+    await Promise.all([purge, this.mailboxes.wake(conv, 'sends'), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
     metrics.accepted.inc();
     return { wamid, waId: req.waId, conversationId: conv };
   }
