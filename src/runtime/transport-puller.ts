@@ -63,8 +63,12 @@ export class TransportPuller {
   async handle(events: TransportEvent[]): Promise<void> {
     const byConversation = new Map<string, MailboxEvent[]>();
     const at = Date.now();
-    for (const ev of events) {
-      const routed = await this.route(ev, at);
+    // Routed all at once (each may wait on Redis), then grouped in pull order, so a conversation's events
+    // reach its mailbox in the order the transport gave them.
+    const routes = await Promise.all(events.map((ev) => (ev.kind === 'integrity' ? null : this.route(ev, at))));
+    // A number's standing changes apply one after the other, in order.
+    for (const ev of events) if (ev.kind === 'integrity') await this.route(ev, at);
+    for (const routed of routes) {
       if (!routed) continue;
       const list = byConversation.get(routed.conversationId) ?? [];
       list.push(routed.event);

@@ -88,6 +88,8 @@ export class BusinessStore {
   /** How long a process trusts a phone number it read (a change made by another process shows within it). */
   static numberCacheMs = 5_000;
   private readonly identities = new Map<string, NumberIdentity>();
+  /** Display numbers (digits) read recently → their phone_number_id, expiring like `numbers`. */
+  private readonly displays = new Map<string, { id: string; at: number }>();
 
   constructor(
     private readonly redis: Redis,
@@ -224,7 +226,18 @@ export class BusinessStore {
 
   /** The phone number whose display number (digits) is `display`, or null. */
   async phoneNumberByDisplay(display: string): Promise<PhoneNumber | null> {
-    const id = await this.redis.get(this.keys.displayNumber(display.replace(/\D/g, '')));
+    const digits = display.replace(/\D/g, '');
+    // Cached as briefly as the numbers themselves: every event from a user is addressed by display number.
+    const hit = this.displays.get(digits);
+    let id = hit && Date.now() - hit.at < BusinessStore.numberCacheMs ? hit.id : undefined;
+    if (id === undefined) {
+      id = (await this.redis.get(this.keys.displayNumber(digits))) ?? undefined;
+      // Only hits are kept: a number added a moment ago elsewhere must be found at once.
+      if (id) {
+        if (this.displays.size > 10_000) this.displays.clear();
+        this.displays.set(digits, { id, at: Date.now() });
+      }
+    }
     return id ? this.phoneNumber(id) : null;
   }
 
@@ -310,6 +323,7 @@ export class BusinessStore {
     await this.redis.srem(this.keys.phoneNumbers, phoneNumberId);
     await this.redis.del(this.keys.phoneNumber(phoneNumberId));
     if (pn) await this.redis.del(this.keys.displayNumber(pn.display_phone_number));
+    if (pn) this.displays.delete(pn.display_phone_number.replace(/\D/g, ''));
     this.numbers.delete(phoneNumberId);
     this.identities.delete(phoneNumberId);
     return true;
@@ -346,6 +360,7 @@ export class BusinessStore {
       await this.redis.srem(this.keys.phoneNumbers, pnId);
       await this.redis.del(this.keys.phoneNumber(pnId));
       if (pn) await this.redis.del(this.keys.displayNumber(pn.display_phone_number));
+      if (pn) this.displays.delete(pn.display_phone_number.replace(/\D/g, ''));
       this.numbers.delete(pnId);
       this.identities.delete(pnId);
     }

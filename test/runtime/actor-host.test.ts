@@ -206,6 +206,23 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     await waitFor(async () => (await deviceMessages(platform.url, waId)).length === 3, 'three messages on the device');
   });
 
+  it("the puller routes a batch's events concurrently yet keeps each conversation's events in transport order", async () => {
+    const waId = await createDevice(platform.url, '+15557770010');
+    const { wamid } = await send(waId, 'hello');
+    const conv = conversationOfWamid(wamid)!;
+    const ts = String(Math.floor(Date.now() / 1000));
+    const envelope = (id: string) => ({ event_id: `e-${id}`, kind: 'envelope' as const, id, from: waId, to: biz.display_phone_number, type: 2, body: 'AAAA', timestamp: ts });
+    // Envelopes wait on Redis to be routed (number lookup, conversation check); receipts do not.
+    await puller.handle([
+      envelope('in-1'),
+      { event_id: 'e-r', kind: 'receipt', status: 'delivered', id: wamid, from: waId, to: biz.display_phone_number, timestamp: ts },
+      envelope('in-2'),
+      envelope('in-3'),
+    ]);
+    const mailbox = (await redis.lrange(keys.mailbox(conv), 0, -1)).map((e) => JSON.parse(e) as { type: string; id?: string });
+    expect(mailbox.map((e) => e.id ?? e.type)).toEqual(['SEND', 'in-1', 'DELIVERED', 'in-2', 'in-3']);
+  });
+
   it('bounds a long trace and keeps what it keeps replayable (a snapshot before the first kept step)', async () => {
     const bounded = hostWithTraceMax(16);
     const waId = await createDevice(platform.url, '+15557770005');
