@@ -65,13 +65,16 @@ const schema = z.object({
   abuseWindowMs: duration.default(60_000),
   /** Behind a reverse proxy: the client address comes from X-Forwarded-For. */
   trustProxy: z.enum(['0', '1', 'true', 'false', '']).default('').transform((v) => v === '1' || v === 'true'),
-  /** `eu=redis://…,us=redis://…`: where region-pinned businesses keep their data. */
+  /**
+   * `eu=redis://…,us=redis-cluster://h1:p1,h2:p2`: where region-pinned businesses keep their data. A comma
+   * starts the next region only where `name=` follows it, so a cluster's node list stays in its URL.
+   */
   regions: z.string().default('').transform((s, ctx) => {
     const out: Record<string, string> = {};
-    for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
-      const m = /^([a-z0-9_-]{1,32})=(rediss?:\/\/\S+)$/.exec(part);
+    for (const part of s.split(/,(?=\s*[a-z0-9_-]{1,32}=)/).map((p) => p.trim()).filter(Boolean)) {
+      const m = /^([a-z0-9_-]{1,32})=((?:rediss?|redis-cluster):\/\/\S+)$/.exec(part);
       if (!m) {
-        ctx.addIssue({ code: 'custom', message: `SEALPOST_REGIONS: "${part.replace(/\/\/[^@]*@/, '//***@')}" is not name=redis://host:port` });
+        ctx.addIssue({ code: 'custom', message: `SEALPOST_REGIONS: "${part.replace(/\/\/[^@]*@/, '//***@')}" is not name=redis://host:port or name=redis-cluster://host:port,host:port` });
         return z.NEVER;
       }
       out[m[1]!] = m[2]!;

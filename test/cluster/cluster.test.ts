@@ -6,6 +6,7 @@ import { parseTrace, replayTrace } from '../../src/trace/replay.ts';
 import { readTraceLines } from '../../src/trace/store.ts';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
 import { startOwnCluster, type OwnCluster } from '../helpers/redis-cluster.ts';
+import { deletePrefix, testRedisUrl } from '../helpers/redis.ts';
 import { sendTemplate, sendText, startSystem, userWrites, type TestSystem } from '../helpers/system.ts';
 
 /**
@@ -144,5 +145,31 @@ describe('on a 3-master Redis Cluster', () => {
       throw new Error(`${(e as Error).message}: ${(await left()).map((k) => k.slice(sys.prefix.length)).join(', ')}`);
     });
     expect(stderr.join('')).not.toMatch(/CROSSSLOT|MOVED|ClusterAllFailedError/);
+  }, 120_000);
+
+  it("keeps a region's data on a cluster: SEALPOST_REGIONS takes a cluster URL with its node list", async () => {
+    // The shared store is a single node; the region "eu" is this cluster (the comma-separated nodes stay in its URL).
+    const regional = await startSystem({ redisUrl: testRedisUrl(), env: { SEALPOST_REGIONS: `eu=${cluster.url},us=${testRedisUrl()}` } });
+    try {
+      expect([...regional.ctx.stores.regionNames].sort()).toEqual(['eu', 'us']);
+      const eu = await regional.ctx.businesses.create({ name: 'EU GmbH', webhookUrl: regional.receiver.url, appSecret: regional.appSecret, verifyToken: 'verify-me', region: 'eu' });
+      await regional.ctx.publisher.ensure(eu.phone_number_id);
+      const wa = await createDevice(regional.platformUrl, '+4915112340001');
+      const wamid = await sendTemplate(regional, wa, 'welcome', eu);
+      await waitFor(() => regional.receiver.statuses().some((st) => st.id === wamid && st.status === 'delivered'), 'delivered through the regional cluster', 60_000);
+      const conv = conversationOfWamid(wamid)!;
+      const onCluster: string[] = [];
+      const r = connectRedis(cluster.url);
+      try {
+        await scanEach(r, `${regional.prefix}:{c:${conv}}*`, async (k) => { onCluster.push(...k); });
+      } finally {
+        r.disconnect();
+      }
+      expect(onCluster.map((k) => k.slice(k.indexOf('}:') + 2))).toEqual(expect.arrayContaining(['meta', 'snap', 'sess', `m:${wamid}`]));
+      expect(await regional.ctx.redis.exists(regional.ctx.keys.meta(conv))).toBe(0);
+    } finally {
+      await regional.close();
+      await deletePrefix(cluster.url, regional.prefix);
+    }
   }, 120_000);
 });

@@ -125,10 +125,10 @@ export async function sendText(sys: TestSystem, to: string, body: string, extra:
 }
 
 /** Sends a template (allowed outside the customer-service window); returns the wamid. */
-export async function sendTemplate(sys: TestSystem, to: string, name: string): Promise<string> {
-  const res = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+export async function sendTemplate(sys: TestSystem, to: string, name: string, from: { phone_number_id: string; access_token: string } = sys.business): Promise<string> {
+  const res = await fetch(`${sys.apiUrl}/v23.0/${from.phone_number_id}/messages`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${from.access_token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'template', template: { name, language: { code: 'en_US' } } }),
   });
   const json = (await res.json()) as { messages?: { id: string }[] };
