@@ -213,12 +213,20 @@ export class ActorHost {
     // The lease and the reads go out together (one round trip: same connection, same hash slot, executed in
     // order), so the reads see what was there once the lease was taken; without the lease they are dropped.
     const started = performance.now();
-    const [acquired, state, firstBatch] = await Promise.all([
+    const [lease, read, batch] = await Promise.allSettled([
       redis.set(leaseKey, token, 'PX', this.leaseMs, 'NX'),
       this.readState(redis, conversationId),
       redis.lrange(mailboxKey, 0, this.batchSize - 1),
     ]);
-    if (!acquired) throw new LeaseBusyError(conversationId);
+    if (lease.status === 'rejected') throw lease.reason;
+    if (!lease.value) throw new LeaseBusyError(conversationId);
+    if (read.status === 'rejected' || batch.status === 'rejected') {
+      // Taken but unusable: give the lease back at once rather than leave it to expire.
+      await redis.eval(RELEASE_LUA, 3, leaseKey, this.keys.outbox(conversationId), mailboxKey, token, '').catch(() => undefined);
+      throw read.status === 'rejected' ? read.reason : (batch as PromiseRejectedResult).reason;
+    }
+    const state = read.value;
+    const firstBatch = batch.value;
     // Keep the lease while a step waits on the network; a process that stalls longer loses it (fencing).
     const renew = setInterval(() => {
       redis.eval(RENEW_LUA, 1, leaseKey, token, String(this.leaseMs)).catch(() => undefined);

@@ -206,6 +206,17 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     await waitFor(async () => (await deviceMessages(platform.url, waId)).length === 3, 'three messages on the device');
   });
 
+  it('gives its lease back at once when the state read with it fails', async () => {
+    const waId = await createDevice(platform.url, '+15557770011');
+    const conv = conversationOfWamid((await send(waId, 'hi')).wamid)!;
+    // A key of the wrong type where the session belongs: its read fails after the lease was taken.
+    await redis.rpush(keys.session(conv), 'not a session');
+    await expect(host.drainAndCheck(conv)).rejects.toThrow(/WRONGTYPE/);
+    expect(await redis.exists(keys.lease(conv))).toBe(0);
+    await redis.del(keys.session(conv));
+    expect((await host.drainAndCheck(conv)).handled).toBeGreaterThan(0);
+  });
+
   it("the puller routes a batch's events concurrently yet keeps each conversation's events in transport order", async () => {
     const waId = await createDevice(platform.url, '+15557770010');
     const { wamid } = await send(waId, 'hello');
