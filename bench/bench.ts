@@ -76,8 +76,10 @@ export interface BenchResult {
  * party's machines): its CPU is then measured apart from the router's, and it has its own event loop.
  */
 async function spawnPlatform(): Promise<{ url: string; cpuMs(): number; close(): Promise<void> }> {
+  // The transport gets none of the router's settings or secrets (master key, Redis): only what Node needs.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(SEALPOST_|REDIS_|ADMIN_)/.test(k)));
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'platform', '--port', '0'], {
-    env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
