@@ -287,11 +287,6 @@ export class ActorHost {
     return handled;
   }
 
-  /** True when events still wait (the worker re-wakes the conversation). */
-  async hasPending(conversationId: string): Promise<boolean> {
-    return (await (await this.stores.forConversation(conversationId)).llen(this.keys.mailbox(conversationId))) > 0;
-  }
-
   private inputOf(conversationId: string, retentionMs: number): ConversationInput {
     return {
       conversationId,
