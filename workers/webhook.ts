@@ -154,7 +154,29 @@ export class WebhookOutbox {
     const dk = await this.dataKeyOf(businessId);
     const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
     await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
-    await this.wake(businessId);
+    await this.wakeSoon(businessId);
+  }
+
+  /** Wake-ups of a business scheduled for the next turn of the event loop and not started yet. */
+  private readonly pendingWakes = new Map<string, Promise<void>>();
+
+  /**
+   * One wake-up for every append of this business that completed before it starts: many conversations
+   * finishing their drains together add one deduplicated job, not one each. An append that completes while
+   * the add is already under way schedules another, so every append is followed by an add that began after it.
+   */
+  private wakeSoon(businessId: string): Promise<void> {
+    let pending = this.pendingWakes.get(businessId);
+    if (!pending) {
+      pending = new Promise<void>((resolve, reject) => {
+        setImmediate(() => {
+          this.pendingWakes.delete(businessId);
+          this.wake(businessId).then(resolve, reject);
+        });
+      });
+      this.pendingWakes.set(businessId, pending);
+    }
+    return pending;
   }
 
   /** Makes sure the business's delivery job exists. */

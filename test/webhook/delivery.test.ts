@@ -66,6 +66,25 @@ describe('webhook delivery', () => {
   const finished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', jobId: string) =>
     nextCall<Job>((cb) => w.worker.on(event, (job: Job | undefined) => { if (job?.id === jobId) cb(job); }), `job ${jobId} ${event}`);
 
+  it('adds one wake-up for appends that complete together, and another for an append after it started', async () => {
+    const adds: string[] = [];
+    const add = queue.add.bind(queue);
+    queue.add = ((name: string, data: WebhookJob, opts?: object) => {
+      adds.push(name);
+      return add(name as never, data as never, opts as never);
+    }) as typeof queue.add;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => outbox.enqueue('b1', 'pn1', [status(`wamid.C${i}`)], 60_000)));
+    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(20);
+    expect(adds).toEqual(['deliver']);
+    expect(await queue.count()).toBe(1);
+    await outbox.enqueue('b1', 'pn1', [status('wamid.LATER')], 60_000);
+    expect(adds).toEqual(['deliver', 'deliver']);
+    // Another business gets its own.
+    await outbox.enqueue('b2', 'pn2', [status('wamid.B2')], 60_000);
+    expect(adds).toHaveLength(3);
+    expect(await queue.count()).toBe(2);
+  });
+
   it('keeps pending updates sealed: a message waiting for a failing endpoint is not readable in Redis', async () => {
     const ep = await scriptedEndpoint(Array(1000).fill(503));
     stop.push(ep.close);
