@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { DataRequests } from '../runtime/data-requests.ts';
-import type { BusinessStore } from '../store/businesses.ts';
+import { MAX_RETENTION_MS, type BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
 import { InvalidParameterError, UnknownObjectError } from './errors.ts';
 import { checkAdmin } from '../ops/admin-auth.ts';
@@ -21,7 +21,6 @@ export interface AdminDeps {
   verify?: (url: string, verifyToken: string) => Promise<{ ok: boolean; reason?: string }>;
 }
 
-const MAX_RETENTION_MS = 30 * 86_400_000;
 
 /** An http(s) URL, or a 100 naming the field. */
 function httpUrl(v: unknown, field: string): string {

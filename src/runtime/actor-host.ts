@@ -13,7 +13,7 @@ import type { BusinessPreKeys } from '../signal/business-prekeys.ts';
 import { identityChangedValue, inboundMessageValue, statusError, statusValue, type ChangeValue, type StatusInput } from '../webhook/envelope.ts';
 import { classifySignalError } from '../signal/classify.ts';
 import { decodeContent, encodeContent } from '../signal/content.ts';
-import { BusinessStore } from '../store/businesses.ts';
+import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, openBinary, seal, sealBinary, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
@@ -168,8 +168,6 @@ export class ActorHost {
   private readonly traceMax: number;
   private readonly maxSteps: number;
   private readonly transition = createStepper();
-  /** Retention per business, briefly cached (one read per business per few seconds, not per drain). */
-  private readonly retentions = new Map<string, { ms: number; at: number }>();
 
   constructor(
     private readonly stores: Stores,
@@ -300,14 +298,7 @@ export class ActorHost {
 
   /** The business's retention (its own setting, else the default; never more than 30 days). */
   private async retentionOf(businessId: string): Promise<number> {
-    // Cached as briefly as phone numbers are: a changed retention applies to drains within seconds.
-    const hit = this.retentions.get(businessId);
-    if (hit && Date.now() - hit.at < BusinessStore.numberCacheMs) return hit.ms;
-    const info = await this.businesses.info(businessId);
-    const ms = Math.min(info?.retention_ms ?? this.opts.retentionMs, 30 * 86_400_000);
-    if (this.retentions.size > 10_000) this.retentions.clear();
-    this.retentions.set(businessId, { ms, at: Date.now() });
-    return ms;
+    return this.businesses.retentionMs(businessId, this.opts.retentionMs);
   }
 
   /** Reads a conversation's stored state (issued together with the lease, see {@link drainAndCheck}). */

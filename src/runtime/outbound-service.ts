@@ -14,7 +14,6 @@ import { purgeBucket } from '../../workers/timers.ts';
 import { metrics } from '../ops/metrics.ts';
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
-const MAX_RETENTION_MS = 30 * 86_400_000;
 
 /**
  * The deletion-job buckets this process added recently, per conversation (bounded): messages to a busy
@@ -73,8 +72,7 @@ export class OutboundService implements OutboundPort {
 
   /** How long the business keeps messages. */
   async retentionOf(businessId: string): Promise<number> {
-    const info = await this.businesses.info(businessId);
-    return Math.min(info?.retention_ms ?? this.defaultRetentionMs, MAX_RETENTION_MS);
+    return this.businesses.retentionMs(businessId, this.defaultRetentionMs);
   }
 
   private attachments?: { media: MediaStore; upload(ciphertext: Buffer): Promise<string> };

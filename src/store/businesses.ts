@@ -82,12 +82,17 @@ export function hashToken(token: string): string {
  * Businesses, their phone numbers and access tokens on Redis. Secrets (app secret, verify token, Signal
  * private keys) are sealed with the business's data key; tokens are stored only as hashes.
  */
+/** No business keeps a message longer than 30 days. */
+export const MAX_RETENTION_MS = 30 * 86_400_000;
+
 export class BusinessStore {
   /** Phone numbers read recently: their standing (quality, tier, policy block) changes, so entries expire. */
   private readonly numbers = new Map<string, { pn: PhoneNumber; at: number }>();
   /** How long a process trusts a phone number it read (a change made by another process shows within it). */
   static numberCacheMs = 5_000;
   private readonly identities = new Map<string, NumberIdentity>();
+  /** Each business's own retention setting (null: the default), read recently, expiring like `numbers`. */
+  private readonly retentions = new Map<string, { ms: number | null; at: number }>();
   /** Display numbers (digits) read recently → their phone_number_id, expiring like `numbers`. */
   private readonly displays = new Map<string, { id: string; at: number }>();
 
@@ -285,6 +290,22 @@ export class BusinessStore {
     if (patch.verifyToken !== undefined) fields.verify_token = seal(dk, patch.verifyToken, `${bizKey}:verify_token`);
     if (patch.retentionMs !== undefined) fields.retention_ms = patch.retentionMs === null ? '' : String(patch.retentionMs);
     if (Object.keys(fields).length) await this.redis.hset(bizKey, fields);
+    if (patch.retentionMs !== undefined) this.retentions.delete(businessId);
+  }
+
+  /**
+   * How long the business keeps messages: its own setting, else `defaultMs`, never more than 30 days. Read on
+   * every accept and every drain, so cached like numbers: a change made elsewhere applies within seconds.
+   */
+  async retentionMs(businessId: string, defaultMs: number): Promise<number> {
+    const hit = this.retentions.get(businessId);
+    let own = hit && Date.now() - hit.at < BusinessStore.numberCacheMs ? hit.ms : undefined;
+    if (own === undefined) {
+      own = (await this.info(businessId))?.retention_ms ?? null;
+      if (this.retentions.size > 10_000) this.retentions.clear();
+      this.retentions.set(businessId, { ms: own, at: Date.now() });
+    }
+    return Math.min(own ?? defaultMs, MAX_RETENTION_MS);
   }
 
   /** Replaces the business's app secret (webhooks are signed with it from the next delivery on). */
