@@ -73,15 +73,23 @@ describe('webhook delivery', () => {
       adds.push(name);
       return add(name as never, data as never, opts as never);
     }) as typeof queue.add;
-    await Promise.all(Array.from({ length: 20 }, (_, i) => outbox.enqueue('b1', 'pn1', [status(`wamid.C${i}`)], 60_000)));
+    // As in a worker: one auto-pipelined connection, so the 20 appends go out together and their answers
+    // mostly come back in the same read (how many turns they take is up to the socket: the count is a bound).
+    const pipelined = new Redis(testRedisUrl(), { enableAutoPipelining: true });
+    stop.push(async () => pipelined.disconnect());
+    const shared = new WebhookOutbox(async () => pipelined, keys, queue, dataKeyOf);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => shared.enqueue('b1', 'pn1', [status(`wamid.C${i}`)], 60_000)));
     expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(20);
-    expect(adds).toEqual(['deliver']);
+    expect(adds.length).toBeGreaterThanOrEqual(1);
+    expect(adds.length).toBeLessThan(10);
     expect(await queue.count()).toBe(1);
-    await outbox.enqueue('b1', 'pn1', [status('wamid.LATER')], 60_000);
-    expect(adds).toEqual(['deliver', 'deliver']);
+    // An append after those adds began gets one of its own.
+    const before = adds.length;
+    await shared.enqueue('b1', 'pn1', [status('wamid.LATER')], 60_000);
+    expect(adds.length).toBe(before + 1);
     // Another business gets its own.
-    await outbox.enqueue('b2', 'pn2', [status('wamid.B2')], 60_000);
-    expect(adds).toHaveLength(3);
+    await shared.enqueue('b2', 'pn2', [status('wamid.B2')], 60_000);
+    expect(adds.length).toBe(before + 2);
     expect(await queue.count()).toBe(2);
   });
 
