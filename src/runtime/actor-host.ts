@@ -148,6 +148,9 @@ interface InboundRow {
   profileName?: string;
 }
 
+/** A status command as the outbox may keep it: with its message row's fields when the row goes in the same step. */
+type StatusCommand = Extract<Command, { type: 'webhook.status' }> & { row?: { bo?: string; k?: string; at?: string } };
+
 const commandsOf = (actions: { type: string; params?: unknown }[]): Command[] =>
   actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
 
@@ -472,6 +475,7 @@ export class ActorHost {
     if (!traceReset && !deleteAll && Math.floor(c.traceSeq / every) !== Math.floor(seqBefore / every)) {
       if ((await c.redis.llen(this.keys.trace(c.id))) + 1 >= Math.max(2, Math.floor(this.traceMax / 2))) traceReset = await this.halvedTrace(c, traceLines);
     }
+    await this.keepRowsForStatuses(c, effects, rowOps, deleteAll);
     if (deleteAll) {
       await this.commit(c, token, mailboxCount, effects, [], [...rowOps.values()], {}, { deleteAll: true });
       ActorHost.traceTap?.(c.id, tapLines);
@@ -499,6 +503,21 @@ export class ActorHost {
       await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs)));
     }
     return effects;
+  }
+
+  /**
+   * A status whose message row this very step deletes (its TTL and its retention ended together: at day 30 by
+   * default) takes what it reports from the row with it, read before the commit: the callback data (still
+   * sealed, bound to the row's key), the kind and the accept time travel in the outbox, so the failed status
+   * carries them even when the effects run after the row is gone, or again after a crash.
+   */
+  private async keepRowsForStatuses(c: Loaded, effects: Command[], rowOps: Map<string, RowOp>, deleteAll: boolean): Promise<void> {
+    for (const [i, e] of effects.entries()) {
+      if (e.type !== 'webhook.status' || !(deleteAll || rowOps.get(e.wamid)?.drop)) continue;
+      const [bo, k, at] = await c.redis.hmget(this.keys.message(c.id, e.wamid), 'bo', 'k', 'at');
+      const kept: StatusCommand = { ...e, row: { ...(bo ? { bo } : {}), ...(k ? { k } : {}), ...(at ? { at } : {}) } };
+      effects[i] = kept;
+    }
   }
 
   private async fetchBundle(c: Loaded, at: number): Promise<ConversationEvent> {
@@ -736,7 +755,7 @@ export class ActorHost {
         sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
       } else if (cmd.type === 'webhook.status') {
         if (!opaque.has(cmd.wamid)) {
-          const { bo, kind, acceptedAt } = await this.readOpaque(c, cmd.wamid);
+          const { bo, kind, acceptedAt } = await this.readOpaque(c, cmd.wamid, (cmd as StatusCommand).row);
           opaque.set(cmd.wamid, bo);
           kinds.set(cmd.wamid, kind);
           if (cmd.status === 'delivered' && acceptedAt) metrics.acceptToDelivered.observe(Math.max(0, cmd.at - acceptedAt) / 1000);
@@ -836,9 +855,9 @@ export class ActorHost {
     return sealed ? (JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as InboundRow) : null;
   }
 
-  private async readOpaque(c: Loaded, wamid: string): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null }> {
+  private async readOpaque(c: Loaded, wamid: string, kept?: StatusCommand['row']): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null }> {
     const rowKey = this.keys.message(c.id, wamid);
-    const [sealed, kind, at] = await c.redis.hmget(rowKey, 'bo', 'k', 'at');
+    const [sealed, kind, at] = kept ? [kept.bo ?? null, kept.k ?? null, kept.at ?? null] : await c.redis.hmget(rowKey, 'bo', 'k', 'at');
     return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service', acceptedAt: at ? Number(at) : null };
   }
 }

@@ -31,6 +31,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let transport: TransportClient;
   let biz: Awaited<ReturnType<BusinessStore['create']>>;
   let dataKeys: DataKeys;
+  let mailboxes: Mailboxes;
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
   const cancelled: string[] = [];
@@ -48,12 +49,12 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     transport = new TransportClient(platform.url);
     wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
     const stores = new Stores(redis, keys, {}, defineCommitScript);
-    const mailboxes = new Mailboxes(stores, keys, wake);
+    mailboxes = new Mailboxes(stores, keys, wake);
     const sinks: HostSinks = {
       async webhook(_b, _p, values) {
         for (const v of values) {
           for (const st of (v.statuses ?? []) as Record<string, any>[]) {
-            statuses.push({ wamid: st.id, status: st.status, at: Number(st.timestamp) * 1000, recipientId: st.recipient_id, ...(st.errors ? { errorCode: st.errors[0].code } : {}) });
+            statuses.push({ wamid: st.id, status: st.status, at: Number(st.timestamp) * 1000, recipientId: st.recipient_id, ...(st.errors ? { errorCode: st.errors[0].code } : {}), ...(st.biz_opaque_callback_data ? { bizOpaqueCallbackData: st.biz_opaque_callback_data } : {}) });
           }
           webhookMessages.push(...((v.messages ?? []) as Record<string, any>[]));
         }
@@ -261,6 +262,25 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const { wamid } = await send('15550000000', 'nobody');
     await host.drain(conversationOfWamid(wamid)!);
     expect(statuses).toEqual([expect.objectContaining({ wamid, status: 'failed', errorCode: 131026 })]);
+  });
+
+  it("a message whose TTL and retention end together still fails with its callback data (the row's end does not erase what the status needs)", async () => {
+    const waId = await createDevice(platform.url, '+15557770023');
+    await openWindow(waId);
+    const acceptedAt = Date.now();
+    const { wamid } = await outbound.accept({
+      businessId: biz.business_id, phoneNumberId: biz.phone_number_id, waId, message: { type: 'text', text: { body: 'never acknowledged' } }, bizOpaqueCallbackData: 'keep-me',
+    });
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toEqual(['sent']);
+    // Day 30 by default: the retransmit timer finds the TTL over and the retention sweep arrives in the same batch.
+    const end = acceptedAt + 3600e3 + 1000;
+    await mailboxes.post(conv, [{ type: 'RETRANSMIT_DUE', at: end, timerId: 'rt:end' }, { type: 'PURGE_DUE', at: end }], 60_000);
+    await host.drain(conv);
+    expect(statuses.at(-1)).toMatchObject({ wamid, status: 'failed', errorCode: 131026, bizOpaqueCallbackData: 'keep-me' });
+    // ...and everything about the conversation went with the retention's end.
+    expect(await redis.exists(keys.message(conv, wamid), keys.snapshot(conv), keys.meta(conv))).toBe(0);
   });
 
   it('retries the bundle fetch through a durable timer when the transport is down', async () => {
