@@ -4,9 +4,15 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
 
+/** The longest duration text taken: `2592000000ms` has 12 characters; anything much longer is not a duration. */
+const MAX_DURATION_TEXT = 32;
+
 /** Parses a duration like `30d`, `10m`, `5s`, `250ms` or a bare number of milliseconds. */
 export function parseDuration(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  // Length first, then a pattern without nested or adjacent open-ended repeats: a megabyte of spaces from an
+  // admin request or a setting must cost microseconds, not stall the event loop in backtracking.
+  if (text.length > MAX_DURATION_TEXT) throw new Error(`invalid duration "${text.slice(0, 16)}…" (${text.length} characters; at most ${MAX_DURATION_TEXT})`);
+  const m = /^(\d+(?:\.\d+)?) ?(ms|s|m|h|d)?$/.exec(text.trim());
   if (!m) throw new Error(`invalid duration "${text}" (use e.g. 30d, 12h, 10m, 5s, 250ms)`);
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[(m[2] ?? 'ms') as 'ms'];
