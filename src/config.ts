@@ -32,6 +32,36 @@ const duration = z.string().transform((s, ctx) => {
 
 const MAX_RETENTION_MS = 30 * 86400e3;
 
+/** Which proxies the API believes about the client's address: none, a number of hops, or these addresses. */
+export type TrustProxy = false | number | string[];
+
+const IPV4_CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
+const IPV6_CIDR = /^[0-9a-f:.]{2,45}(?:\/(\d{1,3}))?$/i;
+/** proxy-addr's (Fastify's) names for address ranges. */
+const RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function parseTrustProxy(v: string, ctx: z.RefinementCtx): TrustProxy {
+  const text = v.trim().toLowerCase();
+  if (text === '' || text === '0' || text === 'false') return false;
+  if (/^\d{1,2}$/.test(text)) return Number(text);
+  if (text === 'true') {
+    ctx.addIssue({ code: 'custom', message: 'SEALPOST_TRUST_PROXY=true would believe every X-Forwarded-For entry, which the client writes: give the number of proxy hops (e.g. 1) or the proxies\' addresses/CIDRs' });
+    return z.NEVER;
+  }
+  const entries = text.split(',').map((e) => e.trim()).filter(Boolean);
+  for (const e of entries) {
+    const v4 = IPV4_CIDR.exec(e);
+    const ok = RANGE_NAMES.has(e)
+      || (v4 !== null && v4.slice(1, 5).every((o) => Number(o) <= 255) && (v4[5] === undefined || Number(v4[5]) <= 32))
+      || (v4 === null && e.includes(':') && IPV6_CIDR.test(e) && URL.canParse(`http://[${e.split('/')[0]}]/`) && (!e.includes('/') || Number(e.split('/')[1]) <= 128));
+    if (!ok) {
+      ctx.addIssue({ code: 'custom', message: `SEALPOST_TRUST_PROXY: "${e.slice(0, 60)}" is neither a hop count nor an IP address or CIDR (e.g. 1, or 10.0.0.0/8,127.0.0.1)` });
+      return z.NEVER;
+    }
+  }
+  return entries;
+}
+
 const schema = z.object({
   prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, 'SEALPOST_PREFIX: letters, digits, _ . - only').default('sp'),
   redisUrl: z.string().refine((u) => {
@@ -69,8 +99,12 @@ const schema = z.object({
   /** Refused requests (bad tokens, oversized bodies) one client address may send per window before 429. */
   abuseLimit: z.coerce.number().int().min(1).default(50),
   abuseWindowMs: duration.default(60_000),
-  /** Behind a reverse proxy: the client address comes from X-Forwarded-For. */
-  trustProxy: z.enum(['0', '1', 'true', 'false', '']).default('').transform((v) => v === '1' || v === 'true'),
+  /**
+   * Behind reverse proxies: how far to believe X-Forwarded-For. A hop count N (the client is the N-th address
+   * from the right), or the proxies' addresses and CIDRs; never "trust every entry", since the left-most ones
+   * are the client's own to write.
+   */
+  trustProxy: z.string().default('0').transform((v, ctx) => parseTrustProxy(v, ctx)),
   /**
    * `eu=redis://…,us=redis-cluster://h1:p1,h2:p2`: where region-pinned businesses keep their data. A comma
    * starts the next region only where `name=` follows it, so a cluster's node list stays in its URL.

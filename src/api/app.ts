@@ -9,6 +9,7 @@ import type { MediaInfo, MediaStore } from '../media/store.ts';
 import { mediaInfo, registerMedia } from './media.ts';
 import { validateMessagesBody } from './validate.ts';
 import { metrics } from '../ops/metrics.ts';
+import type { TrustProxy } from '../config.ts';
 
 /** What the API needs. */
 export interface ApiDeps {
@@ -21,8 +22,11 @@ export interface ApiDeps {
   extraRoutes?: ExtraRoutes | ExtraRoutes[];
   /** Throttles client addresses that send bad tokens or oversized bodies (none: no throttling). */
   throttle?: ClientThrottle;
-  /** Take the client address from X-Forwarded-For (behind a trusted reverse proxy). */
-  trustProxy?: boolean;
+  /**
+   * Which reverse proxies to believe about the client address in X-Forwarded-For: a hop count, or their
+   * addresses/CIDRs (Fastify's forms); false or unset: the socket's address is the client.
+   */
+  trustProxy?: TrustProxy;
   /** Media upload and retrieval (POST /{phone_number_id}/media, GET and DELETE /{media_id}). */
   media?: { store: MediaStore; retentionOf(businessId: string): Promise<number> };
 }
@@ -55,6 +59,17 @@ declare module 'fastify' {
 }
 
 const VERSION = /^v\d+\.\d+$/;
+
+/**
+ * Fastify's form of the setting. A hop count becomes a function of the hop's index (Fastify 5 ignores a bare
+ * number, failing closed): the socket is hop 0, then X-Forwarded-For from the right. Hop counts cannot tell
+ * the proxy from a client that reaches the API directly, so docs/operations.md recommends addresses.
+ */
+function trustFunction(t: TrustProxy | undefined): boolean | string | ((addr: string, hop: number) => boolean) {
+  if (typeof t === 'number') return (_addr, hop) => hop < t;
+  return Array.isArray(t) ? t.join(',') : false;
+}
+
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
 /**
@@ -92,7 +107,7 @@ async function authorize(req: FastifyRequest, businesses: BusinessStore, media?:
 export function buildApp(deps: ApiDeps): FastifyInstance {
   const log = deps.logger ?? createLogger('api');
   // Fastify's own request lines would log raw URLs; the access line below logs the route pattern instead.
-  const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024, trustProxy: deps.trustProxy ?? false });
+  const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024, trustProxy: trustFunction(deps.trustProxy) });
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
   app.decorateRequest('media', undefined);

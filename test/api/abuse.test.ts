@@ -45,8 +45,37 @@ describe('abuse of the API: bad tokens and oversized bodies', () => {
     await waitFor(async () => (await send('192.0.2.44', sys.business.access_token, template('15550001111'))).status === 429, 'throttled after oversized bodies');
   }, 60_000);
 
+  it('believes one proxy hop only: a client rotating the left-most X-Forwarded-For entry is still throttled', async () => {
+    // Behind one proxy, the proxy appends the address it saw; what stands left of it is the client's to write.
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push((await send(`10.9.${i}.1, 203.0.113.77`, `EAASspoof${i}`)).status);
+    expect(statuses.slice(0, 10)).toEqual(Array(10).fill(401));
+    await waitFor(async () => (await send('10.99.99.99, 203.0.113.77', sys.business.access_token)).status === 429, 'the spoofing client throttled');
+    // ...and the address it wrote on the left is not blamed: a backend there is not blocked.
+    expect((await send('10.9.0.1', sys.business.access_token, template('15550001112'))).status).toBe(200);
+  }, 60_000);
+
   it('never counts valid requests: a busy client with a good token is not throttled', async () => {
     const wa = await createDevice(sys.platformUrl, '+15557800002');
     for (let i = 0; i < 30; i++) expect((await send('198.51.100.8', sys.business.access_token, template(wa))).status).toBe(200);
+  }, 60_000);
+});
+
+describe('abuse of the API behind proxies named by address', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem({ env: { SEALPOST_ABUSE_LIMIT: '5', SEALPOST_ABUSE_WINDOW: '30s', SEALPOST_TRUST_PROXY: '127.0.0.0/8, 10.0.0.0/8' } });
+  });
+  afterAll(async () => sys?.close());
+
+  const bad = (xff: string) => fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/messages`, {
+    method: 'POST', headers: { authorization: 'Bearer EAASwrong', 'content-type': 'application/json', 'x-forwarded-for': xff }, body: '{}',
+  });
+
+  it('the client is the first address from the right that is not a trusted proxy, whatever stands left of it', async () => {
+    // Two proxies (10.1.2.3 and the loopback socket) in front: 198.51.100.50 is the client, the rest is its own writing.
+    for (let i = 0; i < 5; i++) expect((await bad(`192.0.2.${i}, 198.51.100.50, 10.1.2.3`)).status).toBe(401);
+    await waitFor(async () => (await bad('192.0.2.200, 198.51.100.50, 10.1.2.3')).status === 429, 'the client behind both proxies throttled');
+    expect((await bad('198.51.100.51, 10.1.2.3')).status).toBe(401);
   }, 60_000);
 });

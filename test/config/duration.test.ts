@@ -23,3 +23,19 @@ describe('durations', () => {
     expect(() => loadConfig({ SEALPOST_RETENTION: huge })).toThrow(/retentionMs: invalid duration/);
   });
 });
+
+describe('SEALPOST_TRUST_PROXY', () => {
+  it('takes a hop count or proxy addresses and CIDRs; unset or 0 trusts none', () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+    expect(loadConfig({ SEALPOST_TRUST_PROXY: '0' }).trustProxy).toBe(false);
+    expect(loadConfig({ SEALPOST_TRUST_PROXY: '1' }).trustProxy).toBe(1);
+    expect(loadConfig({ SEALPOST_TRUST_PROXY: '2' }).trustProxy).toBe(2);
+    expect(loadConfig({ SEALPOST_TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback' }).trustProxy).toEqual(['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback']);
+  });
+
+  it('refuses "true" (every entry believed) and what is not an address, each with a one-line reason', () => {
+    expect(() => loadConfig({ SEALPOST_TRUST_PROXY: 'true' })).toThrow(/would believe every X-Forwarded-For entry/);
+    expect(() => loadConfig({ SEALPOST_TRUST_PROXY: '10.0.0.0/8,proxy.example' })).toThrow(/"proxy.example" is neither a hop count nor an IP address/);
+    expect(() => loadConfig({ SEALPOST_TRUST_PROXY: '300.1.1.1' })).toThrow(/neither a hop count/);
+  });
+});
