@@ -48,6 +48,13 @@ interface RequestNote {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Counts a refused request (bad token, oversized body) against its client address, for routes that answer
+     * refusals themselves instead of through the API's error handler (the queue board).
+     */
+    countRefusal(req: FastifyRequest): void;
+  }
   interface FastifyRequest {
     /** The phone number the route names, once the token was checked against it. */
     phoneNumber?: PhoneNumber;
@@ -112,22 +119,28 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.decorateRequest('apiNote', undefined);
   app.decorateRequest('media', undefined);
 
+  const countRefusal = (req: FastifyRequest) => {
+    if (deps.throttle) void deps.throttle.strike(req.ip).catch(() => undefined);
+  };
+  app.decorate('countRefusal', countRefusal);
+
   const fail = (req: FastifyRequest, reply: FastifyReply, err: unknown) => {
     const { graph, unexpected } = toGraphError(err);
     const fbtraceId = newTraceId();
     if (req.routeOptions.url?.endsWith('/messages')) metrics.refused.inc({ code: String(graph.code) });
     req.apiNote = { ...req.apiNote, fbtrace_id: fbtraceId, code: graph.code, ...(unexpected ? { err: String((err as Error | null)?.message ?? err).slice(0, 500) } : {}) };
     // Abuse of the API itself: a bad token or an oversized body is a strike against the client's address.
-    if (deps.throttle && (graph.code === 190 || graph.httpStatus === 413)) void deps.throttle.strike(req.ip).catch(() => undefined);
+    if (graph.code === 190 || graph.httpStatus === 413) countRefusal(req);
     if (graph instanceof ApplicationLimitError) reply.header('retry-after', String(graph.retryAfterS));
     return reply.code(graph.httpStatus).send(graphEnvelope(graph, fbtraceId));
   };
   // A throttled address is answered before anything else is done for it (no token look-up, no body read).
   if (deps.throttle) {
     const throttle = deps.throttle;
-    app.addHook('onRequest', async (req) => {
+    // Answered here rather than thrown: a plugin's own error handler (the queue board's) would make it a 500.
+    app.addHook('onRequest', async (req, reply) => {
       const wait = throttle.retryAfter(req.ip);
-      if (wait > 0) throw new ApplicationLimitError(Math.ceil(wait / 1000));
+      if (wait > 0) return fail(req, reply, new ApplicationLimitError(Math.ceil(wait / 1000)));
     });
   }
   app.setErrorHandler((err, req, reply) => fail(req, reply, err));

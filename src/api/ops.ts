@@ -4,7 +4,7 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
-import { checkAdmin, isAdmin, setAdminCookie, wantsHtml } from '../ops/admin-auth.ts';
+import { checkAdmin, isAdmin, presentsCredentials, setAdminCookie, wantsHtml } from '../ops/admin-auth.ts';
 import { graphEnvelope, newTraceId, toGraphError } from './errors.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { inspect, inspectorPage, INSPECTOR_CSP, type InspectorDeps } from '../ops/inspector.ts';
@@ -111,6 +111,9 @@ export function opsRoutes(deps: OpsDeps) {
     await app.register(async (scope) => {
       scope.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
         if (isAdmin(req, deps.token)) return;
+        // A wrong token or session cookie is a strike like on every other admin route (the refusals below
+        // do not pass through the API's error handler, which counts those).
+        if (presentsCredentials(req)) req.server.countRefusal?.(req);
         if (wantsHtml(req) && req.method === 'GET' && deps.token) return reply.redirect(`/admin/login?next=${encodeURIComponent(req.url)}`, 303);
         // Answered here: bull-board's plugin has an error handler of its own that would turn a throw into a 500.
         try {

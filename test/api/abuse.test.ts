@@ -55,6 +55,17 @@ describe('abuse of the API: bad tokens and oversized bodies', () => {
     expect((await send('10.9.0.1', sys.business.access_token, template('15550001112'))).status).toBe(200);
   }, 60_000);
 
+  it('counts bad admin tokens on the queue board too, and bad session cookies', async () => {
+    const board = (from: string, headers: Record<string, string>) => fetch(`${sys.apiUrl}/admin/queues/api/queues`, { headers: { 'x-forwarded-for': from, ...headers } });
+    for (let i = 0; i < 10; i++) expect((await board('203.0.113.120', { authorization: `Bearer wrong-admin-token-${i}` })).status).toBe(401);
+    await waitFor(async () => (await board('203.0.113.120', { authorization: 'Bearer wrong-admin-token' })).status === 429, 'the board refusing the guesser');
+    // Even the right token waits out the window from that address; another address gets in.
+    expect((await board('203.0.113.120', { authorization: `Bearer ${sys.adminToken}` })).status).toBe(429);
+    expect((await board('203.0.113.121', { authorization: `Bearer ${sys.adminToken}` })).status).toBe(200);
+    for (let i = 0; i < 10; i++) expect((await board('203.0.113.122', { cookie: `sealpost_admin=${1_800_000_000 + i}.${'A'.repeat(43)}` })).status).toBe(401);
+    await waitFor(async () => (await board('203.0.113.122', {})).status === 429, 'the cookie guesser refused');
+  }, 60_000);
+
   it('never counts valid requests: a busy client with a good token is not throttled', async () => {
     const wa = await createDevice(sys.platformUrl, '+15557800002');
     for (let i = 0; i < 30; i++) expect((await send('198.51.100.8', sys.business.access_token, template(wa))).status).toBe(200);

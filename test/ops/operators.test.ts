@@ -1,4 +1,6 @@
+import { createHmac } from 'node:crypto';
 import Fastify from 'fastify';
+import { ADMIN_SESSION_MS, sessionValue } from '../../src/ops/admin-auth.ts';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opsRoutes } from '../../src/api/ops.ts';
@@ -54,6 +56,19 @@ describe('operators: queue board, metrics, readiness', () => {
     expect(cookie).not.toContain(sys.adminToken);
     const board = await get('/admin/queues/api/queues', { cookie: cookie.split(';')[0]! });
     expect(board.status).toBe(200);
+  });
+
+  it('a session cookie carries its issue time and the server ends it after 12 hours', async () => {
+    const now = Date.now();
+    const open = async (value: string) => (await get('/admin/queues/api/queues', { cookie: `sealpost_admin=${value}` })).status;
+    expect(await open(sessionValue(sys.adminToken, now - 60_000))).toBe(200);
+    expect(await open(sessionValue(sys.adminToken, now - ADMIN_SESSION_MS - 1000))).toBe(401);
+    // Issued in the future (forged), of another token, tampered with, or the old form without a time: refused.
+    expect(await open(sessionValue(sys.adminToken, now + 3_600_000))).toBe(401);
+    expect(await open(sessionValue('another-admin-token-entirely', now))).toBe(401);
+    const good = sessionValue(sys.adminToken, now);
+    expect(await open(`${Number(good.split('.')[0]) - 3600}.${good.split('.')[1]}`)).toBe(401);
+    expect(await open(createHmac('sha256', sys.adminToken).update('sealpost admin session v1').digest('base64url'))).toBe(401);
   });
 
   it('promotes a delayed job from the board (actions, not a read-only view)', async () => {
