@@ -11,6 +11,7 @@ import { serve } from './serve.ts';
 import { readTraceLines } from './trace/store.ts';
 import { createRouterContext } from './runtime/router.ts';
 import { verifySubscription } from './webhook/subscription.ts';
+import { webhookUrlProblem } from './webhook/egress.ts';
 
 /** A CLI failure: printed as one line, exit code 1. */
 class CliError extends Error {}
@@ -125,10 +126,7 @@ common(business.command('create'))
       throw new CliError(`--region ${opts.region} is not configured (SEALPOST_REGIONS has: ${Object.keys(c.regions).join(', ') || 'none'})`);
     }
     if (opts.appSecret.length < 8) throw new CliError('--app-secret must be at least 8 characters');
-    if (opts.verify) {
-      const check = await verifySubscription(url.toString(), opts.verifyToken, { timeoutMs: 10_000 });
-      if (!check.ok) throw new CliError(`webhook subscription check failed: ${check.reason}`);
-    }
+    await subscriptionChecked(url.toString(), opts.verifyToken, opts.verify, c.webhookDenyPrivate);
     const ctx = createRouterContext(c, await redisFor(c), loadMasterKey(c).keys);
     try {
       const created = await ctx.businesses.create({
@@ -154,9 +152,12 @@ function urlOption(v: string, flag: string): string {
   throw new CliError(`${flag}: not an http(s) URL: ${v}`);
 }
 
-async function subscriptionChecked(url: string, verifyToken: string, verify: boolean): Promise<void> {
+/** Where a webhook URL leads (SEALPOST_WEBHOOK_DENY_PRIVATE), then, unless --no-verify, the subscription check. */
+async function subscriptionChecked(url: string, verifyToken: string, verify: boolean, denyPrivate: boolean): Promise<void> {
+  const problem = await webhookUrlProblem(url, denyPrivate);
+  if (problem) throw new CliError(`--webhook-url refused: ${problem}`);
   if (!verify) return;
-  const check = await verifySubscription(url, verifyToken, { timeoutMs: 10_000 });
+  const check = await verifySubscription(url, verifyToken, { timeoutMs: 10_000, denyPrivate });
   if (!check.ok) throw new CliError(`webhook subscription check failed: ${check.reason}`);
 }
 
@@ -193,7 +194,7 @@ common(business.command('update'))
     if (opts.webhookUrl !== undefined) {
       patch.webhookUrl = urlOption(opts.webhookUrl, '--webhook-url');
       patch.verifyToken = opts.verifyToken!;
-      await subscriptionChecked(patch.webhookUrl, patch.verifyToken, opts.verify);
+      await subscriptionChecked(patch.webhookUrl, patch.verifyToken, opts.verify, config(opts, true).webhookDenyPrivate);
     }
     if (!Object.keys(patch).length) throw new CliError('nothing to change: give --name, --retention or --webhook-url with --verify-token');
     await withContext(opts, async (ctx) => {
@@ -267,7 +268,7 @@ common(number.command('set-webhook'))
   .action(async (pn: string, opts: CommonOpts & { business: string; webhookUrl?: string; verifyToken?: string; clear?: boolean; verify: boolean }) => {
     if (!opts.clear && (!opts.webhookUrl || !opts.verifyToken)) throw new CliError('give --webhook-url and --verify-token, or --clear');
     const url = opts.clear ? null : urlOption(opts.webhookUrl!, '--webhook-url');
-    if (url) await subscriptionChecked(url, opts.verifyToken!, opts.verify);
+    if (url) await subscriptionChecked(url, opts.verifyToken!, opts.verify, config(opts, true).webhookDenyPrivate);
     await withContext(opts, async (ctx) => {
       const id = await knownBusiness(ctx, opts.business);
       if (!(await ctx.businesses.numbersOf(id)).includes(pn)) throw new CliError(`business ${id} has no phone number ${pn}`);

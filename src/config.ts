@@ -95,6 +95,8 @@ const schema = z.object({
   webhookMaxAgeMs: duration.default(7 * 86400e3),
   webhookTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   webhookBatch: z.coerce.number().int().min(1).max(1000).default(1000),
+  /** Refuse webhook URLs that are, or resolve to, loopback, private or link-local addresses (checked on every connection too). */
+  webhookDenyPrivate: z.enum(['0', '1', 'true', 'false']).default('0').transform((v) => v === '1' || v === 'true'),
   sweepEveryMs: z.coerce.number().int().min(100).default(60_000),
   /** Refused requests (bad tokens, oversized bodies) one client address may send per window before 429. */
   abuseLimit: z.coerce.number().int().min(1).default(50),
@@ -175,6 +177,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     webhookMaxAgeMs: env.SEALPOST_WEBHOOK_MAX_AGE,
     webhookTimeoutMs: env.SEALPOST_WEBHOOK_TIMEOUT_MS,
     webhookBatch: env.SEALPOST_WEBHOOK_BATCH,
+    webhookDenyPrivate: env.SEALPOST_WEBHOOK_DENY_PRIVATE,
     sweepEveryMs: env.SEALPOST_SWEEP_EVERY_MS,
     abuseLimit: env.SEALPOST_ABUSE_LIMIT,
     abuseWindowMs: env.SEALPOST_ABUSE_WINDOW,

@@ -7,6 +7,7 @@ import { checkAdmin } from '../ops/admin-auth.ts';
 import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../config.ts';
 import { verifySubscription } from '../webhook/subscription.ts';
+import { webhookUrlProblem } from '../webhook/egress.ts';
 
 /** What the admin routes need. */
 export interface AdminDeps {
@@ -19,6 +20,8 @@ export interface AdminDeps {
   publisher?: { ensure(phoneNumberId: string): Promise<boolean> };
   /** The webhook subscription check (default: GET hub.challenge against the URL). */
   verify?: (url: string, verifyToken: string) => Promise<{ ok: boolean; reason?: string }>;
+  /** SEALPOST_WEBHOOK_DENY_PRIVATE: webhook URLs reaching loopback, private or link-local addresses are refused. */
+  denyPrivate?: boolean;
 }
 
 
@@ -58,8 +61,11 @@ export function adminRoutes(deps: AdminDeps) {
       return id;
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
-    const verify = deps.verify ?? ((url: string, token: string) => verifySubscription(url, token, { timeoutMs: 10_000 }));
+    const verify = deps.verify ?? ((url: string, token: string) => verifySubscription(url, token, { timeoutMs: 10_000, denyPrivate: deps.denyPrivate ?? false }));
     const checked = async (url: string, verifyToken: string) => {
+      // Where the URL leads is checked before anything is sent there.
+      const problem = await webhookUrlProblem(url, deps.denyPrivate ?? false);
+      if (problem) throw new InvalidParameterError(`webhook_url refused: ${problem}`);
       const check = await verify(url, verifyToken);
       if (!check.ok) throw new InvalidParameterError(`webhook subscription check failed: ${check.reason ?? 'no challenge echoed'}`);
     };

@@ -24,6 +24,7 @@ import { metrics } from '../ops/metrics.ts';
 import { createOutboundQueue, startOutboundWorker, type OutboundJobData, type OutboundJobResult } from '../../workers/outbound.ts';
 import { cancelPurges, cancelTimer, schedulePurge, scheduleTimer, startTimerWorker, type TimerJob } from '../../workers/timers.ts';
 import { startConversationWorker } from '../../workers/conversation.ts';
+import { egressFetch } from '../webhook/egress.ts';
 import { createWebhookQueue, startWebhookWorker, WebhookOutbox, type WebhookJob } from '../../workers/webhook.ts';
 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
@@ -157,6 +158,8 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     backoff: { baseMs: config.webhookBackoffBaseMs, maxMs: config.webhookBackoffMaxMs, maxAgeMs: config.webhookMaxAgeMs },
     timeoutMs: config.webhookTimeoutMs,
     maxBatch: config.webhookBatch,
+    // Refused private targets are refused on every connection too: a name may resolve elsewhere tomorrow.
+    ...(config.webhookDenyPrivate ? { fetchImpl: egressFetch(true) } : {}),
   });
   const outbound = startOutboundWorker({
     connection, prefix, queueName: keys.queueName('outbound'), businesses: ctx.businesses, outbound: ctx.outbound, log: ctx.log.child({ component: 'outbound-queue' }),

@@ -1,5 +1,6 @@
 import { asciiJson, signBody } from './signature.ts';
 import { buildEnvelope, type ChangeValue } from './envelope.ts';
+import { readAtMost } from './egress.ts';
 
 /** Where a business's webhooks go, with the secret to sign them. */
 export interface WebhookTarget {
@@ -50,7 +51,9 @@ export async function deliverWebhook(
     const cause = (e as Error & { cause?: Error }).cause;
     throw new WebhookRejectedError(`webhook POST failed: ${cause?.message ?? (e as Error).message}`);
   }
-  // Drain the answer so the keep-alive connection can be reused; the timeout bounds this read too.
-  await res.arrayBuffer().catch(() => undefined);
+  // Read the answer so a keep-alive connection can be reused, but at most 64 KiB of it: a receiver streaming
+  // without end is cut off (its connection closed) instead of filling the worker's memory. The timeout bounds
+  // this read too.
+  await readAtMost(res).catch(() => undefined);
   if (res.status !== 200) throw new WebhookRejectedError(`webhook answered HTTP ${res.status}`);
 }

@@ -123,3 +123,33 @@ describe('admin API: the Business Manager', () => {
     expect(await sys.ctx.redis.exists(sys.ctx.keys.dataKey(created.business_id))).toBe(0);
   });
 });
+
+describe('admin API with SEALPOST_WEBHOOK_DENY_PRIVATE=1', () => {
+  let sys: TestSystem;
+  beforeAll(async () => {
+    sys = await startSystem({ env: { SEALPOST_WEBHOOK_DENY_PRIVATE: '1' } });
+  });
+  afterAll(async () => sys?.close());
+
+  const admin = (method: string, path: string, body: unknown) => fetch(`${sys.apiUrl}${path}`, {
+    method, headers: { authorization: `Bearer ${sys.adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+
+  it('refuses webhook URLs reaching loopback, private or link-local addresses, after DNS resolution, with the reason', async () => {
+    const id = sys.business.business_id;
+    const cases = [['http://127.0.0.1:9/hook', '127.0.0.1'], ['http://169.254.169.254/latest/meta-data', '169.254.169.254'], ['http://[::ffff:10.0.0.7]/h', '[::ffff:a00:7]'], ['http://localhost:9/hook', 'localhost resolves to']];
+    for (const [url, named] of cases) {
+      const res = await admin('PATCH', `/admin/businesses/${id}`, { webhook_url: url, verify_token: 't' });
+      expect(res.status, url).toBe(400);
+      const err = ((await res.json()) as { error: { code: number; error_data: { details: string } } }).error;
+      expect(err.code).toBe(100);
+      expect(err.error_data.details).toMatch(/^webhook_url refused: .*loopback, private or link-local/);
+      expect(err.error_data.details).toContain(named);
+    }
+    const created = await admin('POST', '/admin/businesses', { name: 'Internal', webhook_url: 'http://10.0.0.5/hook', app_secret: 'internal-secret', verify_token: 't' });
+    expect(created.status).toBe(400);
+    // Nothing was changed or created.
+    expect((await sys.ctx.businesses.webhookTarget(id, sys.business.phone_number_id))!.url).toBe(sys.receiver.url);
+    expect((await sys.ctx.businesses.list()).map((b) => b.name)).not.toContain('Internal');
+  });
+});

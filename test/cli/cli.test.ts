@@ -130,6 +130,15 @@ describe('sealpost CLI', () => {
     expect((await cli(['number', 'remove', '--business', b, pn], env)).code).toBe(0);
     expect(await cli(['number', 'remove', '--business', b, sys.business.phone_number_id], env)).toMatchObject({ code: 1, stderr: 'sealpost: a business keeps at least one phone number\n' });
 
+    // SEALPOST_WEBHOOK_DENY_PRIVATE=1: a URL reaching a private address is refused, even with --no-verify.
+    const denyEnv = { ...env, SEALPOST_WEBHOOK_DENY_PRIVATE: '1' };
+    const privateHook = await cli(['business', 'update', b, '--webhook-url', 'http://192.168.1.20/hook', '--verify-token', 't', '--no-verify'], denyEnv);
+    expect(privateHook).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: --webhook-url refused: http:\/\/192\.168\.1\.20 is a loopback, private or link-local address.*\n$/) });
+    expect(privateHook.stderr.trim().split('\n')).toHaveLength(1);
+    const localCreate = await cli(['business', 'create', '--name', 'X', '--webhook-url', 'http://localhost:9/x', '--app-secret', 'cli-secret-1', '--verify-token', 't'], denyEnv);
+    expect(localCreate).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: --webhook-url refused: localhost resolves to/) });
+    expect((await sys.ctx.businesses.webhookTarget(b, sys.business.phone_number_id))!.url).toBe(sys.receiver.url);
+
     const rotated = await cli(['secret', 'rotate', '--business', b], env);
     expect(JSON.parse(rotated.stdout).app_secret).toMatch(/^[0-9a-f]{48}$/);
     expect((await sys.ctx.businesses.webhookTarget(b, sys.business.phone_number_id))!.appSecret).toBe(JSON.parse(rotated.stdout).app_secret);
