@@ -77,7 +77,7 @@ describe('inbound media limits and the media quota', () => {
     expect(dump).not.toContain('HTMLCANARY');
   }, 60_000);
 
-  it('refuses a type that is not the kind\'s (an "image" that says text/html) with 131051', async () => {
+  it('refuses a type that is not the kind\'s (an "image" that says image/svg+xml) with 131051', async () => {
     const wa = await createDevice(sys.platformUrl, '+15557960003');
     const before = await mediaKeys();
     const got = await userSends(wa, 'image', { data: Buffer.from('<svg onload=alert(1)>').toString('base64'), mime_type: 'image/svg+xml' });
