@@ -59,6 +59,11 @@ describe('inbound media limits and the media quota', () => {
     // No value anywhere under the prefix is the size of the file (its ciphertext or its sealed bytes).
     const dump = await dumpPrefix(sys.redisUrl, sys.prefix);
     expect(Math.max(...[...dump.values()].map((v) => v.length))).toBeLessThan(1 << 20);
+
+    // Larger than the platform's usual 8 MiB body once in base64: the simulator still takes it, the router refuses it.
+    const big = await userSends(wa, 'image', { data: Buffer.alloc(7 << 20, 1).toString('base64'), mime_type: 'image/jpeg' });
+    expect(big).toMatchObject({ errors: [{ code: 131052, error_data: { details: expect.stringMatching(/this one has 7340032/) } }] });
+    expect(await mediaKeys()).toEqual(before);
   }, 60_000);
 
   it('refuses an HTML "document" as an unsupported message with 131051, keeping nothing', async () => {
