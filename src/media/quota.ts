@@ -36,6 +36,8 @@ end
 /** ARGV: now, id, size, expires at (ms), quota. Answers {1, total after} or {0, total before}. */
 const RESERVE_LUA = `${PRUNE}
 local total = prune(ARGV[1])
+-- An id counted already (a retried write) is counted once, at its new size.
+total = total - tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 local size = tonumber(ARGV[3])
 if total + size > tonumber(ARGV[5]) then
   store_total(total)

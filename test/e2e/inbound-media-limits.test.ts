@@ -136,6 +136,19 @@ describe('inbound media limits and the media quota', () => {
     expect((await sys.ctx.media.usage(sys.business.business_id)).usedBytes).toBe(0);
   });
 
+  it('concurrent uploads never overshoot the quota', async () => {
+    const results = await Promise.all(Array.from({ length: 6 }, () => upload(jpeg(100 << 10), 'image/jpeg')));
+    const ok = results.filter((r) => r.status === 200);
+    expect(ok).toHaveLength(2);
+    expect(results.filter((r) => r.body.error?.code === 131053)).toHaveLength(4);
+    expect((await sys.ctx.media.usage(sys.business.business_id)).usedBytes).toBe(200 << 10);
+    for (const r of ok) await api(`/v23.0/${r.body.id}`, { method: 'DELETE' });
+    expect((await sys.ctx.media.usage(sys.business.business_id)).usedBytes).toBe(0);
+    // One cluster slot for the accounting's keys (one Lua call uses both).
+    const tag = (k: string) => /\{[^}]+\}/.exec(k)![0];
+    expect(tag(sys.ctx.keys.mediaExpiries('1'))).toBe(tag(sys.ctx.keys.mediaSizes('1')));
+  });
+
   it('an inbound file beyond the quota gets 131052 and is not stored', async () => {
     const held = await upload(jpeg(150 << 10), 'image/jpeg');
     expect(held.status).toBe(200);
