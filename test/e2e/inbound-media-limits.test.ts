@@ -102,6 +102,8 @@ describe('inbound media limits and the media quota', () => {
     expect(dl.headers.get('content-type')).toBe('image/jpeg');
     expect(dl.headers.get('x-content-type-options')).toBe('nosniff');
     expect(dl.headers.get('content-disposition')).toBe('attachment');
+    expect(dl.headers.get('content-security-policy')).toBe("default-src 'none'; sandbox");
+    expect(dl.headers.get('cache-control')).toBe('private, no-store');
     expect(Buffer.from(await dl.arrayBuffer()).equals(photo)).toBe(true);
     // Counted against the quota; the erasure of the conversation gives the bytes back.
     expect((await sys.ctx.media.usage(sys.business.business_id)).usedBytes).toBe(photo.length);
