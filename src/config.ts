@@ -21,6 +21,24 @@ export function parseDuration(text: string): number {
   return ms;
 }
 
+/** Parses a byte size like `500m`, `2g`, `64k` (binary multiples: 1k = 1024) or a bare number of bytes. */
+export function parseByteSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])i?b?|b)?\s*$/i.exec(text);
+  if (!m) throw new Error(`invalid size "${text}" (use e.g. 500m, 2g, 64k or a number of bytes)`);
+  const bytes = Math.floor(Number(m[1]) * 1024 ** 'bkmgt'.indexOf((m[2] ?? 'b').toLowerCase()));
+  if (bytes <= 0 || !Number.isSafeInteger(bytes)) throw new Error(`size "${text}" must be positive and below 8 PiB`);
+  return bytes;
+}
+
+const byteSize = z.string().transform((s, ctx) => {
+  try {
+    return parseByteSize(s);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
 const duration = z.string().transform((s, ctx) => {
   try {
     return parseDuration(s);
@@ -123,6 +141,8 @@ const schema = z.object({
     }
     return out;
   }),
+  /** SEALPOST_MEDIA_QUOTA: the bytes of media (uploaded and received) one business may keep at once. */
+  mediaQuotaBytes: byteSize.default(1 << 30),
   bundleRetryMs: z.coerce.number().int().min(1).default(5000),
   retransmitBaseMs: z.coerce.number().int().min(1).default(5000),
   retransmitMaxMs: z.coerce.number().int().min(1).default(15 * 60_000),
@@ -183,6 +203,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     abuseWindowMs: env.SEALPOST_ABUSE_WINDOW,
     trustProxy: env.SEALPOST_TRUST_PROXY,
     regions: env.SEALPOST_REGIONS,
+    mediaQuotaBytes: env.SEALPOST_MEDIA_QUOTA,
     bundleRetryMs: env.SEALPOST_BUNDLE_RETRY_MS,
     retransmitBaseMs: env.SEALPOST_RETRANSMIT_BASE_MS,
     retransmitMaxMs: env.SEALPOST_RETRANSMIT_MAX_MS,

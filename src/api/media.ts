@@ -1,6 +1,7 @@
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
-import { MAX_MEDIA_BYTES, MEDIA_LIMITS, type MediaInfo, type MediaStore } from '../media/store.ts';
+import { contentDisposition } from '../media/disposition.ts';
+import { MAX_MEDIA_BYTES, MEDIA_LIMITS, MediaQuotaError, type MediaInfo, type MediaStore } from '../media/store.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import { AuthError, GraphError, InvalidParameterError, UnknownObjectError } from './errors.ts';
 
@@ -55,8 +56,13 @@ export function registerMedia(
     if (file.bytes.length > limit.max) throw new MediaUploadError(`${limit.kind} files are at most ${limit.max} bytes; this one has ${file.bytes.length}`);
     if (!file.bytes.length) throw new MediaUploadError('the file is empty');
     const ttl = await media.retentionOf(pn.business_id);
-    const stored = await media.store.put(pn.business_id, pn.phone_number_id, file.bytes, mimeType, ttl, file.filename || undefined);
-    return { id: stored.id };
+    try {
+      const stored = await media.store.put(pn.business_id, pn.phone_number_id, file.bytes, mimeType, ttl, file.filename || undefined);
+      return { id: stored.id };
+    } catch (e) {
+      if (e instanceof MediaQuotaError) throw new MediaUploadError(`${e.message}; delete media (DELETE /{media_id}) or wait for them to expire`);
+      throw e;
+    }
   };
   app.post('/:version/:phone_number_id/media', auth, upload);
   app.post('/:phone_number_id/media', auth, upload);
@@ -79,6 +85,12 @@ export function registerMedia(
     const info = await media.store.info(businessId, id);
     const bytes = info ? await media.store.bytes(businessId, id) : null;
     if (!info || !bytes) throw new UnknownObjectError(id.slice(0, 40), 'GET');
-    return reply.type(info.mimeType).header('cache-control', 'private, no-store').send(bytes);
+    // A download is a file to save, never a page to render: no sniffing a type other than the stored one, no
+    // inline display (a user's file must not run as the API's origin), and no scripts should a browser try.
+    return reply.type(info.mimeType).header('cache-control', 'private, no-store')
+      .header('x-content-type-options', 'nosniff')
+      .header('content-disposition', contentDisposition(info.filename))
+      .header('content-security-policy', "default-src 'none'; sandbox")
+      .send(bytes);
   });
 }

@@ -2,6 +2,9 @@ import { createHash, randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../store/keys.ts';
 import { openBinary, sealBinary, type DataKeys } from '../store/sealer.ts';
+import { MediaQuota } from './quota.ts';
+
+export { MediaQuotaError } from './quota.ts';
 
 /** What the Cloud API accepts per kind of media: MIME types and the largest file. */
 export const MEDIA_LIMITS: Record<string, { kind: string; max: number }> = {
@@ -35,16 +38,23 @@ export interface MediaInfo {
 /**
  * Uploaded and received media: the bytes sealed with the business's data key (AES-256-GCM, bound to the
  * key), in one Redis hash per media id, expiring with the business's retention (at most 30 days) like the
- * messages that may carry it. Only the owning business's tokens reach a media id.
+ * messages that may carry it. Only the owning business's tokens reach a media id. The files of one business
+ * together take at most `quotaBytes` (see quota.ts).
  */
 export class MediaStore {
+  private readonly quota: MediaQuota;
+
   constructor(
     private readonly storeOf: (businessId: string) => Promise<Redis>,
     private readonly shared: Redis,
     private readonly keys: Keys,
     private readonly dataKeys: DataKeys,
-  ) {}
+    opts: { quotaBytes: number },
+  ) {
+    this.quota = new MediaQuota(keys, opts.quotaBytes);
+  }
 
+  /** Stores a file for `ttlMs`; throws {@link MediaQuotaError} (storing nothing) when it would exceed the business's quota. */
   async put(businessId: string, phoneNumberId: string, bytes: Buffer, mimeType: string, ttlMs: number, filename?: string): Promise<MediaInfo> {
     const id = `${randomInt(1, 10)}${Array.from({ length: 15 }, () => randomInt(0, 10)).join('')}`;
     const key = this.keys.media(id);
@@ -54,13 +64,26 @@ export class MediaStore {
       ...(filename ? { filename } : {}),
     };
     const redis = await this.storeOf(businessId);
-    // The owner is routing data (in the shared store); the bytes live with the business's other data.
-    await redis.multi()
-      .hset(key, { m: mimeType, s: info.sha256, n: String(bytes.length), p: phoneNumberId, ...(filename ? { f: sealBinary(dk, Buffer.from(filename), `${key}:f`) } : {}), d: sealBinary(dk, bytes, `${key}:d`) })
-      .pexpire(key, ttlMs)
-      .exec();
-    await this.shared.set(this.keys.mediaOwner(id), businessId, 'PX', ttlMs);
+    // One expiry instant for the file and its quota entry, so the bytes stop counting when they are gone.
+    const expiresAt = Date.now() + ttlMs;
+    await this.quota.reserve(redis, businessId, id, bytes.length, expiresAt);
+    try {
+      // The owner is routing data (in the shared store); the bytes live with the business's other data.
+      await redis.multi()
+        .hset(key, { m: mimeType, s: info.sha256, n: String(bytes.length), p: phoneNumberId, ...(filename ? { f: sealBinary(dk, Buffer.from(filename), `${key}:f`) } : {}), d: sealBinary(dk, bytes, `${key}:d`) })
+        .pexpireat(key, expiresAt)
+        .exec();
+      await this.shared.set(this.keys.mediaOwner(id), businessId, 'PX', ttlMs);
+    } catch (e) {
+      await Promise.allSettled([redis.del(key), this.quota.release(redis, businessId, [id])]);
+      throw e;
+    }
     return info;
+  }
+
+  /** The bytes the business's stored media take, as its quota counts them. */
+  async usage(businessId: string): Promise<{ usedBytes: number; quotaBytes: number }> {
+    return { usedBytes: await this.quota.used(await this.storeOf(businessId), businessId), quotaBytes: this.quota.quotaBytes };
   }
 
   /** The media's details when `businessId` owns it, else null (unknown and foreign ids look the same). */
@@ -89,12 +112,14 @@ export class MediaStore {
   async deleteIds(businessId: string, ids: string[]): Promise<void> {
     const redis = await this.storeOf(businessId);
     await Promise.all(ids.flatMap((id) => [redis.del(this.keys.media(id)), this.shared.del(this.keys.mediaOwner(id))]));
+    // Released after the bytes are gone: an interruption between the two over-counts, never under-counts.
+    await this.quota.release(redis, businessId, ids);
   }
 
+  /** Deletes a media id the business owns (false when it does not), releasing its bytes from the quota. */
   async delete(businessId: string, id: string): Promise<boolean> {
     if (!(await this.info(businessId, id))) return false;
-    await (await this.storeOf(businessId)).del(this.keys.media(id));
-    await this.shared.del(this.keys.mediaOwner(id));
+    await this.deleteIds(businessId, [id]);
     return true;
   }
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { encryptAttachment } from '../media/attachment.ts';
+import { MAX_MEDIA_BYTES } from '../media/store.ts';
 import type { Device, OutgoingMessage } from './device.ts';
 import {
   HttpError,
@@ -37,6 +38,13 @@ function outgoingMessage(body: ReturnType<typeof userMessageSchema.parse>, to: s
   return message;
 }
 
+/**
+ * The largest body of `POST /sim/devices/{wa_id}/messages`: a user's file travels as base64 in the JSON, so room
+ * for the largest file the Cloud API takes and some beyond it (a user may send what the router must refuse),
+ * still bounded. The platform's other routes keep its smaller default.
+ */
+export const SIM_MESSAGE_BODY_LIMIT = Math.ceil(((MAX_MEDIA_BYTES + (8 << 20)) * 4) / 3) + (1 << 20);
+
 /** The simulation API (`/sim`): devices and their users, and the transport's fault switches. */
 export function simApi(state: PlatformState) {
   return async (app: FastifyInstance): Promise<void> => {
@@ -60,7 +68,7 @@ export function simApi(state: PlatformState) {
 
     app.get('/sim/devices/:wa_id/stats', async (req) => deviceOf(state, req.params).stats());
 
-    app.post('/sim/devices/:wa_id/messages', async (req) => {
+    app.post('/sim/devices/:wa_id/messages', { bodyLimit: SIM_MESSAGE_BODY_LIMIT }, async (req) => {
       const device = deviceOf(state, req.params);
       const body = parseOr400(userMessageSchema, req.body);
       const to = normalizeAddress(body.to);

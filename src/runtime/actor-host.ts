@@ -17,13 +17,14 @@ import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, openBinary, seal, sealBinary, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
-import { TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
+import { AttachmentTooLargeError, TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
 import { SERVICE_WINDOW_MS } from './ports.ts';
 import { decodeSnapshot, encodeSnapshot } from './snapshot-codec.ts';
 import { decryptAttachment, type AttachmentPointer } from '../media/attachment.ts';
-import type { MediaStore } from '../media/store.ts';
+import { MediaQuotaError, type MediaStore } from '../media/store.ts';
+import { ATTACHMENT_OVERHEAD_BYTES, checkInboundMedia, inboundMaxBytes, storedMimeType, type MediaRefusal } from '../media/limits.ts';
 import { snapshotBefore } from '../trace/replay.ts';
 import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 
@@ -567,29 +568,48 @@ export class ActorHost {
   }
 
   /**
-   * A user's file arrives as an attachment pointer: the ciphertext is fetched from the transport, checked and
-   * decrypted with the key the message carried, and stored as the business's media; the business gets the
-   * Cloud API's `{id, mime_type, sha256, caption}`. A file that cannot be fetched or opened gets error 131052.
+   * A user's file arrives as an attachment pointer: its declared type and size are checked against the Cloud
+   * API's limits before anything is fetched; the ciphertext is fetched from the transport (no more than the
+   * limit allows), checked and decrypted with the key the message carried, its real size checked, and stored
+   * as the business's media within its quota; the business gets the Cloud API's `{id, mime_type, sha256,
+   * caption}`. A refused file is not kept: a type that is not supported arrives as an `unsupported` message
+   * with error 131051; a file too large, over the quota, or that cannot be fetched or opened, with 131052.
    */
   private async receiveAttachments<M extends Record<string, unknown> & { type: string }>(c: Loaded, message: M): Promise<M> {
     const kind = message.type;
     const part = message[kind] as { attachment?: AttachmentPointer } | undefined;
     if (!part?.attachment) return message;
     const { attachment, ...rest } = part;
+    const mimeType = storedMimeType(String(attachment.mime_type ?? ''));
+    const refuse = (r: MediaRefusal): M => {
+      this.log.info({ conversation_id: c.id, code: r.code, details: r.details }, 'inbound media refused');
+      // The Cloud API delivers a type it does not support without its content: only the error (and a reply's context).
+      if (r.code === 131051) return { ...(message.context ? { context: message.context } : {}), type: 'unsupported', errors: [statusError(131051, r.details)] } as unknown as M;
+      return { ...message, [kind]: { ...rest, mime_type: mimeType }, errors: [statusError(131052, r.details)] };
+    };
+    const declared = checkInboundMedia(kind, mimeType, typeof attachment.file_size === 'number' ? attachment.file_size : undefined);
+    if (declared) return refuse(declared);
+    const max = inboundMaxBytes(kind, mimeType)!;
     try {
       if (!this.media) throw new Error('media are not carried by this worker');
-      const ciphertext = await this.transport.downloadAttachment(attachment.pointer);
+      const ciphertext = await this.transport.downloadAttachment(attachment.pointer, max + ATTACHMENT_OVERHEAD_BYTES);
       if (!ciphertext) throw new Error('the transport has no such attachment');
       const bytes = decryptAttachment(attachment, ciphertext);
+      // The pointer's size is the sender's word: the file itself decides.
+      const actual = checkInboundMedia(kind, mimeType, bytes.length);
+      if (actual) return refuse(actual);
       const sha256 = createHash('sha256').update(bytes).digest('base64');
       if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
-      const stored = await this.media.put(c.meta.businessId, c.meta.phoneNumberId, bytes, attachment.mime_type, c.retentionMs);
+      const filename = typeof (rest as { filename?: unknown }).filename === 'string' ? (rest as { filename: string }).filename : undefined;
+      const stored = await this.media.put(c.meta.businessId, c.meta.phoneNumberId, bytes, mimeType, c.retentionMs, filename);
       // Remembered with the conversation, so the file goes with it (an erase, or the end of its retention).
       await c.redis.multi().sadd(this.keys.conversationMedia(c.id), stored.id).pexpire(this.keys.conversationMedia(c.id), this.keyTtlMs).exec();
-      return { ...message, [kind]: { ...rest, id: stored.id, mime_type: attachment.mime_type, sha256 } };
+      return { ...message, [kind]: { ...rest, id: stored.id, mime_type: mimeType, sha256 } };
     } catch (e) {
+      if (e instanceof AttachmentTooLargeError) return refuse({ code: 131052, details: `${kind} files are at most ${max} bytes; this one has more` });
+      if (e instanceof MediaQuotaError) return refuse({ code: 131052, details: e.message });
       this.log.warn({ conversation_id: c.id, err: (e as Error).message }, 'inbound media could not be received');
-      return { ...message, [kind]: { ...rest, mime_type: attachment.mime_type }, errors: [statusError(131052)] };
+      return { ...message, [kind]: { ...rest, mime_type: mimeType }, errors: [statusError(131052)] };
     }
   }
 

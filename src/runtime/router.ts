@@ -78,7 +78,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, config.retentionMs,
     (conv, until, retentionMs) => schedulePurge(queues.timers, conv, until, retentionMs), stats, new RateLimits(redis, keys));
   const transport = new TransportClient(platformUrl);
-  const media = new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys);
+  const media = new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys, { quotaBytes: config.mediaQuotaBytes });
   outbound.useMedia(media, (ct) => transport.uploadAttachment(ct));
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
   return {

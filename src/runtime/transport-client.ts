@@ -1,6 +1,7 @@
 import { PreKeyBundle } from '@signalapp/libsignal-client';
 import { bundleFromWire } from '../signal/bundle.ts';
 import { HttpJsonClient } from './http-json.ts';
+import { MAX_ATTACHMENT_CIPHERTEXT_BYTES } from '../media/limits.ts';
 
 /** An envelope handed to the transport: ids, addresses and ciphertext only. */
 export interface OutgoingEnvelope {
@@ -34,6 +35,14 @@ export class TransportUnavailableError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'TransportUnavailableError';
+  }
+}
+
+/** An attachment's ciphertext is larger than the reader takes; the rest of it was not read. */
+export class AttachmentTooLargeError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`the attachment is larger than ${maxBytes} bytes of ciphertext`);
+    this.name = 'AttachmentTooLargeError';
   }
 }
 
@@ -102,12 +111,43 @@ export class TransportClient {
     return json.pointer;
   }
 
-  /** Fetches an attachment's ciphertext from the transport's blob store (null when it has none). */
-  async downloadAttachment(pointer: string): Promise<Buffer | null> {
-    const res = await fetch(`${this.baseUrl}/v1/attachments/${encodeURIComponent(pointer)}`, { signal: AbortSignal.timeout(60_000) });
-    if (res.status === 404) return null;
-    if (res.status !== 200) throw new TransportUnavailableError(`attachment download answered ${res.status}`);
-    return Buffer.from(await res.arrayBuffer());
+  /**
+   * Fetches an attachment's ciphertext from the transport's blob store (null when it has none), reading at most
+   * `maxBytes`: past that the body is cancelled and {@link AttachmentTooLargeError} thrown, so a sender (or the
+   * transport) cannot make the router buffer more than the largest file it would keep.
+   */
+  async downloadAttachment(pointer: string, maxBytes = MAX_ATTACHMENT_CIPHERTEXT_BYTES): Promise<Buffer | null> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/v1/attachments/${encodeURIComponent(pointer)}`, { signal: AbortSignal.timeout(60_000) });
+    } catch (e) {
+      throw new TransportUnavailableError(`transport unreachable: ${(e as Error).message}`);
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      if (res.status === 404) return null;
+      throw new TransportUnavailableError(`attachment download answered ${res.status}`);
+    }
+    // A stated length over the bound is refused unread; the count below holds whatever the header says.
+    if (Number(res.headers.get('content-length') ?? 0) > maxBytes) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new AttachmentTooLargeError(maxBytes);
+    }
+    if (!res.body) return Buffer.alloc(0);
+    const reader = res.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw new AttachmentTooLargeError(maxBytes);
+      }
+      chunks.push(value);
+    }
+    return Buffer.concat(chunks, total);
   }
 
   /** Closes the keep-alive connections. */

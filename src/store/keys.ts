@@ -87,6 +87,10 @@ export class Keys {
   conversationMedia(id: string): string { return `${this.conv(id)}:media`; }
   /** An uploaded or received media file (sealed bytes and details). */
   media(id: string): string { return `${this.prefix}:media:${id}`; }
+  /** Sorted set: a business's stored media ids by when they expire (its media quota; one slot with {@link mediaSizes}). */
+  mediaExpiries(businessId: string): string { return `${this.prefix}:{mq:${businessId}}:exp`; }
+  /** Hash: a business's stored media sizes by id, their total in field `t` (its media quota). */
+  mediaSizes(businessId: string): string { return `${this.prefix}:{mq:${businessId}}:size`; }
   /** Which business owns a media id (routing data, in the shared store). */
   mediaOwner(id: string): string { return `${this.prefix}:mediaowner:${id}`; }
   /** Strikes against a client address (hashed) that sent bad tokens or oversized bodies, for one window. */

@@ -43,14 +43,15 @@ const ERRORS: Record<number, { title: string; details: string }> = {
   131047: { title: 'Re-engagement message', details: 'More than 24 hours have passed since the recipient last replied to the sender number.' },
   131048: { title: 'Spam rate limit hit', details: 'Message failed to send because there are restrictions on how many messages can be sent from this phone number.' },
   131049: { title: 'This message was not delivered to maintain healthy ecosystem engagement.', details: 'In order to maintain a healthy ecosystem engagement, the message failed to be delivered.' },
+  131051: { title: 'Message type unknown', details: 'Message type is currently not supported.' },
   131052: { title: 'Media download error', details: 'Unable to download the media sent by the user.' },
   368: { title: 'Temporarily blocked for policies violations', details: 'The WhatsApp Business Account is restricted from messaging users.' },
 };
 
-/** The Cloud API `errors[]` entry of a failed status. */
-export function statusError(code: number): Record<string, unknown> {
+/** The Cloud API `errors[]` entry of a failed status or a refused inbound message; `details` says why when given. */
+export function statusError(code: number, details?: string): Record<string, unknown> {
   const e = ERRORS[code] ?? { title: 'Unknown error', details: 'Message failed to send.' };
-  return { code, title: e.title, message: e.title, error_data: { details: e.details }, href: '/documentation/business-messaging/whatsapp/support/error-codes' };
+  return { code, title: e.title, message: e.title, error_data: { details: details ?? e.details }, href: '/documentation/business-messaging/whatsapp/support/error-codes' };
 }
 
 /**
