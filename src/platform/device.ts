@@ -208,7 +208,7 @@ export class Device {
    * The user writes to a business: builds a session from the directory if there is none, encrypts and
    * sends it towards the router. Returns the new message id; throws UnknownAddressError.
    */
-  send(to: string, message: OutgoingMessage): Promise<string> {
+  send(to: string, message: OutgoingMessage, chosenId?: string): Promise<string> {
     return this.serial(async () => {
       const remote = ProtocolAddress.new(to, DEVICE_ID);
       const s = this.stores;
@@ -222,7 +222,7 @@ export class Device {
         await processPreKeyBundle(bundle, remote, this.address, s.sessions, s.identities);
       }
       const seq = (this.outSeq.get(to) ?? 0) + 1;
-      const id = newWamid();
+      const id = chosenId ?? newWamid();
       const now = this.deps.clock();
       const content: MessageContent = { v: 1, kind: 'message', id, seq, from: this.waId, timestamp: unixSeconds(now), message, profile_name: this.user.name };
       const ct = await signalEncrypt(plaintext(content), remote, this.address, s.sessions, s.identities);

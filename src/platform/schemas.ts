@@ -89,6 +89,11 @@ export const userMessageSchema = z.looseObject({
   type: z.string().min(1).max(64).optional(),
   text: z.string().min(1).max(4096).optional(),
   context: z.object({ message_id: z.string().min(1) }).optional(),
+  /**
+   * A modified phone choosing its own message id (any string up to 1,000 characters), for testing what the
+   * router accepts: a real client makes a fresh `wamid.` id.
+   */
+  id: z.string().min(1).max(1000).optional(),
 });
 
 /** `POST /sim/devices/:wa_id/read`. */

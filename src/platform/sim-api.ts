@@ -29,7 +29,7 @@ function deviceOf(state: PlatformState, params: unknown): Device {
  * takes the send-side `{message_id}`.
  */
 function outgoingMessage(body: ReturnType<typeof userMessageSchema.parse>, to: string): OutgoingMessage {
-  const { to: _to, text, context, type, ...rest } = body;
+  const { to: _to, text, context, type, id: _id, ...rest } = body;
   const kind = type ?? 'text';
   if (kind === 'text' && text === undefined) throw new HttpError(400, 'text: required for a text message');
   const message: OutgoingMessage = { ...rest, type: kind };
@@ -90,7 +90,7 @@ export function simApi(state: PlatformState) {
           },
         };
       }
-      const id = await device.send(to, message);
+      const id = await device.send(to, message, body.id);
       // The user wrote: the business's customer-service window with them is open for 24 h.
       state.integrity.inbound(to, device.waId);
       return { id };

@@ -17,6 +17,7 @@ import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, openBinary, seal, sealBinary, type DataKeys } from '../store/sealer.ts';
 import type { MailboxEvent } from './mailbox.ts';
+import { isInboundMessageId } from './ids.ts';
 import { AttachmentTooLargeError, TransportUnavailableError, UnknownAddressError, type OutgoingEnvelope, type TransportClient } from './transport-client.ts';
 import type { TraceLine } from '../trace/format.ts';
 import type { Stores } from '../store/stores.ts';
@@ -501,7 +502,8 @@ export class ActorHost {
     if (metaSet.li) await c.redis.set(this.keys.window(c.id), metaSet.li, 'PX', SERVICE_WINDOW_MS);
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
-      await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs)));
+      // NX: the first conversation to store an id keeps it (two devices racing with one id cannot move it).
+      await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs, 'NX')));
     }
     return effects;
   }
@@ -635,10 +637,16 @@ export class ActorHost {
       const content = decodeContent(bytes);
       if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
       if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
+      // The id is the device's to choose: it must be the envelope's (what the transport routed and may be
+      // asked about) and shaped like a user's message id, never like one Sealpost makes.
+      if (content.id !== id || !isInboundMessageId(content.id)) return { type: 'DECRYPT_FAILED', id, at, reason: 'bad_message_id' };
       // The same message again (a re-encrypted copy): one webhook message, not two.
       if (c.inbound.has(content.id) || (await c.redis.exists(this.keys.message(c.id, content.id)))) {
         return { type: 'MESSAGE_DUPLICATE', id: content.id, at };
       }
+      // An id another conversation's message already has (mark-as-read finds messages by id) is refused.
+      const owner = await c.redis.get(this.keys.messageIndex(content.id));
+      if (owner && (JSON.parse(owner) as { c?: string }).c !== c.id) return { type: 'DECRYPT_FAILED', id, at, reason: 'message_id_taken' };
       c.inbound.set(content.id, {
         message: await this.receiveAttachments(c, content.message), timestamp: content.timestamp,
         ...(content.profile_name ? { profileName: content.profile_name } : {}),

@@ -34,6 +34,21 @@ export function conversationOfWamid(wamid: string): string | null {
   return raw.subarray(0, CONV_BYTES).toString('hex');
 }
 
+const WAMID_SHAPE = /^wamid\.[A-Za-z0-9_-]{16,64}$/;
+
+/** True for a string shaped like a message id (`wamid.` and 16 to 64 URL-safe characters), whoever made it. */
+export function isWamidShaped(id: string): boolean {
+  return WAMID_SHAPE.test(id);
+}
+
+/**
+ * True for an id a user's message may carry: shaped like a wamid and not like one Sealpost makes (those name
+ * a conversation, and receipts, mark-as-read and the inspector route by them).
+ */
+export function isInboundMessageId(id: string): boolean {
+  return WAMID_SHAPE.test(id) && conversationOfWamid(id) === null;
+}
+
 /** True for a string shaped like a conversation id. */
 export function isConversationId(s: string): boolean {
   return /^[0-9a-f]{30}$/.test(s);

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { DataKeys } from '../store/sealer.ts';
-import { conversationId, conversationOfWamid } from './ids.ts';
+import { conversationId, conversationOfWamid, isWamidShaped } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, type TransportClient, type TransportEvent } from './transport-client.ts';
 import { maskPhone } from '../log.ts';
@@ -82,9 +82,20 @@ export class TransportPuller {
     if (ev.kind === 'receipt') {
       const conv = conversationOfWamid(ev.id);
       if (!conv) return null;
+      // Only the conversation's own user acknowledges its messages: a receipt from anyone else (a device
+      // naming a wamid it saw elsewhere) would mark another user's message delivered or read.
+      const pn = await this.businesses.phoneNumberByDisplay(ev.to);
+      if (!pn || (await conversationId(this.dataKeys, pn.business_id, pn.phone_number_id, ev.from)) !== conv) {
+        this.log.warn({ from: maskPhone(ev.from), to: maskPhone(ev.to) }, 'receipt for a message of another conversation dropped');
+        return null;
+      }
       return { conversationId: conv, event: { type: ev.status === 'read' ? 'READ' : 'DELIVERED', wamid: ev.id, at } };
     }
     if (ev.kind === 'envelope') {
+      if (!isWamidShaped(ev.id)) {
+        this.log.warn({ from: maskPhone(ev.from) }, 'envelope with a malformed id dropped');
+        return null;
+      }
       const pn = await this.businesses.phoneNumberByDisplay(ev.to);
       if (!pn) {
         this.log.warn({ to: maskPhone(ev.to) }, 'envelope for an unknown business number dropped');

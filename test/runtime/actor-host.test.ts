@@ -11,6 +11,7 @@ import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
 import { TransportClient } from '../../src/runtime/transport-client.ts';
 import { TransportPuller } from '../../src/runtime/transport-puller.ts';
+import { KeyPublisher } from '../../src/runtime/key-publisher.ts';
 import { BusinessStore } from '../../src/store/businesses.ts';
 import { Keys } from '../../src/store/keys.ts';
 import { DataKeys } from '../../src/store/sealer.ts';
@@ -32,6 +33,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let biz: Awaited<ReturnType<BusinessStore['create']>>;
   let dataKeys: DataKeys;
   let mailboxes: Mailboxes;
+  /** A host that also decrypts what users send first (the business number's prekeys published). */
+  let inboundHost: () => Promise<ActorHost>;
   const statuses: StatusUpdate[] = [];
   const timers: { id: string; at: number }[] = [];
   const cancelled: string[] = [];
@@ -70,6 +73,12 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     };
     host = new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 });
     hostWithTraceMax = (traceMax) => new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000, traceMax });
+    inboundHost = async () => {
+      const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log, 3600e3);
+      await publisher.ensure(biz.phone_number_id);
+      return new ActorHost(stores, keys, dataKeys, businesses, transport, sinks, log, { retentionMs: 3600e3, bundleRetryMs: 100, retransmitBaseMs: 1000, retransmitMaxMs: 10_000 },
+        (pn) => publisher.preKeysOf(pn));
+    };
     outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, 3600e3);
     puller = new TransportPuller(transport, businesses, dataKeys, mailboxes, outbound, log, 3600e3);
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
@@ -281,6 +290,56 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     expect(statuses.at(-1)).toMatchObject({ wamid, status: 'failed', errorCode: 131026, bizOpaqueCallbackData: 'keep-me' });
     // ...and everything about the conversation went with the retention's end.
     expect(await redis.exists(keys.message(conv, wamid), keys.snapshot(conv), keys.meta(conv))).toBe(0);
+  });
+
+  it("routes a receipt only from the conversation's own user, and a user's message only under the id it carries", async () => {
+    const alice = await createDevice(platform.url, '+15557770031');
+    const mallory = await createDevice(platform.url, '+15557770032');
+    const { wamid } = await send(alice, 'for alice only');
+    const conv = conversationOfWamid(wamid)!;
+    await fetch(`${platform.url}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ drop: 1 }) });
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toEqual(['sent']);
+    // Mallory's phone acknowledges Alice's message (it learnt the wamid somehow): dropped, Alice's stays unacknowledged.
+    const display = (await new BusinessStore(redis, keys, dataKeys).phoneNumber(biz.phone_number_id))!.display_phone_number;
+    const forged = { kind: 'receipt' as const, status: 'read' as const, id: wamid, from: mallory, to: display, timestamp: '1' };
+    await puller.handle([{ event_id: 'forged-1', ...forged }]);
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toEqual(['sent']);
+    // The same receipt from Alice is taken.
+    await puller.handle([{ event_id: 'real-1', ...forged, from: alice }]);
+    await host.drain(conv);
+    expect(statuses.map((s) => s.status)).toEqual(['sent', 'delivered', 'read']);
+
+    // An envelope relabelled on the way (its id no longer the one inside the message) is not forwarded.
+    const receiving = await inboundHost();
+    await fetch(`${platform.url}/sim/faults`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const res = await fetch(`${platform.url}/sim/devices/${mallory}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: display, text: 'relabelled' }) });
+    expect(res.status).toBe(200);
+    const realId = ((await res.json()) as { id: string }).id;
+    let relabelled = '';
+    await waitFor(async () => {
+      const events = await transport.pull(100, 200, 30_000);
+      const env = events.find((e) => e.kind === 'envelope' && e.id === realId);
+      if (env) {
+        relabelled = `wamid.relabelled${realId.slice(-12)}`;
+        (env as { id: string }).id = relabelled;
+      }
+      if (events.length) await puller.handle(events);
+      return relabelled !== '';
+    }, 'the envelope');
+    const malloryConv = await conversationId(dataKeys, biz.business_id, biz.phone_number_id, mallory);
+    await receiving.drain(malloryConv);
+    // The next message of the same conversation gets through: the relabelled one was handled, and refused.
+    const next = await fetch(`${platform.url}/sim/devices/${mallory}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: display, text: 'as sent' }) });
+    const nextId = ((await next.json()) as { id: string }).id;
+    await waitFor(async () => {
+      const events = await transport.pull(100, 200, 30_000);
+      if (events.length) await puller.handle(events);
+      await receiving.drain(malloryConv);
+      return webhookMessages.some((m) => m.id === nextId);
+    }, 'the next message');
+    expect(webhookMessages.map((m) => m.id)).toEqual([nextId]);
   });
 
   it('retries the bundle fetch through a durable timer when the transport is down', async () => {
