@@ -7,7 +7,7 @@
  * import { SealpostQueue } from 'sealpost';
  * const sealpost = new SealpostQueue({ connection: { host: '127.0.0.1', port: 6379 }, prefix: 'sp' });
  * const jobId = await sealpost.send('1234567890', { messaging_product: 'whatsapp', to: '+15551234567', type: 'text', text: { body: 'Hi' } }, { idempotencyKey: 'order-42-shipped' });
- * const answer = await sealpost.result(jobId); // { messaging_product, contacts, messages: [{ id: 'wamid...' }] }
+ * const answer = await sealpost.result(jobId); // { messaging_product, messages: [{ id: 'wamid...' }] }
  */
 import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions } from 'bullmq';
 import { OUTBOUND_JOB_OPTS, type OutboundJobData, type OutboundJobResult } from '../workers/outbound.ts';

@@ -23,8 +23,12 @@ export interface OutboundJobData {
 }
 
 /** What a completed job returns: the Cloud API's answer to the same request over HTTP. */
+/**
+ * A finished job's answer. Unlike the HTTP answer it names no `contacts`: a job's return value is kept in Redis
+ * with the finished job and shown on the queue board, and the user's phone number must not be there.
+ */
 export type OutboundJobResult =
-  | { messaging_product: 'whatsapp'; contacts: { input: string; wa_id: string }[]; messages: { id: string }[] }
+  | { messaging_product: 'whatsapp'; messages: { id: string }[] }
   | { success: true };
 
 /** Options a client should add jobs with (the typed helper does): finished jobs stay visible, without content. */
@@ -66,7 +70,7 @@ export function startOutboundWorker(opts: {
       if (message === undefined) {
         // A job whose content was already removed by an earlier attempt that recorded the outcome.
         const done = (data as OutboundJobData).wamid;
-        if (done) return { messaging_product: 'whatsapp', contacts: [], messages: [{ id: done }] };
+        if (done) return { messaging_product: 'whatsapp', messages: [{ id: done }] };
         throw new UnrecoverableError('(#100) Invalid parameter: job data must have a message (the Cloud API request body)');
       }
       if (typeof pnid !== 'string' || !/^\d{1,20}$/.test(pnid)) throw new UnrecoverableError('(#100) Invalid parameter: phone_number_id must be a string of digits');
@@ -87,7 +91,7 @@ export function startOutboundWorker(opts: {
         idempotencyKey: `job:${job.id}`,
       });
       await scrub(job, { wamid: accepted.wamid });
-      return { messaging_product: 'whatsapp', contacts: [{ input: send.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
+      return { messaging_product: 'whatsapp', messages: [{ id: accepted.wamid }] };
     } catch (e) {
       if (e instanceof RateLimitedError && token) {
         // Not a failure: the number (or the pair) is at its limit; try again later without spending an attempt.
