@@ -193,9 +193,13 @@ export class ActorHost {
 
   }
 
-  private get keyTtlMs(): number {
-    // Backstop only: deletion jobs remove data at retention; the TTL catches whatever they miss.
-    return this.opts.retentionMs + 86_400_000;
+  /**
+   * The TTL backstop of a conversation's keys: its business's retention and a day. Deletion jobs remove data
+   * when retention ends; the TTL catches whatever they miss, and must never end before them (a process
+   * default shorter than the business's retention would lose a message still being retransmitted).
+   */
+  private keyTtlMs(c: Loaded): number {
+    return c.retentionMs + 86_400_000;
   }
 
   /** Runs everything waiting in the conversation's mailbox. Returns the number of events handled. */
@@ -503,7 +507,7 @@ export class ActorHost {
     if (indexes.length) {
       // Inbound ids → conversation, so mark-as-read finds it; written after the commit (another slot).
       // NX: the first conversation to store an id keeps it (two devices racing with one id cannot move it).
-      await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs, 'NX')));
+      await Promise.all(indexes.map((id) => c.redis.set(this.keys.messageIndex(id), JSON.stringify({ c: c.id, b: c.meta.businessId }), 'PX', this.keyTtlMs(c), 'NX')));
     }
     return effects;
   }
@@ -605,7 +609,7 @@ export class ActorHost {
       const filename = typeof (rest as { filename?: unknown }).filename === 'string' ? (rest as { filename: string }).filename : undefined;
       const stored = await this.media.put(c.meta.businessId, c.meta.phoneNumberId, bytes, mimeType, c.retentionMs, filename);
       // Remembered with the conversation, so the file goes with it (an erase, or the end of its retention).
-      await c.redis.multi().sadd(this.keys.conversationMedia(c.id), stored.id).pexpire(this.keys.conversationMedia(c.id), this.keyTtlMs).exec();
+      await c.redis.multi().sadd(this.keys.conversationMedia(c.id), stored.id).pexpire(this.keys.conversationMedia(c.id), this.keyTtlMs(c)).exec();
       return { ...message, [kind]: { ...rest, id: stored.id, mime_type: mimeType, sha256 } };
     } catch (e) {
       if (e instanceof AttachmentTooLargeError) return refuse({ code: 131052, details: `${kind} files are at most ${max} bytes; this one has more` });
@@ -743,7 +747,7 @@ export class ActorHost {
     const args = [
       token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
       JSON.stringify([...c.timerOps, ...outbox].map((o) => JSON.stringify(o))), trace.length ? encodeTraceChunk(c.id, trace) : '', String(this.traceMax),
-      String(this.leaseMs), String(this.keyTtlMs), JSON.stringify(ops),
+      String(this.leaseMs), String(this.keyTtlMs(c)), JSON.stringify(ops),
       JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
       extra.traceReset ? (extra.traceReset.length ? encodeTraceChunk(c.id, extra.traceReset) : '-') : '',
       extra.deleteAll ? '1' : '',

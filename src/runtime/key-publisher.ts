@@ -40,13 +40,13 @@ export class KeyPublisher {
   private async load(phoneNumberId: string): Promise<BusinessPreKeys> {
     const pn = await this.businesses.phoneNumber(phoneNumberId);
     if (!pn) throw new Error(`unknown phone number ${phoneNumberId}`);
-    const info = await this.businesses.info(pn.business_id);
     return new BusinessPreKeys(
       this.redis,
       { hash: this.keys.preKeys(phoneNumberId), lastResortUsed: this.keys.lastResortUsed(phoneNumberId) },
       await this.dataKeys.get(pn.business_id),
       await this.businesses.identity(phoneNumberId),
-      Math.min(info?.retention_ms ?? this.retentionMs, this.retentionMs),
+      // The business's own retention (capped at 30 days), not this process's default, which may be shorter.
+      await this.businesses.retentionMs(pn.business_id, this.retentionMs),
     );
   }
 

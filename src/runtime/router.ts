@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { platformUrlOf } from '../config.ts';
 import { createLogger } from '../log.ts';
-import { BusinessStore } from '../store/businesses.ts';
+import { BusinessStore, MAX_RETENTION_MS } from '../store/businesses.ts';
 import { Keys } from '../store/keys.ts';
 import { DataKeys } from '../store/sealer.ts';
 import { Stats } from '../store/stats.ts';
@@ -138,7 +138,9 @@ export interface RunningWorkers {
 export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}): RunningWorkers {
   const { config, keys, connection } = ctx;
   const prefix = keys.bullPrefix;
-  const mailboxTtlMs = config.retentionMs + 86_400_000;
+  // A mailbox only holds events until the next drain: its TTL is a backstop, as long as any business's
+  // retention may be (a business may keep messages longer than this process's default).
+  const mailboxTtlMs = MAX_RETENTION_MS + 86_400_000;
   const host = new ActorHost(ctx.stores, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
     retentionMs: config.retentionMs,
     bundleRetryMs: config.bundleRetryMs,

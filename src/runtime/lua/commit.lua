@@ -104,6 +104,8 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
     end
     if op.set then
       for f, v in pairs(op.set) do redis.call('HSET', key, f, v) end
+      -- A row made here (a user's message) gets the backstop TTL too; an outbound row keeps the one it has.
+      if op.k > 0 and redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
     end
   end
 end
