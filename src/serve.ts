@@ -4,6 +4,7 @@ import type { Config } from './config.ts';
 import { loadMasterKey, platformUrlOf } from './config.ts';
 import { createRouterContext, startWorkers, type RunningWorkers } from './runtime/router.ts';
 import { redactUrl } from './redis/resolve.ts';
+import { redisSettingsWarnings } from './redis/health.ts';
 import { metrics } from './ops/metrics.ts';
 
 /** Which parts one process runs. */
@@ -53,6 +54,10 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   }
   const ctx = createRouterContext(config, redisUrl, master.keys, platformUrl);
   closers.unshift(() => ctx.close());
+  // Said once at start (and on /readyz): Redis settings that would lose data on a restart or under memory pressure.
+  for (const warning of await redisSettingsWarnings(ctx.redis).catch((e: Error) => [`could not read Redis's settings: ${e.message}`])) {
+    ctx.log.warn({ component: 'redis' }, warning);
+  }
   let workers: RunningWorkers | undefined;
   if (opts.roles.includes('worker')) {
     workers = startWorkers(ctx);

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { ApplicationLimitError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
+import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
 import type { ClientThrottle } from '../runtime/client-throttle.ts';
 import type { MediaInfo, MediaStore } from '../media/store.ts';
 import { mediaInfo, registerMedia } from './media.ts';
@@ -131,7 +131,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
     req.apiNote = { ...req.apiNote, fbtrace_id: fbtraceId, code: graph.code, ...(unexpected ? { err: String((err as Error | null)?.message ?? err).slice(0, 500) } : {}) };
     // Abuse of the API itself: a bad token or an oversized body is a strike against the client's address.
     if (graph.code === 190 || graph.httpStatus === 413) countRefusal(req);
-    if (graph instanceof ApplicationLimitError) reply.header('retry-after', String(graph.retryAfterS));
+    if (graph instanceof ApplicationLimitError || graph instanceof ServiceUnavailableError) reply.header('retry-after', String(graph.retryAfterS));
     return reply.code(graph.httpStatus).send(graphEnvelope(graph, fbtraceId));
   };
   // A throttled address is answered before anything else is done for it (no token look-up, no body read).

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, WindowClosedError } from '../runtime/ports.ts';
 import { RateLimitedError } from '../runtime/rate-limits.ts';
+import { isStoreRefusal } from '../redis/health.ts';
 
 /**
  * Every error the API answers with, and the one place they become the Graph error envelope. Clients of the
@@ -117,6 +118,16 @@ export class InternalError extends GraphError {
   }
 }
 
+/**
+ * 131016 with HTTP 503: the store refuses writes for now (Redis out of memory, or failing over); nothing of
+ * the request was kept, and the client retries after `Retry-After`.
+ */
+export class ServiceUnavailableError extends GraphError {
+  constructor(readonly retryAfterS = 5) {
+    super(131016, 'Service temporarily unavailable', `Sealpost cannot store the request right now; nothing was kept. Retry in ${retryAfterS} s.`, 503);
+  }
+}
+
 /** A Graph-style trace id that the log line of the same error carries. */
 export function newTraceId(): string {
   return randomBytes(16).toString('base64url').slice(0, 23);
@@ -143,6 +154,9 @@ export function toGraphError(err: unknown): { graph: GraphError; unexpected: boo
   if (err instanceof MediaRefusedError) return { graph: new InvalidParameterError(err.message), unexpected: false };
   if (err instanceof MediaUploadFailedError) return { graph: new MediaUploadFailedGraphError(err.message), unexpected: false };
   if (err instanceof RateLimitedError) return { graph: err.limit === 'throughput' ? new ThroughputError() : new PairRateLimitError(), unexpected: false };
+  // Unexpected for the operator (logged with its reason; a queued job keeps its content and is retried), but
+  // not a failure of the request: the client is told to come back.
+  if (isStoreRefusal(err)) return { graph: new ServiceUnavailableError(), unexpected: true };
   const fe = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; statusCode?: unknown };
   const known = typeof fe.code === 'string' ? FASTIFY[fe.code] : undefined;
   if (known) return { graph: known(), unexpected: false };

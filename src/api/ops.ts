@@ -4,6 +4,7 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
+import { redisSettingsWarnings } from '../redis/health.ts';
 import { checkAdmin, isAdmin, presentsCredentials, setAdminCookie, wantsHtml } from '../ops/admin-auth.ts';
 import { graphEnvelope, newTraceId, toGraphError } from './errors.ts';
 import type { Metrics } from '../ops/metrics.ts';
@@ -57,7 +58,9 @@ export function opsRoutes(deps: OpsDeps) {
         checks.platform = `unreachable: ${(e as Error).message}`;
       }
       const ready = Object.values(checks).every((v) => v === 'ok');
-      return reply.code(ready ? 200 : 503).send({ ready, checks });
+      // Settings that put data at risk do not make the process unready, but an operator polling this sees them.
+      const warnings = checks.redis === 'ok' ? await redisSettingsWarnings(deps.redis).catch((e: Error) => [`could not read Redis's settings: ${e.message}`]) : [];
+      return reply.code(ready ? 200 : 503).send({ ready, checks, warnings });
     });
 
     // Browsers ask for it on every operator page; without this route it would hit GET /{phone_number_id}.
