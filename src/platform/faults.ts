@@ -28,6 +28,8 @@ const NONE: FaultSettings = { drop: 0, duplicate: 0, reorder: false, delay_ms: 0
 export class Faults {
   private settings: FaultSettings = { ...NONE };
   private downUntil = 0;
+  /** Copies dropped since the settings were last set: tests wait for a drop instead of sleeping. */
+  dropped = 0;
 
   constructor(
     private readonly random: () => number = Math.random,
@@ -37,6 +39,7 @@ export class Faults {
   /** Replaces all settings: a field left out is off, so `{}` clears every fault. */
   set(s: Partial<FaultSettings>): FaultSettings {
     this.settings = { ...NONE, ...s };
+    this.dropped = 0;
     this.downUntil = this.settings.down_for_ms > 0 ? this.clock() + this.settings.down_for_ms : 0;
     return this.get();
   }
@@ -66,7 +69,10 @@ export class Faults {
    */
   plan(): number[] {
     const s = this.settings;
-    if (s.drop > 0 && this.random() < s.drop) return [];
+    if (s.drop > 0 && this.random() < s.drop) {
+      this.dropped++;
+      return [];
+    }
     const copies = s.duplicate > 0 && this.random() < s.duplicate ? 2 : 1;
     const delays: number[] = [];
     for (let i = 0; i < copies; i++) {

@@ -137,7 +137,8 @@ export function simApi(state: PlatformState) {
       return state.integrity.standing(number);
     });
 
-    app.get('/sim/faults', async () => state.faults.get());
+    // With `dropped`: how many copies were lost since the faults were set.
+    app.get('/sim/faults', async () => ({ ...state.faults.get(), dropped: state.faults.dropped }));
 
     app.post('/sim/faults', async (req) => state.faults.set(parseOr400(faultsSchema, req.body)));
   };

@@ -56,7 +56,8 @@ describe('on a 3-master Redis Cluster', () => {
 
     await faults({ drop: 1 });
     const lost = await sendTemplate(sys, wa, 'shipping_update');
-    await new Promise((r) => setTimeout(r, 1200));
+    // Its first copy is lost: only a retransmission can deliver it.
+    await waitFor(async () => ((await (await fetch(`${sys.platformUrl}/sim/faults`)).json()) as { dropped: number }).dropped >= 1, 'the first copy dropped', 60_000);
     await faults({});
     await waitFor(() => delivered(lost), 'delivered after retransmissions', 60_000);
 

@@ -85,19 +85,13 @@ describe('inbound: users write to businesses', () => {
       const r = await post(`${sys.platformUrl}/sim/devices/${userA}/messages`, { to: a.display_phone_number, text: 'hello slow' });
       expect(r.status).toBe(200);
       await waitFor(async () => (await sys.ctx.queues.webhooks.getActiveCount()) > 0, "A's webhook to be in flight");
-      // Meanwhile B (the test's business) sends and receives; measure B's webhook latency.
+      // Meanwhile B (the test's business) hears from its users and sends to them, all the way to delivered.
       const users = await Promise.all([0, 1, 2, 3, 4].map(() => createDevice(sys.platformUrl, phone())));
-      const t0 = Date.now();
       await openWindows(sys, users);
-      const sent = await Promise.all(users.map(async (u) => ({ wamid: await sendText(sys, u, 'fast lane'), at: Date.now() })));
-      const latencies: number[] = [];
-      await waitFor(() => sent.every((s) => sys.receiver.statuses().some((x) => x.id === s.wamid && x.status === 'delivered')), 'B delivered');
-      for (const s of sent) {
-        const w = sys.receiver.received.find((x) => x.raw.toString().includes(s.wamid) && x.raw.toString().includes('"delivered"'))!;
-        latencies.push(w.at - s.at);
-      }
-      latencies.sort((x, y) => x - y);
-      console.log(`business B while A's receiver takes 5 s: inbound+outbound round done in ${Date.now() - t0} ms; accept→delivered webhook p50 ${latencies[2]} ms, max ${latencies[4]} ms`);
+      const sent = await Promise.all(users.map((u) => sendText(sys, u, 'fast lane')));
+      await waitFor(() => sent.every((w) => sys.receiver.statuses().some((x) => x.id === w && x.status === 'delivered')), 'B delivered');
+      // All of it while A's receiver still sits on A's first webhook: B waited for none of A's.
+      expect(await sys.ctx.queues.webhooks.getActiveCount()).toBeGreaterThan(0);
       expect(slow.received).toEqual([]); // A's first webhook is still being answered: B did not wait for it
     } finally {
       await slow.close();
@@ -145,7 +139,6 @@ describe('inbound under webhook failures', () => {
         expect(copies.every((c) => JSON.stringify(c) === JSON.stringify(copies[0]))).toBe(true); // repeats are identical
       }
     }
-    console.log(`webhook failures: ${received.length} message objects received for ${all.length} messages (${received.length - all.length} at-least-once repeats)`);
   }, 180_000);
 
   it('a receiver down for the whole run gets everything once it comes back', async () => {

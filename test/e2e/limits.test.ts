@@ -48,13 +48,12 @@ describe('send limits', () => {
   it('more than 45 messages to one user in a burst get 131056; other users are unaffected', async () => {
     const [one, other] = await Promise.all(['+15558800001', '+15558800002'].map((p) => createDevice(sys.platformUrl, p)));
     const results = [];
-    for (let i = 0; i < 48; i++) {
-      results.push(await send(one!));
-      // Stay under the number's throughput so only the pair limit can refuse.
-      await new Promise((r) => setTimeout(r, 15));
-    }
+    // The suite's number allows 1,000 messages/s, a bucket of a second's worth: 48 sends, however fast,
+    // stay within it, so only the pair limit can refuse.
+    expect((await sys.ctx.businesses.phoneNumber(sys.business.phone_number_id))!.messages_per_second).toBe(1000);
+    for (let i = 0; i < 48; i++) results.push(await send(one!, sys.business));
     expect(results.slice(0, 45).every((r) => r.status === 200)).toBe(true);
     expect(results.slice(45).map((r) => r.code)).toEqual([131056, 131056, 131056]);
-    expect((await send(other!)).status).toBe(200);
+    expect((await send(other!, sys.business)).status).toBe(200);
   }, 60_000);
 });

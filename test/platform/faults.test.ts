@@ -29,6 +29,8 @@ describe('transport faults', () => {
     await p.state.settled();
     expect((await call(p.app, 'GET', `/sim/devices/${waId}/stats`)).json.decrypted).toBe(0);
     expect(await drainEvents(p.app)).toEqual([]);
+    // Both losses are counted, so a test can wait for a drop instead of sleeping.
+    expect((await call(p.app, 'GET', '/sim/faults')).json.dropped).toBe(2);
 
     expect((await call(p.app, 'POST', '/sim/faults', {})).json).toEqual({ drop: 0, duplicate: 0, reorder: false, delay_ms: 0, down_for_ms: 0, corrupt: 0, corrupt_next: 0 });
     await call(p.app, 'POST', '/v1/envelopes', await biz.text(waId, 'arrives'));
