@@ -56,7 +56,9 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   closers.unshift(() => ctx.close());
   // Said once at start (and on /readyz): Redis settings that would lose data on a restart or under memory pressure.
   for (const warning of await redisSettingsWarnings(ctx.redis).catch((e: Error) => [`could not read Redis's settings: ${e.message}`])) {
-    ctx.log.warn({ component: 'redis' }, warning);
+    // The demo speaks to a person in lines of text; a service logs.
+    if (opts.demo) out(`sealpost: warning: ${warning}`);
+    else ctx.log.warn({ component: 'redis' }, warning);
   }
   let workers: RunningWorkers | undefined;
   if (opts.roles.includes('worker')) {

@@ -233,15 +233,16 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const conv = conversationOfWamid(wamid)!;
     const ts = String(Math.floor(Date.now() / 1000));
     const envelope = (id: string) => ({ event_id: `e-${id}`, kind: 'envelope' as const, id, from: waId, to: biz.display_phone_number, type: 2, body: 'AAAA', timestamp: ts });
-    // Envelopes wait on Redis to be routed (number lookup, conversation check); receipts do not.
+    // Envelopes and receipts wait on Redis to be routed (number lookup, conversation check), for different times.
+    const [in1, in2, in3] = ['wamid.inbound-one-000001', 'wamid.inbound-two-000002', 'wamid.inbound-three-0003'];
     await puller.handle([
-      envelope('in-1'),
+      envelope(in1),
       { event_id: 'e-r', kind: 'receipt', status: 'delivered', id: wamid, from: waId, to: biz.display_phone_number, timestamp: ts },
-      envelope('in-2'),
-      envelope('in-3'),
+      envelope(in2),
+      envelope(in3),
     ]);
     const mailbox = (await redis.lrange(keys.mailbox(conv), 0, -1)).map((e) => JSON.parse(e) as { type: string; id?: string });
-    expect(mailbox.map((e) => e.id ?? e.type)).toEqual(['SEND', 'in-1', 'DELIVERED', 'in-2', 'in-3']);
+    expect(mailbox.map((e) => e.id ?? e.type)).toEqual(['SEND', in1, 'DELIVERED', in2, in3]);
   });
 
   it('bounds a long trace and keeps what it keeps replayable (a snapshot before the first kept step)', async () => {
