@@ -330,22 +330,24 @@ export class DataKeys {
    * Adds a new version of the business's data key. It starts sealing `activationMs` later (by then every
    * process has read it, so none meets a value under a version it does not know); older versions stay and
    * keep opening what they sealed. Throws {@link SealError} for a business without a data key.
+   * @param activationMs how long until the version starts; shorter than the default only where one process
+   *   uses the key (tests), since another would meet values under a version it has not read yet.
    */
-  async rotate(businessId: string): Promise<{ version: number; activeAt: number }> {
+  async rotate(businessId: string, activationMs = this.activationMs): Promise<{ version: number; activeAt: number }> {
     for (;;) {
       const stored = await readKeyring(this.redis, this.keys.dataKey(businessId));
       if (!stored) throw new SealError(`no data key for business ${businessId}`);
-      const added = await this.addVersion(businessId, stored.newest);
+      const added = await this.addVersion(businessId, stored.newest, activationMs);
       if (added) return added;
       // Another process added one meanwhile: add ours after it (an explicit rotation always adds a version).
     }
   }
 
   /** Adds version `newest + 1` unless another process added a version first (then null). */
-  private async addVersion(businessId: string, newest: number): Promise<{ version: number; activeAt: number } | null> {
+  private async addVersion(businessId: string, newest: number, activationMs = this.activationMs): Promise<{ version: number; activeAt: number } | null> {
     const name = this.keys.dataKey(businessId);
     const key = randomBytes(32);
-    const activeAt = this.clock() + this.activationMs;
+    const activeAt = this.clock() + activationMs;
     const r = await addVersion(this.redis, name, newest, this.wrap(name, newest + 1, key), activeAt);
     if (r === 'gone') throw new SealError(`no data key for business ${businessId}`);
     if (r === 'lost') return null;
@@ -355,11 +357,15 @@ export class DataKeys {
 
   /** One seal under `version` in this process; added to Redis in batches (see {@link flush}). */
   private counted(businessId: string, version: number): void {
+    this.add(businessId, version, 1, true);
+  }
+
+  private add(businessId: string, version: number, seals: number, flushWhenFull: boolean): void {
     let m = this.pending.get(businessId);
     if (!m) this.pending.set(businessId, (m = new Map()));
-    const n = (m.get(version) ?? 0) + 1;
+    const n = (m.get(version) ?? 0) + seals;
     m.set(version, n);
-    if (n >= this.flushEvery) this.track(this.flushBusiness(businessId));
+    if (flushWhenFull && n >= this.flushEvery) this.track(this.flushBusiness(businessId));
     else if (!this.flushTimer) {
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined;
@@ -391,8 +397,8 @@ export class DataKeys {
     try {
       r = await addCounts(this.redis, this.keys.dataKey(businessId), counts);
     } catch (e) {
-      // Kept for the next flush, unless this process's connection is closed for good.
-      if (this.redis.status !== 'end') for (const [v, n] of counts) for (let i = 0; i < n; i++) this.counted(businessId, v);
+      // Kept for the timer's next flush (not at once: Redis may be down), unless the connection is closed for good.
+      if (this.redis.status !== 'end') for (const [v, n] of counts) this.add(businessId, v, n, false);
       throw e;
     }
     if (!r) return;
