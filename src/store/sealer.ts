@@ -369,12 +369,18 @@ export class DataKeys {
     else if (!this.flushTimer) {
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined;
-        this.track(this.flush());
+        this.flushPending();
       }, this.recheckMs);
       this.flushTimer.unref();
     }
   }
 
+  /** Starts a flush of every business with seals counted. */
+  private flushPending(): void {
+    for (const b of [...this.pending.keys()]) this.track(this.flushBusiness(b));
+  }
+
+  /** Keeps a business's flush until it ends, so {@link flush} can wait for it (only these: never a flush() itself). */
   private track(p: Promise<void>): void {
     const t = p.catch(() => undefined).finally(() => this.flushes.delete(t));
     this.flushes.add(t);
@@ -385,7 +391,7 @@ export class DataKeys {
    * a business whose newest one has now sealed `rotateAfter` values (a compare-and-set: processes racing add one).
    */
   async flush(): Promise<void> {
-    await Promise.all([...this.pending.keys()].map((b) => this.flushBusiness(b)));
+    this.flushPending();
     await Promise.all([...this.flushes]);
   }
 

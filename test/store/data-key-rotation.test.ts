@@ -176,6 +176,20 @@ describe('data key rotation', () => {
     expect(await redis.exists(keys.dataKey('b'))).toBe(0);
   });
 
+  it('adds counts on a timer every re-check period, and close() still ends after a timed flush', async () => {
+    const { keys, master } = world();
+    // Real time, a short period: the timer fires during the test.
+    const a = new DataKeys(redis, keys, master, 50);
+    const dk = await a.create('b');
+    seal(dk, 'x', 'k');
+    await expect.poll(() => redis.hget(keys.dataKey('b'), 'n:1')).toBe('1');
+    seal(dk, 'x', 'k');
+    await new Promise((r) => setTimeout(r, 120));
+    seal(dk, 'x', 'k');
+    await a.close();
+    expect(await redis.hget(keys.dataKey('b'), 'n:1')).toBe('3');
+  });
+
   it('master key rotation re-wraps every version', async () => {
     const { keys, master, t } = world();
     const newMaster = randomBytes(32);
