@@ -93,6 +93,14 @@ describe('data key rotation', () => {
     const b = process();
     expect(open(await b.get('old'), text, 'k:t').toString()).toBe('old text');
     expect(openBinary(await b.get('old'), bin, 'k:b').toString()).toBe('old bin');
+    // A master key rotation converts and re-wraps a key still in the old form.
+    const name2 = keys.dataKey('old2');
+    await redis.set(name2, `${masterKeyId(master)}:${legacySeal(master, v1, name2, false) as string}`);
+    await redis.sadd(keys.businesses, 'old2');
+    const newMaster = randomBytes(32);
+    expect(await new DataKeys(redis, keys, [newMaster, master]).rewrapAll()).toBe(1);
+    expect(await redis.type(name2)).toBe('hash');
+    expect(open(await new DataKeys(redis, keys, newMaster).get('old2'), text, 'k:t').toString()).toBe('old text');
   });
 
   it('another process learns a new version at its next check and seals with it from its start', async () => {
