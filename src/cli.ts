@@ -466,6 +466,17 @@ common(keysCmd.command('rotate-master'))
     });
   });
 
+common(keysCmd.command('rotate-data'))
+  .description("adds a version of a business's data key: every process seals with it from its start (about 40 s on), older versions keep opening what they sealed; prints JSON")
+  .requiredOption('--business <id>', 'business_id')
+  .action(async (opts: CommonOpts & { business: string }) => {
+    await withContext(opts, async (ctx) => {
+      const id = await knownBusiness(ctx, opts.business);
+      const { version, activeAt } = await ctx.dataKeys.rotate(id);
+      out({ business_id: id, version, active_at: activeAt });
+    });
+  });
+
 common(program.command('trace'))
   .description("writes a conversation's trace as JSON Lines to stdout")
   .argument('<id>', 'a conversation id or a wamid')

@@ -18,6 +18,8 @@ export interface AdminDeps {
   data: DataRequests;
   /** Publishes a new number's prekeys on the transport (so users can write to it at once). */
   publisher?: { ensure(phoneNumberId: string): Promise<boolean> };
+  /** Adds data key versions (`POST .../data-key/rotate`; the route exists only when given). */
+  dataKeys?: { rotate(businessId: string): Promise<{ version: number; activeAt: number }> };
   /** The webhook subscription check (default: GET hub.challenge against the URL). */
   verify?: (url: string, verifyToken: string) => Promise<{ ok: boolean; reason?: string }>;
   /** SEALPOST_WEBHOOK_DENY_PRIVATE: webhook URLs reaching loopback, private or link-local addresses are refused. */
@@ -131,6 +133,16 @@ export function adminRoutes(deps: AdminDeps) {
       // Shown once when generated here; a secret the caller chose is not echoed.
       return given === undefined ? { success: true, app_secret: secret } : { success: true };
     });
+
+    // A new data key version; it starts sealing once every process has read it (`active_at`, ms since the epoch).
+    const dataKeys = deps.dataKeys;
+    if (dataKeys) {
+      app.post('/admin/businesses/:business_id/data-key/rotate', { onRequest }, async (req) => {
+        const id = await business((req.params as { business_id: string }).business_id, req);
+        const { version, activeAt } = await dataKeys.rotate(id);
+        return { success: true, version, active_at: activeAt };
+      });
+    }
 
     app.get('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id, req);

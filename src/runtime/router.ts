@@ -60,7 +60,9 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   // BullMQ needs its own connections with maxRetriesPerRequest null (blocking commands).
   const connection: ConnectionOptions = bullConnection(redisUrl);
   const keys = new Keys(config.prefix);
-  const dataKeys = new DataKeys(redis, keys, masterKey);
+  const dataKeys = new DataKeys(redis, keys, masterKey, undefined, undefined, {
+    onRotated: (businessId, version) => log.info({ business_id: businessId, version }, 'data key rotated automatically: its newest version reached the seal count'),
+  });
   const businesses = new BusinessStore(redis, keys, dataKeys);
   const prefix = keys.bullPrefix;
   // BullMQ's per-queue event streams are bounded (its default keeps 10,000 events).
@@ -88,6 +90,8 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));
+      // Seals counted in this process are added to the keyrings while the connection is still open.
+      await dataKeys.close();
       stores.close();
       transport.close();
       redis.disconnect();

@@ -1,8 +1,9 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { IdentityKeyPair } from '@signalapp/libsignal-client';
+import { LRUCache } from 'lru-cache';
 import type { Keys } from './keys.ts';
-import { open, openBytes, seal, type DataKeys } from './sealer.ts';
+import { DATA_KEY_RECHECK_MS, open, openBytes, seal, type DataKeys } from './sealer.ts';
 
 /** What `business create` prints (CONTRACT.md). */
 export interface CreatedBusiness {
@@ -86,15 +87,25 @@ export function hashToken(token: string): string {
 export const MAX_RETENTION_MS = 30 * 86_400_000;
 
 export class BusinessStore {
+  /** Entries each cache below holds at most (read when a store is made). */
+  static cacheMax = 100_000;
+  // The caches below are bounded (least recently used go first) so a process serving many numbers keeps its
+  // working set instead of growing without end or dropping everything at once.
   /** Phone numbers read recently: their standing (quality, tier, policy block) changes, so entries expire. */
-  private readonly numbers = new Map<string, { pn: PhoneNumber; at: number }>();
+  private readonly numbers = new LRUCache<string, { pn: PhoneNumber; at: number }>({ max: BusinessStore.cacheMax });
   /** How long a process trusts a phone number it read (a change made by another process shows within it). */
   static numberCacheMs = 5_000;
-  private readonly identities = new Map<string, NumberIdentity>();
+  /**
+   * Numbers' Signal identities (private keys unsealed), each re-checked against Redis after
+   * {@link BusinessStore.identityCheckMs}: a number removed or a business deleted by another process is forgotten here then.
+   */
+  private readonly identities = new LRUCache<string, { id: NumberIdentity; sealed: string; checkedAt: number }>({ max: BusinessStore.cacheMax });
+  /** How long a process uses an identity before checking its number and its business's data key still exist. */
+  static identityCheckMs = DATA_KEY_RECHECK_MS;
   /** Each business's own retention setting (null: the default), read recently, expiring like `numbers`. */
-  private readonly retentions = new Map<string, { ms: number | null; at: number }>();
+  private readonly retentions = new LRUCache<string, { ms: number | null; at: number }>({ max: BusinessStore.cacheMax });
   /** Display numbers (digits) read recently → their phone_number_id, expiring like `numbers`. */
-  private readonly displays = new Map<string, { id: string; at: number }>();
+  private readonly displays = new LRUCache<string, { id: string; at: number }>({ max: BusinessStore.cacheMax });
 
   constructor(
     private readonly redis: Redis,
@@ -218,7 +229,6 @@ export class BusinessStore {
       messaging_limit_tier: row.tier ?? 'TIER_250',
       blocked: row.blocked === '1',
     };
-    if (this.numbers.size > 10_000) this.numbers.clear();
     this.numbers.set(phoneNumberId, { pn, at: Date.now() });
     return pn;
   }
@@ -239,7 +249,6 @@ export class BusinessStore {
       id = (await this.redis.get(this.keys.displayNumber(digits))) ?? undefined;
       // Only hits are kept: a number added a moment ago elsewhere must be found at once.
       if (id) {
-        if (this.displays.size > 10_000) this.displays.clear();
         this.displays.set(digits, { id, at: Date.now() });
       }
     }
@@ -249,13 +258,23 @@ export class BusinessStore {
   /** The Signal identity of a business phone number. */
   async identity(phoneNumberId: string): Promise<NumberIdentity> {
     const hit = this.identities.get(phoneNumberId);
-    if (hit) return hit;
+    if (hit && Date.now() - hit.checkedAt < BusinessStore.identityCheckMs) return hit.id;
     const pnKey = this.keys.phoneNumber(phoneNumberId);
     const [businessId, sealed, reg] = await this.redis.hmget(pnKey, 'business_id', 'identity', 'registration_id');
-    if (!businessId || !sealed || !reg) throw new Error(`unknown phone number ${phoneNumberId}`);
-    const dk = await this.dataKeys.get(businessId);
-    const id: NumberIdentity = { identity: IdentityKeyPair.deserialize(openBytes(dk, sealed, `${pnKey}:identity`)), registrationId: Number(reg) };
-    this.identities.set(phoneNumberId, id);
+    if (!businessId || !sealed || !reg) {
+      this.identities.delete(phoneNumberId);
+      throw new Error(`unknown phone number ${phoneNumberId}`);
+    }
+    let dk;
+    try {
+      dk = await this.dataKeys.get(businessId);
+    } catch (e) {
+      this.identities.delete(phoneNumberId);
+      throw e;
+    }
+    // Still there and unchanged (an identity never changes): kept, no need to unseal it again.
+    const id: NumberIdentity = hit && hit.sealed === sealed ? hit.id : { identity: IdentityKeyPair.deserialize(openBytes(dk, sealed, `${pnKey}:identity`)), registrationId: Number(reg) };
+    this.identities.set(phoneNumberId, { id, sealed, checkedAt: Date.now() });
     return id;
   }
 
@@ -302,7 +321,6 @@ export class BusinessStore {
     let own = hit && Date.now() - hit.at < BusinessStore.numberCacheMs ? hit.ms : undefined;
     if (own === undefined) {
       own = (await this.info(businessId))?.retention_ms ?? null;
-      if (this.retentions.size > 10_000) this.retentions.clear();
       this.retentions.set(businessId, { ms: own, at: Date.now() });
     }
     return Math.min(own ?? defaultMs, MAX_RETENTION_MS);

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 import { connectRedis } from '../redis/connect.ts';
 import type { BusinessStore } from './businesses.ts';
 import type { Keys } from './keys.ts';
@@ -11,8 +12,12 @@ import type { Keys } from './keys.ts';
  */
 export class Stores {
   private readonly regions = new Map<string, Redis>();
-  private readonly convCache = new Map<string, { region: string | null; at: number }>();
-  private readonly bizCache = new Map<string, string | null>();
+  /** Entries each cache below holds at most (read when a Stores is made). */
+  static cacheMax = 100_000;
+  /** Where conversations live, read recently (bounded: least recently used go first; a miss is one HGET). */
+  private readonly convCache = new LRUCache<string, { region: string | null; at: number }>({ max: Stores.cacheMax });
+  /** Businesses' regions (a region never changes), bounded like `convCache`. */
+  private readonly bizCache = new LRUCache<string, { region: string | null }>({ max: Stores.cacheMax });
 
   constructor(
     readonly shared: Redis,
@@ -50,8 +55,9 @@ export class Stores {
   /** The store a business's data lives in. */
   async forBusiness(businesses: BusinessStore, businessId: string): Promise<Redis> {
     if (!this.regional) return this.shared;
-    if (!this.bizCache.has(businessId)) this.bizCache.set(businessId, (await businesses.info(businessId))?.region ?? null);
-    return this.forRegion(this.bizCache.get(businessId));
+    let hit = this.bizCache.get(businessId);
+    if (!hit) this.bizCache.set(businessId, (hit = { region: (await businesses.info(businessId))?.region ?? null }));
+    return this.forRegion(hit.region);
   }
 
   /** Records that a conversation lives in `region` (before its first key is written there). */

@@ -37,7 +37,7 @@ describe('admin API: the Business Manager', () => {
       ['GET', '/admin/businesses'], ['POST', '/admin/businesses', {}], ['GET', `/admin/businesses/${id}`], ['PATCH', `/admin/businesses/${id}`, { name: 'x' }],
       ['DELETE', `/admin/businesses/${id}`], ['POST', `/admin/businesses/${id}/app_secret`, {}], ['GET', `/admin/businesses/${id}/phone_numbers`],
       ['POST', `/admin/businesses/${id}/phone_numbers`, {}], ['PATCH', `/admin/businesses/${id}/phone_numbers/${sys.business.phone_number_id}`, { webhook_url: null }],
-      ['DELETE', `/admin/businesses/${id}/phone_numbers/${sys.business.phone_number_id}`],
+      ['DELETE', `/admin/businesses/${id}/phone_numbers/${sys.business.phone_number_id}`], ['POST', `/admin/businesses/${id}/data-key/rotate`],
     ];
     for (const [method, path, body] of routes) {
       for (const token of [null, 'not-the-admin-token-at-all']) {
@@ -112,6 +112,14 @@ describe('admin API: the Business Manager', () => {
       await rotated.close();
     }
   }, 60_000);
+
+  it('adds a data key version; an unknown business is refused', async () => {
+    const id = sys.business.business_id;
+    const r = await json(await admin('POST', `/admin/businesses/${id}/data-key/rotate`));
+    expect(r).toEqual({ status: 200, body: { success: true, version: 2, active_at: expect.any(Number) } });
+    expect(await sys.ctx.redis.hget(sys.ctx.keys.dataKey(id), 'cur')).toBe('2');
+    expect((await json(await admin('POST', '/admin/businesses/999999999999999/data-key/rotate'))).status).toBe(400);
+  });
 
   it('deletes a business: its token stops working at once, its numbers go, its data key is destroyed', async () => {
     const created = (await json(await admin('POST', '/admin/businesses', { name: 'Gone', webhook_url: sys.receiver.url, app_secret: randomBytes(8).toString('hex'), verify_token: 'verify-me' }))).body;

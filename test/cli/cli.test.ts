@@ -146,6 +146,22 @@ describe('sealpost CLI', () => {
     expect((await cli(['secret', 'rotate', '--business', b, '--app-secret', sys.appSecret], env)).stdout.trim()).toBe('{"success":true}');
   }, 90_000);
 
+  it('keys rotate-data adds a version of a business data key; an unknown business gets a one-line reason', async () => {
+    const b = sys.business.business_id;
+    const started = Date.now();
+    const ok = await cli(['keys', 'rotate-data', '--business', b], env);
+    expect(ok.code).toBe(0);
+    const rotated = JSON.parse(ok.stdout);
+    expect(rotated).toEqual({ business_id: b, version: 2, active_at: expect.any(Number) });
+    // It starts sealing once every process has read it (the re-check period and a margin).
+    expect(rotated.active_at).toBeGreaterThanOrEqual(started + 40_000);
+    expect(await sys.ctx.redis.hget(sys.ctx.keys.dataKey(b), 'cur')).toBe('2');
+    expect((await sys.ctx.dataKeys.rotate(b, 60_000)).version).toBe(3);
+    const unknown = await cli(['keys', 'rotate-data', '--business', '999999999999999'], env);
+    expect(unknown).toMatchObject({ code: 1, stderr: 'sealpost: no business 999999999999999\n' });
+    expect((await cli(['keys', 'rotate-data'], env)).stderr).toMatch(/required option '--business <id>'/);
+  });
+
   it('a bad setting is one line naming it', async () => {
     const res = await cli(['device', 'create', '--phone', '+15556660003'], { ...env, SEALPOST_RETENTION: '45d' });
     expect(res.code).toBe(1);

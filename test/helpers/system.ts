@@ -66,7 +66,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       media: { store: ctx.media, retentionOf: (b: string) => ctx.outbound.retentionOf(b) },
     extraRoutes: [
-      adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, denyPrivate: config.webhookDenyPrivate }),
+      adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
       opsRoutes({
         token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url,
         inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },

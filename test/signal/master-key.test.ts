@@ -21,14 +21,14 @@ describe('master key rotation', () => {
     await redis.sadd(keys.businesses, 'b1', 'b2');
     const dk1 = await before.create('b1');
     const dk2 = await before.create('b2');
-    expect(await redis.get(keys.dataKey('b1'))).toMatch(new RegExp(`^${masterKeyId(oldKey)}:v1\\.`));
+    expect(await redis.hget(keys.dataKey('b1'), '1')).toMatch(new RegExp(`^${masterKeyId(oldKey)}:v1\\.`));
     // Step 1: every process gets the new key first and the old one after it; nothing changes on disk yet.
     const during = new DataKeys(redis, keys, [newKey, oldKey]);
     expect(await during.get('b1')).toEqual(dk1);
     // Step 2: re-wrap.
     expect(await during.rewrapAll()).toBe(2);
     expect(await during.rewrapAll()).toBe(0);
-    expect(await redis.get(keys.dataKey('b2'))).toMatch(new RegExp(`^${masterKeyId(newKey)}:`));
+    expect(await redis.hget(keys.dataKey('b2'), '1')).toMatch(new RegExp(`^${masterKeyId(newKey)}:`));
     // Step 3: the old key can go; the same data keys come out, so no stored value needs rewriting.
     const after = new DataKeys(redis, keys, newKey);
     expect(await after.get('b1')).toEqual(dk1);
