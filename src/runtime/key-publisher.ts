@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { BusinessPreKeys } from '../signal/business-prekeys.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Keys } from '../store/keys.ts';
-import type { DataKeys } from '../store/sealer.ts';
+import { DATA_KEY_RECHECK_MS, type DataKeys } from '../store/sealer.ts';
 import { TransportUnavailableError, type TransportClient } from './transport-client.ts';
 
 /**
@@ -14,7 +15,11 @@ import { TransportUnavailableError, type TransportClient } from './transport-cli
  */
 export class KeyPublisher {
   private timer: NodeJS.Timeout | null = null;
-  private readonly cache = new Map<string, Promise<BusinessPreKeys>>();
+  /**
+   * Prekey stores by number. They hold the business's identity and data key, so entries live no longer than
+   * a data key's re-check period: a business deleted in another process is forgotten here as its keys are.
+   */
+  private readonly cache = new LRUCache<string, Promise<BusinessPreKeys>>({ max: 100_000, ttl: DATA_KEY_RECHECK_MS });
 
   constructor(
     private readonly redis: Redis,
