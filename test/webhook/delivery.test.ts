@@ -198,16 +198,33 @@ describe('webhook delivery', () => {
     expect(await redis.llen(keys.webhookOutbox('refused'))).toBe(1);
   });
 
-  it('a malformed job is failed with a clear reason and kept, never delivered or dropped silently', async () => {
+  it('a job that is not a wake-up {business_id} fails at once with a clear reason and is kept, never delivered or dropped silently', async () => {
     const ep = await scriptedEndpoint([]);
     stop.push(ep.close);
-    const w = worker(ep.url);
-    const failed = finished(w, 'failed', 'bad-1');
-    await queue.add('webhook', { business_id: 'b1', phone_number_id: 'pn1', values: [{ statuses: 'nope' }] } as never, { jobId: 'bad-1' });
-    const job = await failed;
-    expect(job.failedReason).toMatch(/^invalid webhook job: values\.0\.statuses: /);
-    expect(await job.getState()).toBe('failed');
+    const drops: string[] = [];
+    const w = worker(ep.url, { onDropped: (b) => drops.push(b) });
+    // b1 has an update waiting: a malformed job naming b1 must not deliver it either.
+    await redis.rpush(keys.webhookOutbox('b1'), sealedEntry('b1', 'pn1', 'wamid.W'));
+    const bad: [string, unknown, RegExp][] = [
+      ['bad-empty', {}, /^invalid webhook job: business_id: /],
+      ['bad-number', { business_id: 5 }, /^invalid webhook job: business_id: /],
+      ['bad-blank', { business_id: '' }, /^invalid webhook job: business_id: /],
+      // A job carrying updates itself: they would be lost without a word if it merely woke b1.
+      ['bad-values', { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.V')] }, /^invalid webhook job: \(data\): .*"values"/],
+    ];
+    const failed = bad.map(([id]) => finished(w, 'failed', id));
+    for (const [id, data] of bad) await queue.add('webhook', data as never, { jobId: id });
+    const jobs = await Promise.all(failed);
+    for (const [i, job] of jobs.entries()) {
+      expect(job.failedReason).toMatch(bad[i]![2]);
+      expect(job.attemptsMade).toBe(1);
+      expect(await job.getState()).toBe('failed');
+    }
+    expect((await queue.getFailed()).map((j) => j.id).sort()).toEqual(bad.map(([id]) => id).sort());
     expect(ep.seen).toEqual([]);
+    expect(drops).toEqual([]);
+    expect(w.stats).toEqual({ delivered: 0, dropped: 0, failedAttempts: 0 });
+    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(1);
   });
 
   it('the injected fetch is used, with the signed body and headers', async () => {
