@@ -14,22 +14,8 @@ export interface WebhookWakeJob {
   business_id: string;
 }
 
-/**
- * Job data of a self-contained delivery ({@link enqueueWebhook}): the `value`s of one business number. Never
- * the URL or the app secret: those are resolved at delivery time, so a rotated secret signs the retries.
- */
-export interface WebhookDeliveryJob {
-  business_id: string;
-  phone_number_id: string;
-  values: ChangeValue[];
-  /** Set by the worker when it empties `values` (the content leaves Redis): how many were delivered. */
-  delivered?: number;
-  /** Set by the worker when it empties `values`: how many were dropped. */
-  dropped?: number;
-}
-
-/** Any job of the webhooks queue: a wake-up (the outbox) or a self-contained delivery. */
-export type WebhookJob = WebhookWakeJob | WebhookDeliveryJob;
+/** The job data of the webhooks queue: every job is a wake-up of one business's outbox. */
+export type WebhookJob = WebhookWakeJob;
 
 /** One update waiting in a business's webhook outbox. */
 export interface OutboxEntry {
@@ -60,19 +46,9 @@ export const WEBHOOK_JOB_OPTS = {
   removeOnFail: { count: 10_000 },
 } as const satisfies JobsOptions;
 
-/** The webhooks queue (wake-up jobs, one per business at a time, and self-contained deliveries). */
+/** The webhooks queue: wake-up jobs of the business outboxes, deduplicated per business. */
 export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string }): Queue<WebhookJob> {
   return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix });
-}
-
-/**
- * Adds a self-contained delivery; with `jobId` a second add of the same id is ignored while the first job is
- * kept (BullMQ: custom ids may not be integers nor contain ':'). Resolves to the job id.
- * @example await enqueueWebhook(queue, { business_id, phone_number_id, values: [statusValue([s])] }, { jobId: `st-${wamid}-read` })
- */
-export async function enqueueWebhook(queue: Queue<WebhookJob>, data: WebhookDeliveryJob, opts: { jobId?: string } = {}): Promise<string> {
-  const job = await queue.add('webhook', data, { ...WEBHOOK_JOB_OPTS, ...(opts.jobId !== undefined ? { jobId: opts.jobId } : {}) });
-  return job.id as string;
 }
 
 /** Exponential backoff with jitter in [delay/2, delay], capped. */
@@ -101,33 +77,21 @@ export function webhookBackoffStrategy(b: Pick<WebhookBackoff, 'baseMs' | 'maxMs
   };
 }
 
-const changeValue = z.strictObject({
-  statuses: z.array(z.record(z.string(), z.unknown())).optional(),
-  messages: z.array(z.record(z.string(), z.unknown())).optional(),
-  contacts: z.array(z.record(z.string(), z.unknown())).optional(),
-  errors: z.array(z.record(z.string(), z.unknown())).optional(),
-});
-const deliveryJob = z.object({
-  business_id: z.string().min(1),
-  phone_number_id: z.string().min(1),
-  values: z.array(changeValue),
-  delivered: z.number().int().min(0).optional(),
-  dropped: z.number().int().min(0).optional(),
-}).refine((d) => d.values.length > 0 || d.delivered !== undefined || d.dropped !== undefined, { path: ['values'], message: 'no values' });
-const wakeJob = z.object({ business_id: z.string().min(1) });
+// Strict: a job carrying anything besides the business (updates, a phone number) is not a wake-up, and
+// waking the business for it would leave what it carries undelivered without a word.
+const wakeJob = z.strictObject({ business_id: z.string().min(1) });
 
 /**
- * Validates a job as it arrives (producers may use plain bullmq): a job naming a phone number or carrying
- * values is a delivery and must be a whole one, so a malformed delivery is never mistaken for a wake-up.
+ * Validates a job as it arrives (producers may use plain bullmq): anything but a wake-up `{business_id}`
+ * fails at once (UnrecoverableError) with the reason, and stays in the failed set.
  */
-function parseJob(data: unknown): { kind: 'wake'; data: WebhookWakeJob } | { kind: 'delivery'; data: WebhookDeliveryJob } {
-  const isDelivery = typeof data === 'object' && data !== null && ('values' in data || 'phone_number_id' in data);
-  const parsed = (isDelivery ? deliveryJob : wakeJob).safeParse(data);
+function parseJob(data: unknown): WebhookWakeJob {
+  const parsed = wakeJob.safeParse(data);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new UnrecoverableError(`invalid webhook job: ${issue?.path.join('.') || '(data)'}: ${issue?.message ?? 'invalid'}`);
   }
-  return isDelivery ? { kind: 'delivery', data: parsed.data as WebhookDeliveryJob } : { kind: 'wake', data: parsed.data };
+  return parsed.data;
 }
 
 /**
@@ -179,7 +143,7 @@ export class WebhookOutbox {
     return pending;
   }
 
-  /** Makes sure the business's delivery job exists. */
+  /** Makes sure a wake-up of the business's outbox is coming (deduplicated per business). */
   async wake(businessId: string): Promise<void> {
     await this.queue.add('deliver', { business_id: businessId }, {
       ...WEBHOOK_JOB_OPTS,
@@ -225,9 +189,8 @@ export interface WebhookWorkerOptions {
 
 /**
  * The webhooks queue's processor. A wake-up job drains the business's outbox: the oldest updates (up to
- * `maxBatch`), one signed POST per phone number; only HTTP 200 is success, then they leave the outbox. A
- * delivery job POSTs its own values. Anything else fails the attempt, which BullMQ retries with exponential
- * backoff and jitter; an update that fails an attempt made at or after `maxAgeMs` since it was queued is
+ * `maxBatch`), one signed POST per phone number; only HTTP 200 is success, then they leave the outbox.
+ * Anything else fails the attempt, which BullMQ retries with exponential backoff and jitter; an update that fails an attempt made at or after `maxAgeMs` since it was queued is
  * dropped (logged as `webhook dropped`, counted, `onDropped`), so nothing is dropped without a last attempt.
  */
 export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker<WebhookJob>; stats: WebhookStats } {
@@ -256,31 +219,6 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
     stats.dropped += count;
     log.warn({ business_id: businessId, job_id: job.id, dropped: count, reason }, 'webhook dropped');
     opts.onDropped?.(businessId, count, job.id);
-  };
-
-  // Kept jobs (completed and failed stay visible) must not keep the content: phone numbers, message text.
-  const scrub = (job: Job, data: WebhookDeliveryJob, outcome: { delivered: number } | { dropped: number }) =>
-    job.updateData({ business_id: data.business_id, phone_number_id: data.phone_number_id, values: [], ...outcome });
-
-  const deliverJob = async (job: Job, data: WebhookDeliveryJob) => {
-    // Emptied by an earlier run that stopped before BullMQ recorded the outcome: nothing is left to send.
-    if (!data.values.length) return;
-    try {
-      await post(data.business_id, data.phone_number_id, data.values);
-    } catch (e) {
-      stats.failedAttempts++;
-      const reason = (e as Error).message;
-      const retryBy = job.timestamp + maxAgeMs;
-      if (isPermanent(e) || Date.now() >= retryBy) {
-        const why = isPermanent(e) ? reason : `age limit reached: ${reason}`;
-        await scrub(job, data, { dropped: data.values.length });
-        dropped(job, data.business_id, data.values.length, why);
-        throw new UnrecoverableError(`webhook dropped: ${why}`);
-      }
-      throw new WebhookAttemptError(reason, retryBy);
-    }
-    stats.delivered += data.values.length;
-    await scrub(job, data, { delivered: data.values.length });
   };
 
   const drainOutbox = async (job: Job, businessId: string) => {
@@ -332,11 +270,7 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
 
   const worker = new Worker<WebhookJob>(
     opts.queueName,
-    async (job) => {
-      const parsed = parseJob(job.data);
-      if (parsed.kind === 'delivery') return deliverJob(job, parsed.data);
-      return drainOutbox(job, parsed.data.business_id);
-    },
+    async (job) => drainOutbox(job, parseJob(job.data).business_id),
     {
       connection: opts.connection,
       prefix: opts.prefix,

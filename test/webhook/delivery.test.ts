@@ -9,7 +9,7 @@ import type { WebhookTarget } from '../../src/webhook/delivery.ts';
 import { inboundMessageValue, statusValue } from '../../src/webhook/envelope.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
 import {
-  createWebhookQueue, enqueueWebhook, startWebhookWorker, webhookBackoffStrategy, WebhookAttemptError, webhookDelay, WebhookOutbox,
+  createWebhookQueue, startWebhookWorker, webhookBackoffStrategy, WebhookAttemptError, webhookDelay, WebhookOutbox,
   type WebhookJob, type WebhookWorkerOptions,
 } from '../../workers/webhook.ts';
 import { waitFor } from '../helpers/devices.ts';
@@ -65,6 +65,11 @@ describe('webhook delivery', () => {
   }
   const finished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', jobId: string) =>
     nextCall<Job>((cb) => w.worker.on(event, (job: Job | undefined) => { if (job?.id === jobId) cb(job); }), `job ${jobId} ${event}`);
+  /** The first wake-up job of `businessId` to complete or fail for good (its id is BullMQ's to choose). */
+  const wakeFinished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', businessId: string) =>
+    nextCall<Job>((cb) => w.worker.on(event, (job: Job | undefined) => {
+      if (job?.data.business_id === businessId && (event === 'completed' || job.finishedOn)) cb(job);
+    }), `the wake-up of ${businessId} ${event}`);
 
   it('adds one wake-up for appends that complete together, and another for an append after it started', async () => {
     const adds: string[] = [];
@@ -110,12 +115,11 @@ describe('webhook delivery', () => {
     const ep = await scriptedEndpoint([]);
     stop.push(ep.close);
     const w = worker(ep.url);
-    const done = finished(w, 'completed', 'in-1');
+    const done = wakeFinished(w, 'completed', 'b1');
     const text = 'Grüße, äöå 👋 naïve canary-7f3a';
-    await enqueueWebhook(queue, {
-      business_id: 'b1', phone_number_id: 'pn1',
-      values: [inboundMessageValue('15551234567', 'wamid.IN', { message: { type: 'text', text: { body: text } }, timestamp: '1700000000', profileName: 'Åsa' })],
-    }, { jobId: 'in-1' });
+    await outbox.enqueue('b1', 'pn1', [
+      inboundMessageValue('15551234567', 'wamid.IN', { message: { type: 'text', text: { body: text } }, timestamp: '1700000000', profileName: 'Åsa' }),
+    ], 60_000);
     const [req] = await ep.requests(1);
     expect(req!.method).toBe('POST');
     expect(req!.headers['content-type']).toBe('application/json');
@@ -133,61 +137,45 @@ describe('webhook delivery', () => {
         messages: [{ from: '15551234567', id: 'wamid.IN', type: 'text', text: { body: text } }],
       } }] }],
     });
-    // The completed job stays visible, but the content and the user's number left Redis with the 200.
+    // The completed wake-up stays visible naming only the business; the content and the user's number left
+    // Redis with the 200 (the outbox entry is gone, not merely sealed).
     const job = await done;
-    expect((await queue.getJob(job.id!))!.data).toEqual({ business_id: 'b1', phone_number_id: 'pn1', values: [], delivered: 1 });
+    expect(job.data).toEqual({ business_id: 'b1' });
+    expect(await redis.exists(keys.webhookOutbox('b1'))).toBe(0);
     const dump = await dumpPrefix(testRedisUrl(), prefix);
     expect(keysContaining(dump, 'canary-7f3a')).toEqual([]);
     expect(keysContaining(dump, '15551234567')).toEqual([]);
   });
 
-  it('a job retried after 500, 500 is delivered on the third attempt; the same jobId twice is one job', async () => {
+  it('a wake-up retried after 500, 500 delivers on its third attempt, once', async () => {
     const ep = await scriptedEndpoint([500, 500]);
     stop.push(ep.close);
     const w = worker(ep.url);
-    const done = finished(w, 'completed', 'st-A-sent');
-    const data = { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.A')] };
-    expect(await enqueueWebhook(queue, data, { jobId: 'st-A-sent' })).toBe('st-A-sent');
-    expect(await enqueueWebhook(queue, data, { jobId: 'st-A-sent' })).toBe('st-A-sent');
+    const done = wakeFinished(w, 'completed', 'b1');
+    await outbox.enqueue('b1', 'pn1', [status('wamid.A')], 60_000);
     const job = await done;
     expect(job.attemptsMade).toBe(3);
     expect(ep.seen.map((s) => s.status)).toEqual([500, 500, 200]);
     expect(statusesOf(ep.seen[2]!.body)).toEqual(['wamid.A:sent']);
     expect(w.stats).toEqual({ delivered: 1, dropped: 0, failedAttempts: 2 });
     expect(await queue.getJobCounts('completed', 'failed', 'waiting', 'delayed')).toEqual({ completed: 1, failed: 0, waiting: 0, delayed: 0 });
+    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
   });
 
   it('only 200 is success: 201, 204, 302, 404 and 503 are failures and retried', async () => {
     const ep = await scriptedEndpoint([201, 204, 302, 404, 503], { headers: { location: 'http://127.0.0.1:9/elsewhere' } });
     stop.push(ep.close);
     const w = worker(ep.url);
-    const done = finished(w, 'completed', 'only-200');
-    await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.B')] }, { jobId: 'only-200' });
+    const done = wakeFinished(w, 'completed', 'b1');
+    await outbox.enqueue('b1', 'pn1', [status('wamid.B')], 60_000);
     expect((await done).attemptsMade).toBe(6);
     expect(ep.seen.map((s) => s.status)).toEqual([201, 204, 302, 404, 503, 200]);
-    expect(w.stats.failedAttempts).toBe(5);
+    expect(ep.seen.map((s) => statusesOf(s.body))).toEqual(Array(6).fill(['wamid.B:sent']));
+    expect(w.stats).toEqual({ delivered: 1, dropped: 0, failedAttempts: 5 });
+    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
   });
 
-  it('an endpoint that never answers 200 is dropped at the age limit, after a last attempt at the limit, and onDropped fires', async () => {
-    const ep = await scriptedEndpoint(Array(1000).fill(500));
-    stop.push(ep.close);
-    const drops: [string, number, string | undefined][] = [];
-    // A 10 s backoff against a 300 ms age limit: only the clamp to the age limit makes the drop come quickly.
-    const w = worker(ep.url, { maxAgeMs: 300, baseMs: 10_000, maxMs: 10_000, onDropped: (b, n, id) => drops.push([b, n, id]) });
-    const onDrop = nextCall<void>((cb) => w.worker.on('failed', (job) => { if (job?.finishedOn) cb(); }), 'the job to fail for good');
-    const jobId = await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.X'), status('wamid.Y')] });
-    await onDrop;
-    const job = await queue.getJob(jobId);
-    expect(await job!.getState()).toBe('failed');
-    expect(job!.failedReason).toMatch(/^webhook dropped: age limit reached: webhook answered HTTP 500$/);
-    expect(drops).toEqual([['b1', 2, jobId]]);
-    expect(job!.data).toEqual({ business_id: 'b1', phone_number_id: 'pn1', values: [], dropped: 2 });
-    expect(w.stats).toMatchObject({ delivered: 0, dropped: 2, failedAttempts: 2 });
-    expect(ep.seen).toHaveLength(2);
-    expect(ep.seen[1]!.at).toBeGreaterThanOrEqual(job!.timestamp + 300);
-  });
-
-  it('a timeout and a refused connection count as failures and are retried', async () => {
+  it('a timeout and a refused connection count as failures and are retried, the updates kept', async () => {
     const slow = await scriptedEndpoint([], { hangMs: 5000 });
     stop.push(slow.close);
     const refused = await closedPortUrl();
@@ -198,24 +186,45 @@ describe('webhook delivery', () => {
       const n = (b: string) => errors.filter((e) => e.startsWith(b)).length;
       if (n('slow') >= 2 && n('refused') >= 2) cb();
     }), 'two failed attempts of each');
-    await enqueueWebhook(queue, { business_id: 'slow', phone_number_id: 'pn1', values: [status('wamid.T')] });
-    await enqueueWebhook(queue, { business_id: 'refused', phone_number_id: 'pn1', values: [status('wamid.R')] });
+    await outbox.enqueue('slow', 'pn1', [status('wamid.T')], 60_000);
+    await outbox.enqueue('refused', 'pn1', [status('wamid.R')], 60_000);
     await twoEach;
     expect(errors.find((e) => e.startsWith('slow'))).toMatch(/webhook POST failed: .*(timeout|aborted)/i);
     expect(errors.find((e) => e.startsWith('refused'))).toMatch(/webhook POST failed: .*ECONNREFUSED/);
-    expect(w.stats.delivered).toBe(0);
+    expect(w.stats).toMatchObject({ delivered: 0, dropped: 0 });
+    expect(w.stats.failedAttempts).toBeGreaterThanOrEqual(4);
+    // Still owed, so still there for the next attempt.
+    expect(await redis.llen(keys.webhookOutbox('slow'))).toBe(1);
+    expect(await redis.llen(keys.webhookOutbox('refused'))).toBe(1);
   });
 
-  it('a malformed job is failed with a clear reason and kept, never delivered or dropped silently', async () => {
+  it('a job that is not a wake-up {business_id} fails at once with a clear reason and is kept, never delivered or dropped silently', async () => {
     const ep = await scriptedEndpoint([]);
     stop.push(ep.close);
-    const w = worker(ep.url);
-    const failed = finished(w, 'failed', 'bad-1');
-    await queue.add('webhook', { business_id: 'b1', phone_number_id: 'pn1', values: [{ statuses: 'nope' }] } as never, { jobId: 'bad-1' });
-    const job = await failed;
-    expect(job.failedReason).toMatch(/^invalid webhook job: values\.0\.statuses: /);
-    expect(await job.getState()).toBe('failed');
+    const drops: string[] = [];
+    const w = worker(ep.url, { onDropped: (b) => drops.push(b) });
+    // b1 has an update waiting: a malformed job naming b1 must not deliver it either.
+    await redis.rpush(keys.webhookOutbox('b1'), sealedEntry('b1', 'pn1', 'wamid.W'));
+    const bad: [string, unknown, RegExp][] = [
+      ['bad-empty', {}, /^invalid webhook job: business_id: /],
+      ['bad-number', { business_id: 5 }, /^invalid webhook job: business_id: /],
+      ['bad-blank', { business_id: '' }, /^invalid webhook job: business_id: /],
+      // A job carrying updates itself: they would be lost without a word if it merely woke b1.
+      ['bad-values', { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.V')] }, /^invalid webhook job: \(data\): .*"values"/],
+    ];
+    const failed = bad.map(([id]) => finished(w, 'failed', id));
+    for (const [id, data] of bad) await queue.add('webhook', data as never, { jobId: id });
+    const jobs = await Promise.all(failed);
+    for (const [i, job] of jobs.entries()) {
+      expect(job.failedReason).toMatch(bad[i]![2]);
+      expect(job.attemptsMade).toBe(1);
+      expect(await job.getState()).toBe('failed');
+    }
+    expect((await queue.getFailed()).map((j) => j.id).sort()).toEqual(bad.map(([id]) => id).sort());
     expect(ep.seen).toEqual([]);
+    expect(drops).toEqual([]);
+    expect(w.stats).toEqual({ delivered: 0, dropped: 0, failedAttempts: 0 });
+    expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(1);
   });
 
   it('the injected fetch is used, with the signed body and headers', async () => {
@@ -223,26 +232,17 @@ describe('webhook delivery', () => {
     const w = worker('https://example.invalid/hook', {
       fetchImpl: async (url, init) => { calls.push({ url, init }); return new Response('ok', { status: 200 }); },
     });
-    const done = finished(w, 'completed', 'fetch-1');
-    await enqueueWebhook(queue, { business_id: 'b1', phone_number_id: 'pn1', values: [status('wamid.F')] }, { jobId: 'fetch-1' });
+    const done = wakeFinished(w, 'completed', 'b1');
+    await outbox.enqueue('b1', 'pn1', [status('wamid.F')], 60_000);
     await done;
     expect(calls).toHaveLength(1);
+    expect(calls[0]!.url).toBe('https://example.invalid/hook');
     const body = calls[0]!.init.body as string;
+    expect(statusesOf(body)).toEqual(['wamid.F:sent']);
     expect((calls[0]!.init.headers as Record<string, string>)['x-hub-signature-256']).toBe(`sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`);
   });
 
   describe('the per-business outbox', () => {
-    it('retries until HTTP 200: 500, 500, then 200 delivers once; a 201 or 204 counts as a failure', async () => {
-      const ep = await scriptedEndpoint([500, 500, 201, 204]);
-      stop.push(ep.close);
-      const { stats } = worker(ep.url);
-      await outbox.enqueue('b1', 'pn1', [status('wamid.A')], 60_000);
-      await waitFor(() => stats.delivered === 1, 'delivery after retries');
-      expect(ep.seen.map((s) => s.status)).toEqual([500, 500, 201, 204, 200]);
-      expect(stats.failedAttempts).toBe(4);
-      expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
-    });
-
     it('keeps order and batches what queued up while the endpoint was failing', async () => {
       const ep = await scriptedEndpoint([503, 503]);
       stop.push(ep.close);
@@ -257,19 +257,26 @@ describe('webhook delivery', () => {
       expect(ep.seen.filter((x) => x.status === 200).length).toBeLessThan(4);
     });
 
-    it('drops updates still undelivered after the age limit, counts them, and logs the job', async () => {
-      const ep = await scriptedEndpoint(Array(10_000).fill(500));
+    it('drops updates still undelivered at the age limit, after a last attempt at the limit; onDropped gets the count and the job', async () => {
+      const ep = await scriptedEndpoint(Array(1000).fill(500));
       stop.push(ep.close);
-      let onDropped: (b: string, n: number, id: string | undefined) => void = () => {};
-      const dropped = nextCall<[string, number, string | undefined]>((cb) => { onDropped = (...a) => cb(a); }, 'the drop');
-      const { stats } = worker(ep.url, { maxAgeMs: 300, onDropped: (...a) => onDropped(...a) });
-      await outbox.enqueue('b1', 'pn1', [status('wamid.X')], 60_000);
-      const [b, n, jobId] = await dropped;
-      expect([b, n]).toEqual(['b1', 1]);
-      expect(jobId).toBeTruthy();
-      expect(stats.dropped).toBe(1);
+      const drops: [string, number, string | undefined][] = [];
+      // A 60 s backoff against a 300 ms age limit: only the clamp to the age limit brings the last attempt
+      // (and the drop) before the wait below gives up.
+      const w = worker(ep.url, { maxAgeMs: 300, baseMs: 60_000, maxMs: 60_000, onDropped: (b, n, id) => drops.push([b, n, id]) });
+      const done = wakeFinished(w, 'completed', 'b1');
+      const queuedFrom = Date.now();
+      await outbox.enqueue('b1', 'pn1', [status('wamid.X'), status('wamid.Y')], 60_000);
+      const job = await done;
+      expect(drops).toEqual([['b1', 2, job.id]]);
+      expect(w.stats).toEqual({ delivered: 0, dropped: 2, failedAttempts: 2 });
+      // Two attempts, the last one at (not before) the age limit, both carrying both updates.
+      expect(ep.seen.map((s) => s.status)).toEqual([500, 500]);
+      expect(ep.seen.map((s) => statusesOf(s.body))).toEqual([['wamid.X:sent', 'wamid.Y:sent'], ['wamid.X:sent', 'wamid.Y:sent']]);
+      expect(ep.seen[1]!.at).toBeGreaterThanOrEqual(queuedFrom + 300);
+      // Nothing owed is left: the outbox is empty and no wake-up is waiting to retry.
       expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
-      expect(ep.seen.length).toBeGreaterThan(1);
+      expect(await queue.getJobCounts('completed', 'failed', 'waiting', 'delayed')).toEqual({ completed: 1, failed: 0, waiting: 0, delayed: 0 });
     });
 
     it('a number without a target loses only its own updates; the business\'s other numbers are delivered', async () => {
