@@ -10,10 +10,10 @@
  * const answer = await sealpost.result(jobId); // { messaging_product, messages: [{ id: 'wamid...' }] }
  */
 import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions } from 'bullmq';
-import { OUTBOUND_JOB_OPTS, type OutboundJobData, type OutboundJobResult } from '../workers/outbound.ts';
+import { OUTBOUND_JOB_OPTS, type OutboundJobData, type OutboundJobResult } from './queues/outbound.ts';
 
-export type { OutboundJobData, OutboundJobResult } from '../workers/outbound.ts';
-export { OUTBOUND_JOB_OPTS } from '../workers/outbound.ts';
+export type { OutboundJobData, OutboundJobResult } from './queues/outbound.ts';
+export { OUTBOUND_JOB_OPTS } from './queues/outbound.ts';
 export type { Config } from './config.ts';
 
 /** The outbound queue's name (its braces are the Redis Cluster hash tag). */

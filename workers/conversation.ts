@@ -2,12 +2,8 @@ import { Worker, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
 import { LeaseBusyError, type ActorHost } from '../src/runtime/actor-host.ts';
 import type { Mailboxes, WakeJob } from '../src/runtime/mailbox.ts';
+import { RECOVERY } from '../src/queues/recovery.ts';
 
-/**
- * How fast a killed worker's jobs come back: a lock that is not renewed for 15 s marks the job stalled (checked
- * every 5 s) and it runs elsewhere. Stalling is never fatal: a conversation must not stop because workers died.
- */
-export const RECOVERY = { lockDuration: 15_000, stalledInterval: 5_000, maxStalledCount: 1_000_000 } as const;
 
 /**
  * The conversations queue's processor: a wake-up job names a conversation; the actor host drains its

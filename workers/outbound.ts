@@ -1,43 +1,12 @@
 import { DelayedError, Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
 import type { Logger } from 'pino';
-import { toGraphError } from '../src/api/errors.ts';
-import { validateMessagesBody } from '../src/api/validate.ts';
+import { toGraphError } from '../src/runtime/graph-errors.ts';
+import { handleMessagesRequest } from '../src/runtime/message-requests.ts';
 import type { BusinessStore } from '../src/store/businesses.ts';
 import type { OutboundPort } from '../src/runtime/ports.ts';
 import { RateLimitedError } from '../src/runtime/rate-limits.ts';
-import { RECOVERY } from './conversation.ts';
-
-/**
- * A job of the outbound queue (direct enqueue): the phone number to send from and the request body exactly as
- * `POST /{phone_number_id}/messages` takes it (a send, or a mark-as-read). The job id is the idempotency key.
- * docs/direct-enqueue.md is the reference.
- */
-export interface OutboundJobData {
-  phone_number_id: string;
-  /** The Cloud API request body. Removed from the job once the message is accepted or refused. */
-  message?: Record<string, unknown>;
-  /** Set by the worker when it removes `message`: the wamid it was accepted as. */
-  wamid?: string;
-  /** Set by the worker when it removes `message` of a refused job: the Cloud API error code. */
-  error_code?: number;
-}
-
-/** What a completed job returns: the Cloud API's answer to the same request over HTTP. */
-/**
- * A finished job's answer. Unlike the HTTP answer it names no `contacts`: a job's return value is kept in Redis
- * with the finished job and shown on the queue board, and the user's phone number must not be there.
- */
-export type OutboundJobResult =
-  | { messaging_product: 'whatsapp'; messages: { id: string }[] }
-  | { success: true };
-
-/** Options a client should add jobs with (the typed helper does): finished jobs stay visible, without content. */
-export const OUTBOUND_JOB_OPTS = {
-  attempts: 10,
-  backoff: { type: 'exponential', delay: 1000 },
-  removeOnComplete: { age: 86_400 },
-  removeOnFail: { age: 7 * 86_400 },
-} as const satisfies JobsOptions;
+import { RECOVERY } from '../src/queues/recovery.ts';
+import type { OutboundJobData, OutboundJobResult } from '../src/queues/outbound.ts';
 
 /** The longest a job refused by the throughput or pair limit waits (a tenth of it at least) before it tries again. */
 const RATE_LIMIT_RETRY_MS = { throughput: 1000, pair: 6000 } as const;
@@ -76,22 +45,14 @@ export function startOutboundWorker(opts: {
       if (typeof pnid !== 'string' || !/^\d{1,20}$/.test(pnid)) throw new UnrecoverableError('(#100) Invalid parameter: phone_number_id must be a string of digits');
       const pn = await opts.businesses.phoneNumber(pnid);
       if (!pn) throw new UnrecoverableError(`(#100) Invalid parameter: unknown phone_number_id ${pnid}`);
-      const body = validateMessagesBody(message);
-      if (body.kind === 'read') {
-        if (!(await opts.outbound.markRead(pn.business_id, pnid, body.read.messageId))) {
-          throw new UnrecoverableError('(#100) Invalid parameter: Parameter message_id is not a message this phone number received');
-        }
+      // The same path as the HTTP API (same validation, same actor, same webhooks); the job id is the idempotency key.
+      const outcome = await handleMessagesRequest(opts.outbound, pn, message, { idempotencyKey: `job:${job.id}` });
+      if (outcome.kind === 'read') {
         await scrub(job, {});
         return { success: true };
       }
-      const { send } = body;
-      const accepted = await opts.outbound.accept({
-        businessId: pn.business_id, phoneNumberId: pnid, waId: send.waId, message: send.message,
-        ...(send.bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData: send.bizOpaqueCallbackData } : {}),
-        idempotencyKey: `job:${job.id}`,
-      });
-      await scrub(job, { wamid: accepted.wamid });
-      return { messaging_product: 'whatsapp', messages: [{ id: accepted.wamid }] };
+      await scrub(job, { wamid: outcome.accepted.wamid });
+      return { messaging_product: 'whatsapp', messages: [{ id: outcome.accepted.wamid }] };
     } catch (e) {
       if (e instanceof RateLimitedError && token) {
         // Not a failure: the number (or the pair) is at its limit; try again later without spending an attempt.
@@ -119,9 +80,4 @@ export function startOutboundWorker(opts: {
   });
   worker.on('error', (err) => opts.log.error({ err: err.message }, 'outbound worker error'));
   return worker;
-}
-
-/** The outbound queue (for the board and for producers in this process). */
-export function createOutboundQueue(connection: ConnectionOptions, prefix: string, queueName: string): Queue<OutboundJobData, OutboundJobResult> {
-  return new Queue<OutboundJobData, OutboundJobResult>(queueName, { connection, prefix, defaultJobOptions: OUTBOUND_JOB_OPTS, streams: { events: { maxLen: 1000 } } });
 }

@@ -1,32 +1,8 @@
-import { createHash } from 'node:crypto';
-import { Queue, Worker, type ConnectionOptions } from 'bullmq';
+import { Worker, type ConnectionOptions } from 'bullmq';
 import type { Logger } from 'pino';
-import type { Mailboxes, MailboxEvent } from '../src/runtime/mailbox.ts';
-import { RECOVERY } from './conversation.ts';
-
-/** A durable timer: at its time, `event` goes to the conversation's mailbox. */
-export interface TimerJob {
-  conversationId: string;
-  event: MailboxEvent;
-}
-
-/**
- * A timer's job id: stable (a replayed schedule is a no-op, a cancel finds it) but a digest, so BullMQ's
- * event stream never names a conversation after it was deleted.
- */
-export const jobIdOf = (conversationId: string, timerId: string) => `t${createHash('sha256').update(`${conversationId}|${timerId}`).digest('hex').slice(0, 32)}`;
-
-/** Adds a timer as a delayed job; the id makes a replayed schedule a no-op. */
-export async function scheduleTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void> {
-  await queue.add('timer', { conversationId, event }, {
-    jobId: jobIdOf(conversationId, timerId),
-    delay: Math.max(0, at - Date.now()),
-    removeOnComplete: true,
-    removeOnFail: 1000,
-    attempts: 10,
-    backoff: { type: 'exponential', delay: 500 },
-  });
-}
+import type { Mailboxes } from '../src/runtime/mailbox.ts';
+import type { TimerJob } from '../src/queues/timers.ts';
+import { RECOVERY } from '../src/queues/recovery.ts';
 
 /** The timers queue's processor: hands the due event to the conversation. */
 export function startTimerWorker(opts: {
@@ -44,38 +20,4 @@ export function startTimerWorker(opts: {
   );
   worker.on('error', (err) => opts.log.error({ err: err.message }, 'timer worker error'));
   return worker;
-}
-
-/** Removes a timer's delayed job; one that already ran (or never existed) is fine. */
-export async function cancelTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string): Promise<void> {
-  await queue.remove(jobIdOf(conversationId, timerId));
-}
-
-/**
- * Makes sure a deletion job wakes the conversation once a message's retention ends at `until`. Jobs are
- * bucketed (a tenth of the retention, 1 s to 60 s), so a busy conversation has one job per bucket, not one per
- * message; a message is deleted at most one bucket late (and Redis key TTLs back this up).
- */
-export async function schedulePurge(queue: Queue<TimerJob>, conversationId: string, until: number, retentionMs: number): Promise<void> {
-  const at = purgeBucket(until, retentionMs);
-  await queue.add('purge', { conversationId, event: { type: 'PURGE_DUE', at } }, {
-    jobId: jobIdOf(conversationId, `purge:${at}`),
-    delay: Math.max(0, at - Date.now()),
-    removeOnComplete: true,
-    removeOnFail: 1000,
-    attempts: 10,
-    backoff: { type: 'exponential', delay: 500 },
-  });
-}
-
-/** When the deletion job for a retention end at `until` runs (see {@link schedulePurge}). */
-export function purgeBucket(until: number, retentionMs: number): number {
-  const bucket = Math.min(60_000, Math.max(1000, Math.floor(retentionMs / 10)));
-  return Math.ceil(until / bucket) * bucket;
-}
-
-/** Removes the pending deletion jobs of a conversation that is gone (so no job names it any more). */
-export async function cancelPurges(queue: Queue<TimerJob>, conversationId: string, untils: number[], retentionMs: number): Promise<void> {
-  const ids = new Set(untils.map((u) => jobIdOf(conversationId, `purge:${purgeBucket(u, retentionMs)}`)));
-  for (const id of ids) await queue.remove(id);
 }

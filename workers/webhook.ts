@@ -1,31 +1,14 @@
-import { Queue, UnrecoverableError, Worker, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
+import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { createLogger } from '../src/log.ts';
 import type { Keys } from '../src/store/keys.ts';
-import { open, seal } from '../src/store/sealer.ts';
+import { open } from '../src/store/sealer.ts';
 import { deliverWebhook, WebhookRejectedError, type FetchLike, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
-import { RECOVERY } from './conversation.ts';
+import { RECOVERY } from '../src/queues/recovery.ts';
+import type { OutboxEntry, WebhookJob, WebhookWakeJob } from '../src/queues/webhooks.ts';
 import { metrics } from '../src/ops/metrics.ts';
-
-/** Job data of a webhook wake-up: only the business; the updates wait in its outbox list. */
-export interface WebhookWakeJob {
-  business_id: string;
-}
-
-/** The job data of the webhooks queue: every job is a wake-up of one business's outbox. */
-export type WebhookJob = WebhookWakeJob;
-
-/** One update waiting in a business's webhook outbox. */
-export interface OutboxEntry {
-  /** phone_number_id */
-  p: string;
-  /** the change value (statuses or messages) */
-  v: ChangeValue;
-  /** when it was queued (ms): entries older than the age limit are dropped */
-  t: number;
-}
 
 /** Retry policy of webhook deliveries. */
 export interface WebhookBackoff {
@@ -33,22 +16,6 @@ export interface WebhookBackoff {
   maxMs: number;
   /** After this long since an update was queued, it is dropped (Meta: 7 days). */
   maxAgeMs: number;
-}
-
-// Enough attempts that the age limit, not the count, ends the retries (7 days at a 1 h cap is ~180).
-const ATTEMPTS = 1_000_000;
-
-/** Options every webhooks job is added with: retried by the `webhook` strategy, finished jobs kept visible. */
-export const WEBHOOK_JOB_OPTS = {
-  attempts: ATTEMPTS,
-  backoff: { type: 'webhook' },
-  removeOnComplete: { count: 1000 },
-  removeOnFail: { count: 10_000 },
-} as const satisfies JobsOptions;
-
-/** The webhooks queue: wake-up jobs of the business outboxes, deduplicated per business. */
-export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string }): Queue<WebhookJob> {
-  return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix });
 }
 
 /** Exponential backoff with jitter in [delay/2, delay], capped. */
@@ -92,64 +59,6 @@ function parseJob(data: unknown): WebhookWakeJob {
     throw new UnrecoverableError(`invalid webhook job: ${issue?.path.join('.') || '(data)'}: ${issue?.message ?? 'invalid'}`);
   }
   return parsed.data;
-}
-
-/**
- * A business's webhook outbox: updates are appended in the order the conversations produced them and
- * delivered by at most one worker at a time per business (a deduplicated wake-up job), oldest first, up to
- * `maxBatch` updates per POST. So one conversation's updates arrive in order while the receiver is healthy,
- * a busy business gets batches, and a slow or dead endpoint only ever holds up its own business.
- */
-export class WebhookOutbox {
-  constructor(
-    /** The store a business's outbox lives in (its region's, if it is pinned to one). */
-    private readonly storeOf: (businessId: string) => Promise<Redis>,
-    private readonly keys: Keys,
-    private readonly queue: Queue<WebhookJob>,
-    /** The business's data key: pending updates carry message text and phone numbers, so they are sealed. */
-    private readonly dataKeyOf: (businessId: string) => Promise<Buffer>,
-  ) {}
-
-  /** Appends updates for one business number and wakes the business's delivery. */
-  async enqueue(businessId: string, phoneNumberId: string, values: ChangeValue[], ttlMs: number): Promise<void> {
-    if (!values.length) return;
-    const key = this.keys.webhookOutbox(businessId);
-    const t = Date.now();
-    const dk = await this.dataKeyOf(businessId);
-    const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
-    await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
-    await this.wakeSoon(businessId);
-  }
-
-  /** Wake-ups of a business scheduled for the next turn of the event loop and not started yet. */
-  private readonly pendingWakes = new Map<string, Promise<void>>();
-
-  /**
-   * One wake-up for every append of this business that completed before it starts: many conversations
-   * finishing their drains together add one deduplicated job, not one each. An append that completes while
-   * the add is already under way schedules another, so every append is followed by an add that began after it.
-   */
-  private wakeSoon(businessId: string): Promise<void> {
-    let pending = this.pendingWakes.get(businessId);
-    if (!pending) {
-      pending = new Promise<void>((resolve, reject) => {
-        setImmediate(() => {
-          this.pendingWakes.delete(businessId);
-          this.wake(businessId).then(resolve, reject);
-        });
-      });
-      this.pendingWakes.set(businessId, pending);
-    }
-    return pending;
-  }
-
-  /** Makes sure a wake-up of the business's outbox is coming (deduplicated per business). */
-  async wake(businessId: string): Promise<void> {
-    await this.queue.add('deliver', { business_id: businessId }, {
-      ...WEBHOOK_JOB_OPTS,
-      deduplication: { id: businessId, keepLastIfActive: true },
-    });
-  }
 }
 
 /** Counters a process can export. */

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { DataRequests } from '../runtime/data-requests.ts';
 import { MAX_RETENTION_MS, type BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
-import { InvalidParameterError, UnknownObjectError } from './errors.ts';
+import { InvalidParameterError, UnknownObjectError } from '../runtime/graph-errors.ts';
 import { checkAdmin } from '../ops/admin-auth.ts';
 import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../config.ts';

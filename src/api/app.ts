@@ -3,11 +3,11 @@ import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from './errors.ts';
+import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from '../runtime/graph-errors.ts';
 import type { ClientThrottle } from '../runtime/client-throttle.ts';
 import type { MediaInfo, MediaStore } from '../media/store.ts';
 import { mediaInfo, registerMedia } from './media.ts';
-import { validateMessagesBody } from './validate.ts';
+import { handleMessagesRequest } from '../runtime/message-requests.ts';
 import { metrics } from '../ops/metrics.ts';
 import type { TrustProxy } from '../config.ts';
 
@@ -160,25 +160,13 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   const auth = { onRequest: async (req: FastifyRequest) => authorize(req, deps.businesses) };
 
   const messages = async (req: FastifyRequest) => {
-    const pn = req.phoneNumber!;
-    // Everything is validated before the runtime sees anything, so a bad request leaves nothing behind.
-    const body = validateMessagesBody(req.body);
-    if (body.kind === 'read') {
-      const ok = await deps.outbound.markRead(pn.business_id, pn.phone_number_id, body.read.messageId);
-      if (!ok) throw new InvalidParameterError('Parameter message_id is not a message this phone number received');
-      return { success: true };
-    }
-    const { send } = body;
-    req.apiNote = { ...req.apiNote, to: maskPhone(send.waId) };
-    const accepted = await deps.outbound.accept({
-      businessId: pn.business_id,
-      phoneNumberId: pn.phone_number_id,
-      waId: send.waId,
-      message: send.message,
-      ...(send.bizOpaqueCallbackData !== undefined ? { bizOpaqueCallbackData: send.bizOpaqueCallbackData } : {}),
+    const outcome = await handleMessagesRequest(deps.outbound, req.phoneNumber!, req.body, {
+      onSend: (send) => (req.apiNote = { ...req.apiNote, to: maskPhone(send.waId) }),
     });
+    if (outcome.kind === 'read') return { success: true };
+    const { accepted } = outcome;
     req.apiNote = { ...req.apiNote, wamid: accepted.wamid, ...(accepted.conversationId ? { conversation_id: accepted.conversationId } : {}) };
-    return { messaging_product: 'whatsapp', contacts: [{ input: send.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
+    return { messaging_product: 'whatsapp', contacts: [{ input: outcome.to, wa_id: accepted.waId }], messages: [{ id: accepted.wamid }] };
   };
   app.post('/:version/:phone_number_id/messages', auth, messages);
   app.post('/:phone_number_id/messages', auth, messages);

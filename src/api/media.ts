@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandle
 import { contentDisposition } from '../media/disposition.ts';
 import { MAX_MEDIA_BYTES, MEDIA_LIMITS, MediaQuotaError, type MediaInfo, type MediaStore } from '../media/store.ts';
 import type { BusinessStore } from '../store/businesses.ts';
-import { AuthError, GraphError, InvalidParameterError, UnknownObjectError } from './errors.ts';
+import { AuthError, GraphError, InvalidParameterError, UnknownObjectError } from '../runtime/graph-errors.ts';
 
 /** 131053: the upload could not be taken (kind, type or size outside what the Cloud API accepts). */
 export class MediaUploadError extends GraphError {

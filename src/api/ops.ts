@@ -6,10 +6,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { redisSettingsWarnings } from '../redis/health.ts';
 import { checkAdmin, isAdmin, presentsCredentials, setAdminCookie, wantsHtml } from '../ops/admin-auth.ts';
-import { graphEnvelope, newTraceId, toGraphError } from './errors.ts';
+import { graphEnvelope, newTraceId, toGraphError } from '../runtime/graph-errors.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { inspect, inspectorPage, INSPECTOR_CSP, type InspectorDeps } from '../ops/inspector.ts';
-import { InvalidParameterError } from './errors.ts';
+import { InvalidParameterError } from '../runtime/graph-errors.ts';
 
 /** What the operator routes need. */
 export interface OpsDeps {

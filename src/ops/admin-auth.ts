@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AuthError } from '../api/errors.ts';
+import { AuthError } from '../runtime/graph-errors.ts';
 
 /** The admin session cookie: a browser cannot send a Bearer header when it navigates to a page. */
 export const ADMIN_COOKIE = 'sealpost_admin';

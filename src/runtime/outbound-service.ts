@@ -10,7 +10,7 @@ import type { RateLimits } from './rate-limits.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import { conversationId, idempotentWamid, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
-import { purgeBucket } from '../../workers/timers.ts';
+import { purgeBucket } from '../queues/timers.ts';
 import { metrics } from '../ops/metrics.ts';
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   AuthError, BlockedError, BodyTooLargeError, graphEnvelope, InternalError, InvalidParameterError, PairRateLimitError, ReengagementError,
   SpamLimitError, ThroughputError, toGraphError, UnknownObjectError, UnsupportedTypeError,
-} from '../../src/api/errors.ts';
+} from '../../src/runtime/graph-errors.ts';
 import { WindowClosedError } from '../../src/runtime/ports.ts';
 import { RateLimitedError } from '../../src/runtime/rate-limits.ts';
 import { expectError, text, useApi } from './fixture.ts';

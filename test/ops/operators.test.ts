@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opsRoutes } from '../../src/api/ops.ts';
 import { metrics } from '../../src/ops/metrics.ts';
-import { scheduleTimer } from '../../workers/timers.ts';
+import { scheduleTimer } from '../../src/queues/timers.ts';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, sendTemplate, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
 import { testRedisUrl } from '../helpers/redis.ts';

@@ -10,7 +10,7 @@ import { BusinessStore } from '../../src/store/businesses.ts';
 import { Keys } from '../../src/store/keys.ts';
 import { DataKeys } from '../../src/store/sealer.ts';
 import { Stores } from '../../src/store/stores.ts';
-import { purgeBucket } from '../../workers/timers.ts';
+import { purgeBucket } from '../../src/queues/timers.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
 
 describe('outbound accept: deletion jobs', () => {

@@ -8,10 +8,8 @@ import { Keys } from '../../src/store/keys.ts';
 import type { WebhookTarget } from '../../src/webhook/delivery.ts';
 import { inboundMessageValue, statusValue } from '../../src/webhook/envelope.ts';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
-import {
-  createWebhookQueue, startWebhookWorker, webhookBackoffStrategy, WebhookAttemptError, webhookDelay, WebhookOutbox,
-  type WebhookJob, type WebhookWorkerOptions,
-} from '../../workers/webhook.ts';
+import { startWebhookWorker, webhookBackoffStrategy, WebhookAttemptError, webhookDelay, type WebhookWorkerOptions } from '../../workers/webhook.ts';
+import { createWebhookQueue, WebhookOutbox, type WebhookJob } from '../../src/queues/webhooks.ts';
 import { waitFor } from '../helpers/devices.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
 import { dumpPrefix, keysContaining } from '../helpers/scan.ts';

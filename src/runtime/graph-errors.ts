@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, WindowClosedError } from '../runtime/ports.ts';
-import { RateLimitedError } from '../runtime/rate-limits.ts';
+import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, WindowClosedError } from './ports.ts';
+import { RateLimitedError } from './rate-limits.ts';
 import { isStoreRefusal } from '../redis/health.ts';
 
 /**

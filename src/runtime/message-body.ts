@@ -1,4 +1,4 @@
-import { InvalidParameterError, UnsupportedTypeError } from './errors.ts';
+import { InvalidParameterError, UnsupportedTypeError } from './graph-errors.ts';
 
 /** Message types of the Cloud API. */
 export const MESSAGE_TYPES = ['text', 'image', 'audio', 'video', 'document', 'sticker', 'location', 'contacts', 'interactive', 'template', 'reaction'] as const;

@@ -1,0 +1,102 @@
+import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Keys } from '../store/keys.ts';
+import { seal } from '../store/sealer.ts';
+import type { ChangeValue } from '../webhook/envelope.ts';
+
+/**
+ * The webhooks queue as producers see it: a business's outbox of sealed updates and the deduplicated wake-up
+ * job that gets it delivered (the worker that delivers is workers/webhook.ts).
+ */
+
+/** Job data of a webhook wake-up: only the business; the updates wait in its outbox list. */
+export interface WebhookWakeJob {
+  business_id: string;
+}
+
+/** The job data of the webhooks queue: every job is a wake-up of one business's outbox. */
+export type WebhookJob = WebhookWakeJob;
+
+/** One update waiting in a business's webhook outbox. */
+export interface OutboxEntry {
+  /** phone_number_id */
+  p: string;
+  /** the change value (statuses or messages) */
+  v: ChangeValue;
+  /** when it was queued (ms): entries older than the age limit are dropped */
+  t: number;
+}
+
+// Enough attempts that the age limit, not the count, ends the retries (7 days at a 1 h cap is ~180).
+const ATTEMPTS = 1_000_000;
+
+/** Options every webhooks job is added with: retried by the `webhook` strategy, finished jobs kept visible. */
+export const WEBHOOK_JOB_OPTS = {
+  attempts: ATTEMPTS,
+  backoff: { type: 'webhook' },
+  removeOnComplete: { count: 1000 },
+  removeOnFail: { count: 10_000 },
+} as const satisfies JobsOptions;
+
+/** The webhooks queue: wake-up jobs of the business outboxes, deduplicated per business. */
+export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string }): Queue<WebhookJob> {
+  return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix });
+}
+
+/**
+ * A business's webhook outbox: updates are appended in the order the conversations produced them and
+ * delivered by at most one worker at a time per business (a deduplicated wake-up job), oldest first, up to
+ * `maxBatch` updates per POST. So one conversation's updates arrive in order while the receiver is healthy,
+ * a busy business gets batches, and a slow or dead endpoint only ever holds up its own business.
+ */
+export class WebhookOutbox {
+  constructor(
+    /** The store a business's outbox lives in (its region's, if it is pinned to one). */
+    private readonly storeOf: (businessId: string) => Promise<Redis>,
+    private readonly keys: Keys,
+    private readonly queue: Queue<WebhookJob>,
+    /** The business's data key: pending updates carry message text and phone numbers, so they are sealed. */
+    private readonly dataKeyOf: (businessId: string) => Promise<Buffer>,
+  ) {}
+
+  /** Appends updates for one business number and wakes the business's delivery. */
+  async enqueue(businessId: string, phoneNumberId: string, values: ChangeValue[], ttlMs: number): Promise<void> {
+    if (!values.length) return;
+    const key = this.keys.webhookOutbox(businessId);
+    const t = Date.now();
+    const dk = await this.dataKeyOf(businessId);
+    const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
+    await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
+    await this.wakeSoon(businessId);
+  }
+
+  /** Wake-ups of a business scheduled for the next turn of the event loop and not started yet. */
+  private readonly pendingWakes = new Map<string, Promise<void>>();
+
+  /**
+   * One wake-up for every append of this business that completed before it starts: many conversations
+   * finishing their drains together add one deduplicated job, not one each. An append that completes while
+   * the add is already under way schedules another, so every append is followed by an add that began after it.
+   */
+  private wakeSoon(businessId: string): Promise<void> {
+    let pending = this.pendingWakes.get(businessId);
+    if (!pending) {
+      pending = new Promise<void>((resolve, reject) => {
+        setImmediate(() => {
+          this.pendingWakes.delete(businessId);
+          this.wake(businessId).then(resolve, reject);
+        });
+      });
+      this.pendingWakes.set(businessId, pending);
+    }
+    return pending;
+  }
+
+  /** Makes sure a wake-up of the business's outbox is coming (deduplicated per business). */
+  async wake(businessId: string): Promise<void> {
+    await this.queue.add('deliver', { business_id: businessId }, {
+      ...WEBHOOK_JOB_OPTS,
+      deduplication: { id: businessId, keepLastIfActive: true },
+    });
+  }
+}
