@@ -13,123 +13,19 @@ import {
   signalDecryptPreKey,
   signalEncrypt,
 } from '@signalapp/libsignal-client';
-import type { Logger } from 'pino';
 import { maskPhone } from '../log.ts';
 import { keyUploadFromRecords } from '../signal/bundle.ts';
-import { classifySignalError } from '../signal/classify.ts';
-import { decodeContent, encodeContent, type Content, type MessageContent } from '../signal/content.ts';
+import { decodeContent, type Content, type MessageContent } from '../signal/content.ts';
 import { generateKeys, generateKyberPreKeys, generatePreKeys, nextKeyId, type GeneratedKeys } from '../signal/prekeys.ts';
 import { PartyStores } from './device-stores.ts';
-import { DEVICE_ID, type KeyDirectory, type PrekeyCounts } from './directory.ts';
-import { unixSeconds, type RouterEvent } from './events.ts';
+import { DEVICE_ID, type PrekeyCounts } from './directory.ts';
+import { unixSeconds } from './events.ts';
 import { newWamid } from './ids.ts';
 import { maskNumbers } from './mask.ts';
-
-/** A Signal message from a business on its way into a device. */
-export interface DeviceEnvelope {
-  id: string;
-  /** The business address (its display phone number digits). */
-  from: string;
-  type: 2 | 3;
-  body: Uint8Array<ArrayBuffer>;
-  /** When the transport accepted it (ms); a retry request quotes it as the original's timestamp. */
-  acceptedAt: number;
-}
-
-/** Why a device could not decrypt an envelope. */
-export type FailureReason = 'no_session' | 'invalid_message' | 'missing_prekey' | 'untrusted_identity' | 'other';
-
-/** `GET /sim/devices/:wa_id/stats`. */
-export interface DeviceStats {
-  /** Envelopes libsignal decrypted. */
-  decrypted: number;
-  /** Further copies of messages the device already had. */
-  duplicates: number;
-  /** DuplicatedMessage for a message never decrypted: the sender reused a message key. Must stay 0. */
-  key_reuse: number;
-  failures: Partial<Record<FailureReason, number>>;
-  /** Messages waiting for an earlier sequence number. */
-  held: number;
-  /** Times a business's identity key was replaced (trusted on receive, or accepted before sending). */
-  identity_changes: number;
-}
-
-/** A message as `GET /sim/devices/:wa_id/messages` lists it. */
-export type ShownMessage = Record<string, unknown> & {
-  id: string;
-  from: string;
-  type: string;
-  timestamp: string;
-  arrivals: number;
-};
-
-/** What the device's user sends: a Cloud API message object. */
-export type OutgoingMessage = Record<string, unknown> & { type: string };
-
-/** Thrown when the user writes to an address with no bundle in the directory. */
-export class UnknownAddressError extends Error {
-  override readonly name = 'UnknownAddressError';
-  readonly code = 'unknown_address';
-}
-
-/** Thrown when the user marks as read a message the device never received. */
-export class UnknownMessageError extends Error {
-  override readonly name = 'UnknownMessageError';
-  readonly code = 'unknown_message';
-}
-
-/** Everything a device needs from the platform around it. */
-export interface DeviceDeps {
-  directory: KeyDirectory;
-  /** Sends an event to the router across the (faulty) transport. */
-  toRouter: (event: RouterEvent) => void;
-  clock: () => number;
-  log: Logger;
-  /** An attachment's ciphertext from the transport's blob store. */
-  blob?: (pointer: string) => Buffer | undefined;
-  /** Puts an attachment's ciphertext in the transport's blob store (the user sends media). */
-  putBlob?: (bytes: Buffer) => string;
-}
-
-/** A device tops up its one-time prekeys when the directory holds fewer than this many of either kind. */
-export const REPLENISH_BELOW = 5;
-
-/** A repeated PreKey message in the same session is acknowledged again only after this long. */
-const SESSION_ACK_REPEAT_MS = 1000;
-
-interface Received {
-  content: MessageContent;
-  arrivals: number;
-  shown: boolean;
-  /** The business address, where receipts go. */
-  sender: string;
-}
-
-interface Inbox {
-  /** The sequence number the device shows next. */
-  next: number;
-  held: Map<number, Received>;
-  skipped: Set<number>;
-}
-
-const b64 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
-const plaintext = (c: Content): Uint8Array<ArrayBuffer> => new Uint8Array(encodeContent(c));
-
-/** The device's failure buckets from the shared classifier (the one place that reads libsignal's error texts). */
-function failureReason(err: unknown): FailureReason {
-  const kind = classifySignalError(err);
-  switch (kind) {
-    case 'no_session':
-    case 'invalid_message':
-    case 'missing_prekey':
-    case 'untrusted_identity':
-      return kind;
-    case 'malformed':
-      return 'invalid_message';
-    default:
-      return 'other';
-  }
-}
+import {
+  b64, failureReason, plaintext, REPLENISH_BELOW, SESSION_ACK_REPEAT_MS, UnknownAddressError, UnknownMessageError,
+  type DeviceDeps, type DeviceEnvelope, type DeviceStats, type FailureReason, type Inbox, type OutgoingMessage, type Received, type ShownMessage,
+} from './device-model.ts';
 
 /**
  * A simulated user phone: its own libsignal identity and prekeys, a decrypting inbox that shows messages

@@ -1,6 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { WireFormatError } from '../signal/bundle.ts';
-import { UnknownAddressError, UnknownMessageError } from './device.ts';
+import { UnknownAddressError, UnknownMessageError } from './device-model.ts';
 import { BadSignatureError } from './directory.ts';
 import { routerApi } from './router-api.ts';
 import { maskNumbers } from './mask.ts';

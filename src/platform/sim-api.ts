@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { encryptAttachment } from '../media/attachment.ts';
 import { MAX_MEDIA_BYTES } from '../media/store.ts';
-import type { Device, OutgoingMessage } from './device.ts';
+import type { Device } from './device.ts';
+import type { OutgoingMessage } from './device-model.ts';
 import {
   HttpError,
   faultsSchema,

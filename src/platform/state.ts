@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
-import { Device, type DeviceEnvelope } from './device.ts';
+import { Device } from './device.ts';
+import type { DeviceEnvelope } from './device-model.ts';
 import { KeyDirectory } from './directory.ts';
 import { EventQueue } from './event-queue.ts';
 import { Faults } from './faults.ts';
