@@ -6,7 +6,6 @@ import type { Redis } from 'ioredis';
 import * as S from '@signalapp/libsignal-client';
 import { loadConfig } from '../src/config.ts';
 import { configureLogging } from '../src/log.ts';
-import { buildApp } from '../src/api/app.ts';
 import { startPlatform } from '../src/platform/server.ts';
 import { createRouterContext } from '../src/runtime/router.ts';
 import { startWorkers } from '../src/compose.ts';
@@ -33,13 +32,19 @@ export interface BenchResult {
    * CPU ms per first contact: the bench process (API), the platform process (the devices decrypt the PreKey
    * message and generate replacement one-time keys) and the worker processes (bundle fetch, PQXDH, encrypt).
    */
-  first_contact_cpu_ms: { bench_process: number; platform_process: number; workers: number };
+  first_contact_cpu_ms: { bench_process: number; api_process: number; platform_process: number; workers: number };
   conversations: number;
   messages: number;
   workers: number;
   redis_bytes_per_conversation: number;
   /** Per kind of key (snapshot, session, trace, message rows...), bytes per idle conversation. */
   redis_bytes_by_kind: Record<string, number>;
+  /**
+   * Accept → delivered quantiles (`p0` … `p100`, ms) of the latency phase and of the throughput phase, for the
+   * latency chart (`--matrix … --out` draws them).
+   */
+  latency_quantiles_ms: Record<string, number>;
+  saturated_latency_quantiles_ms: Record<string, number>;
   /** Accept → delivered at saturation (the throughput phase), for comparison with p50/p99 at half rate. */
   saturated_p50_ms: number;
   saturated_p99_ms: number;
@@ -51,6 +56,8 @@ export interface BenchResult {
    * the API (workers and Redis); and all of them.
    */
   cpu_ms_per_message: number;
+  /** The API process per accepted message: token, limits, idempotency, the message row and the mailbox write. */
+  api_cpu_ms_per_message: number;
   worker_cpu_ms_per_message: number;
   platform_cpu_ms_per_message: number;
   router_cpu_ms_per_message: number;
@@ -72,22 +79,22 @@ export interface BenchResult {
   sends_resent_after_limits: number;
 }
 
-/**
- * The platform (transport and simulated devices) in a process of its own, as it is in a deployment (another
- * party's machines): its CPU is then measured apart from the router's, and it has its own event loop.
- */
-async function spawnPlatform(): Promise<{ url: string; cpuMs(): number; close(): Promise<void> }> {
-  // The transport gets none of the router's settings or secrets (master key, Redis): only what Node needs.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(SEALPOST_|REDIS_|ADMIN_)/.test(k)));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'platform', '--port', '0'], {
-    env: { ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/** A role of Sealpost in a process of its own: where it listens, its CPU so far, and how to stop it. */
+interface Spawned {
+  url: string;
+  cpuMs(): number;
+  close(): Promise<void>;
+}
+
+/** Starts `src/cli.ts <args>` and waits for the line that says where it listens. */
+async function spawnRole(args: string[], env: NodeJS.ProcessEnv, listening: RegExp, what: string): Promise<Spawned> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error('the platform process did not start within 60 s')), 60_000);
+    const timer = setTimeout(() => reject(new Error(`the ${what} process did not start within 60 s`)), 60_000);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /platform listening on (\S+)/.exec(out);
+      const m = listening.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]!);
@@ -95,7 +102,7 @@ async function spawnPlatform(): Promise<{ url: string; cpuMs(): number; close():
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`the platform process exited (${code}) before listening`));
+      reject(new Error(`the ${what} process exited (${code}) before listening`));
     });
   });
   return {
@@ -108,6 +115,24 @@ async function spawnPlatform(): Promise<{ url: string; cpuMs(): number; close():
       await exited;
     },
   };
+}
+
+/**
+ * The platform (transport and simulated devices) in a process of its own, as it is in a deployment (another
+ * party's machines): its CPU is then measured apart from the router's, and it has its own event loop.
+ */
+function spawnPlatform(): Promise<Spawned> {
+  // The transport gets none of the router's settings or secrets (master key, Redis): only what Node needs.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(SEALPOST_|REDIS_|ADMIN_)/.test(k)));
+  return spawnRole(['platform', '--port', '0'], env, /platform listening on (\S+)/, 'platform');
+}
+
+/**
+ * The API in a process of its own, as in a deployment (API processes apart from workers): its CPU per accepted
+ * message is measured apart from the load generator's and the webhook receiver's in the bench process.
+ */
+function spawnApi(env: NodeJS.ProcessEnv): Promise<Spawned> {
+  return spawnRole(['api', '--port', '0'], env, /API on (http:\/\/\S+)/, 'API');
 }
 
 /** Resident set size (MB) of a process, from /proc (Linux); 0 where unavailable. */
@@ -172,6 +197,14 @@ const quantile = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0;
 };
+
+/** The points of a latency distribution the chart draws: every 5th percentile, and the tail. */
+export const QUANTILES = [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 97.5, 99, 99.5, 99.9, 100];
+
+/** Latencies at {@link QUANTILES}, keyed `p<q>`. */
+function quantiles(xs: number[]): Record<string, number> {
+  return Object.fromEntries(QUANTILES.map((q) => [`p${q}`, quantile(xs, Math.min(q / 100, 0.999999))]));
+}
 
 /** libsignal alone: encrypt on the business side and decrypt on the device side, one established session per pair. */
 async function cryptoCeiling(messages: number): Promise<number> {
@@ -245,8 +278,8 @@ export async function runBench(opts: {
       env: { ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }, stdio: 'ignore',
     }));
   }
-  const app = buildApp({ businesses: ctx.businesses, outbound: ctx.outbound });
-  const apiUrl = await app.listen({ host: '127.0.0.1', port: 0 });
+  const apiProcess = await spawnApi({ ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url });
+  const apiUrl = apiProcess.url;
   const delivered = new Map<string, number>();
   /** Messages that failed (wamid → error code): the bench stops on the first, naming it, instead of waiting. */
   const failed = new Map<string, number>();
@@ -331,6 +364,7 @@ export async function runBench(opts: {
     const fcCpu0 = process.cpuUsage();
     const fcWorkerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
     const fcPlatformCpu0 = platform.cpuMs();
+    const fcApiCpu0 = apiProcess.cpuMs();
     try {
       const firsts = await pool(users, 256, send);
       await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
@@ -347,6 +381,7 @@ export async function runBench(opts: {
     const fcCpu = process.cpuUsage(fcCpu0);
     const firstContactCpu = {
       bench_process: Number((((fcCpu.user + fcCpu.system) / 1000) / opts.conversations).toFixed(2)),
+      api_process: Number(((apiProcess.cpuMs() - fcApiCpu0) / opts.conversations).toFixed(2)),
       platform_process: Number(((platform.cpuMs() - fcPlatformCpu0) / opts.conversations).toFixed(2)),
       workers: Number(((children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - fcWorkerCpu0) / opts.conversations).toFixed(2)),
     };
@@ -356,6 +391,7 @@ export async function runBench(opts: {
     const cpu0 = process.cpuUsage();
     const workerCpu0 = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
     const platformCpu0 = platform.cpuMs();
+    const apiCpu0 = apiProcess.cpuMs();
     const redisCpu0 = await redisCpuMs(r);
     const calls0 = await redisCalls(r);
     t0 = Date.now();
@@ -366,6 +402,7 @@ export async function runBench(opts: {
     const cpu = process.cpuUsage(cpu0);
     const workerCpu = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - workerCpu0;
     const platformCpu = platform.cpuMs() - platformCpu0;
+    const apiCpu = apiProcess.cpuMs() - apiCpu0;
     const redisCpu = (await redisCpuMs(r)) - redisCpu0;
     const calls1 = await redisCalls(r);
     const saturated = sent.map((s) => delivered.get(s.wamid)! - s.at);
@@ -422,19 +459,22 @@ export async function runBench(opts: {
       workers: opts.workers,
       redis_bytes_per_conversation: Math.round(bytes / convs.size),
       redis_bytes_by_kind: Object.fromEntries(Object.entries(byKind).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Math.round(v / convs.size)])),
+      latency_quantiles_ms: quantiles(latencies),
+      saturated_latency_quantiles_ms: quantiles(saturated),
       saturated_p50_ms: quantile(saturated, 0.5),
       saturated_p99_ms: quantile(saturated, 0.99),
       latency_phase_rate_per_s: rate,
-      // The bench process: the API, the backend's client, the webhook receiver (the workers too with --workers 0,
-      // the platform too with --platform-inline).
+      // The bench process: the backend's client and the webhook receiver (the workers too with --workers 0, the
+      // platform too with --platform-inline).
       cpu_ms_per_message: Number((parentMs / opts.messages).toFixed(3)),
+      api_cpu_ms_per_message: Number((apiCpu / opts.messages).toFixed(3)),
       worker_cpu_ms_per_message: Number((workerCpu / opts.messages).toFixed(3)),
       // The platform's own process: the transport and the users' devices (someone else's machines in a deployment).
       platform_cpu_ms_per_message: Number((platformCpu / opts.messages).toFixed(3)),
       router_cpu_ms_per_message: Number(((workerCpu + redisCpu) / opts.messages).toFixed(3)),
       // Redis's whole CPU in the phase: exact on a Redis of the bench's own, an upper bound on a shared one.
       redis_cpu_ms_per_message: Number((redisCpu / opts.messages).toFixed(3)),
-      total_cpu_ms_per_message: Number(((parentMs + workerCpu + redisCpu + platformCpu) / opts.messages).toFixed(3)),
+      total_cpu_ms_per_message: Number(((parentMs + apiCpu + workerCpu + redisCpu + platformCpu) / opts.messages).toFixed(3)),
       redis_commands_per_message: Number(((calls1.all - calls0.all) / opts.messages).toFixed(1)),
       redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
       redis_commands_by_name: topCommands(calls0.byName, calls1.byName, opts.messages),
@@ -444,7 +484,7 @@ export async function runBench(opts: {
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');
-    await app.close();
+    await apiProcess.close();
     await inProcess?.close();
     await ctx.close();
     await receiver.close();

@@ -1,6 +1,8 @@
 import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { BenchResult } from './bench.ts';
+import { latencyChart, scalingChart } from './charts.ts';
 
 /** The median of each numeric field over runs (objects such as byte breakdowns: per key). */
 export function medianOf(runs: BenchResult[]): BenchResult {
@@ -23,7 +25,7 @@ export function medianOf(runs: BenchResult[]): BenchResult {
 const FIELDS: (keyof BenchResult)[] = [
   'msgs_per_s', 'p50_ms', 'p99_ms', 'saturated_p50_ms', 'saturated_p99_ms', 'latency_phase_rate_per_s',
   'crypto_ceiling_msgs_per_s', 'ratio_to_crypto_ceiling', 'bullmq_noop_jobs_per_s', 'ratio_to_bullmq_noop',
-  'first_contact_per_s', 'redis_bytes_per_conversation', 'cpu_ms_per_message', 'worker_cpu_ms_per_message',
+  'first_contact_per_s', 'redis_bytes_per_conversation', 'cpu_ms_per_message', 'api_cpu_ms_per_message', 'worker_cpu_ms_per_message',
   'platform_cpu_ms_per_message', 'redis_cpu_ms_per_message', 'router_cpu_ms_per_message', 'total_cpu_ms_per_message', 'redis_commands_per_message', 'redis_scripts_per_message',
   'worker_rss_mb',
 ];
@@ -32,7 +34,7 @@ const FIELDS: (keyof BenchResult)[] = [
  * Writes the results of a bench matrix (worker counts × runs) as a Markdown page: one table of medians per
  * worker count, every run's value beside it, and the command that produced it. Generated, never edited.
  */
-export function writeReport(path: string, command: string, byWorkers: Map<number, BenchResult[]>): void {
+export function writeReport(file: string, command: string, byWorkers: Map<number, BenchResult[]>): void {
   const counts = [...byWorkers.keys()];
   const medians = new Map(counts.map((w) => [w, medianOf(byWorkers.get(w)!)]));
   const lines = [
@@ -72,5 +74,27 @@ export function writeReport(path: string, command: string, byWorkers: Map<number
       '',
     );
   }
-  writeFileSync(path, lines.join('\n'));
+  // The charts beside the table, named after it: the latency distributions and the scaling by worker count.
+  const base = file.replace(/\.md$/, '');
+  const latencyFile = `${base}-latency.svg`;
+  const scalingFile = `${base}-scaling.svg`;
+  writeFileSync(latencyFile, latencyChart(counts.flatMap((w) => {
+    const m = medians.get(w)!;
+    const n = `${w} worker${w === 1 ? '' : 's'}`;
+    return [
+      { label: `${n}, half load (${m.latency_phase_rate_per_s}/s)`, quantiles: m.latency_quantiles_ms ?? {} },
+      { label: `${n}, saturated`, quantiles: m.saturated_latency_quantiles_ms ?? {} },
+    ];
+  })));
+  writeFileSync(scalingFile, scalingChart(counts.map((w) => {
+    const m = medians.get(w)!;
+    return {
+      workers: w,
+      msgsPerS: m.msgs_per_s,
+      cpuMs: { workers: m.worker_cpu_ms_per_message, Redis: m.redis_cpu_ms_per_message, API: m.api_cpu_ms_per_message ?? 0, 'bench client': m.cpu_ms_per_message, platform: m.platform_cpu_ms_per_message },
+    };
+  })));
+  lines.push('Accept → delivered latency (medians of the runs\' quantiles), and throughput and CPU per message by worker processes:', '',
+    `![latency distribution](${path.basename(latencyFile)})`, '', `![throughput and CPU per message](${path.basename(scalingFile)})`, '');
+  writeFileSync(file, lines.join('\n'));
 }

@@ -25,6 +25,12 @@ describe('sealpost bench', () => {
     // The platform runs in a process of its own, whose CPU is counted apart from the router's.
     expect(r.platform_cpu_ms_per_message).toBeGreaterThan(0);
     expect(r.total_cpu_ms_per_message).toBeGreaterThan(r.cpu_ms_per_message! + r.platform_cpu_ms_per_message!);
+    // So does the API: its CPU per accepted message is its own field, and part of the total.
+    expect(r.api_cpu_ms_per_message).toBeGreaterThan(0);
+    expect(r.total_cpu_ms_per_message).toBeGreaterThan(r.cpu_ms_per_message! + r.platform_cpu_ms_per_message! + r.api_cpu_ms_per_message!);
+    const q = (r as unknown as { latency_quantiles_ms: Record<string, number> }).latency_quantiles_ms;
+    expect(q.p50).toBe(r.p50_ms);
+    expect(q.p100).toBeGreaterThanOrEqual(q.p99!);
   }, 150_000);
 
   it('reaches more users than a new number may (250 a day): the bench number sends as an established one', async () => {
@@ -64,5 +70,15 @@ describe('sealpost bench', () => {
     // Worker memory: none of its own with in-process workers, the worker process's RSS with one.
     expect(md).toMatch(/\| `worker_rss_mb` \| \*\*0\*\* \(0 \/ 0\) \| \*\*[1-9][\d.]*\*\* /);
     expect(md).toMatch(/\| `msgs_per_s` \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \| \*\*[\d.]+\*\* \([\d.]+ \/ [\d.]+\) \|/);
+    // The charts beside the table, linked from it: a latency line per worker count and load, a bar per worker count.
+    expect(md).toContain('![latency distribution](results-latency.svg)');
+    expect(md).toContain('![throughput and CPU per message](results-scaling.svg)');
+    const latency = readFileSync(out.replace(/\.md$/, '-latency.svg'), 'utf8');
+    expect(latency).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    expect(latency.match(/<path d="M/g)).toHaveLength(4);
+    expect(latency).toContain('1 worker, saturated');
+    const scaling = readFileSync(out.replace(/\.md$/, '-scaling.svg'), 'utf8');
+    expect(scaling).toContain('messages per second');
+    expect(scaling).toContain('>API<');
   }, 300_000);
 });
