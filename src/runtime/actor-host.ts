@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { initialTransition, type AnyMachineSnapshot } from 'xstate';
 import { createStepper } from './transition.ts';
+import { readLuaScript } from './lua/read-script.ts';
 import { metrics } from '../ops/metrics.ts';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine, type ConversationContext, type ConversationEvent, type ConversationInput } from '../../machines/conversation.ts';
@@ -29,14 +29,9 @@ import { ATTACHMENT_OVERHEAD_BYTES, checkInboundMedia, inboundMaxBytes, storedMi
 import { snapshotBefore } from '../trace/replay.ts';
 import { encodeTraceChunk, readTraceLines } from '../trace/store.ts';
 
-const COMMIT_LUA = readFileSync(new URL('./lua/commit.lua', import.meta.url), 'utf8');
-/** Extends the lease only while this process still holds it. */
-const RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-/**
- * Releases the lease only if this process still holds it, deleting the outbox too when ARGV[2] is '1' (its
- * effects were all applied), and answers how many events wait in the mailbox: one round trip where three were.
- */
-const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) if ARGV[2] == '1' then redis.call('DEL', KEYS[2]) end end return redis.call('LLEN', KEYS[3])";
+const COMMIT_LUA = readLuaScript('commit.lua');
+const RENEW_LUA = readLuaScript('renew-1.lua');
+const RELEASE_LUA = readLuaScript('release-3.lua');
 
 /** A status change for the business, as the host hands it to the webhook layer. */
 export type StatusUpdate = StatusInput;
