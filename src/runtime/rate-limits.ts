@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../store/keys.ts';
+import { readLuaScript } from './lua/read-script.ts';
 
-const LUA = readFileSync(new URL('./lua/rateLimit-1.lua', import.meta.url), 'utf8');
+const LUA = readLuaScript('rateLimit-1.lua');
 
 /** The Cloud API's default throughput per business number (messages per second). */
 export const DEFAULT_THROUGHPUT = 80;

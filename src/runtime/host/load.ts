@@ -1,0 +1,104 @@
+import type { Redis } from 'ioredis';
+import { initialTransition, type AnyMachineSnapshot } from 'xstate';
+import type { Command } from '../../../machines/commands.ts';
+import { conversationMachine, type ConversationInput } from '../../../machines/conversation.ts';
+import { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+import { open, openBinary } from '../../store/sealer.ts';
+import { decodeSnapshot } from '../snapshot-codec.ts';
+import type { Loaded, Meta } from './loaded.ts';
+import type { HostParts } from './parts.ts';
+import { decodeSession } from './session-codec.ts';
+
+/** A conversation's keys as read at the start of a drain. */
+export interface StoredState {
+  metaRow: Record<string, string>;
+  snapRow: Buffer | Record<string, string> | null;
+  sess: Buffer | null;
+  outbox: string[];
+}
+
+/** The machine's input for a conversation: the host's timings and the business's retention. */
+export function inputOf(h: HostParts, conversationId: string, retentionMs: number): ConversationInput {
+  return {
+    conversationId,
+    retryBaseMs: h.opts.bundleRetryMs,
+    retransmitBaseMs: h.opts.retransmitBaseMs,
+    retransmitMaxMs: h.opts.retransmitMaxMs,
+    ttlMs: retentionMs,
+    retentionMs,
+  };
+}
+
+/** The business's retention (its own setting, else the default; never more than 30 days). */
+async function retentionOf(h: HostParts, businessId: string): Promise<number> {
+  return h.businesses.retentionMs(businessId, h.opts.retentionMs);
+}
+
+/**
+ * Reads a conversation's stored state. Issued together with the lease (see drainAndCheck in drain.ts): every
+ * command here must go out before the first await, so the reads share the lease's round trip.
+ */
+export async function readState(h: HostParts, redis: Redis, id: string): Promise<StoredState> {
+  const [metaRow, snapRow, sess, outbox] = await Promise.all([
+    redis.hgetall(h.keys.meta(id)),
+    readStoredSnapshot(redis, h.keys.snapshot(id)),
+    redis.getBuffer(h.keys.session(id)),
+    redis.lrange(h.keys.outbox(id), 0, -1),
+  ]);
+  return { metaRow, snapRow, sess, outbox };
+}
+
+/**
+ * The stored snapshot: the sealed, deflated bytes of a string key (see snapshot-codec.ts), or the fields of
+ * the hash it was before (v, s, t); null when there is none.
+ */
+async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | Record<string, string> | null> {
+  try {
+    return await redis.getBuffer(key);
+  } catch (e) {
+    if (!String((e as Error).message).startsWith('WRONGTYPE')) throw e;
+    const row = await redis.hgetall(key);
+    return row.s ? row : null;
+  }
+}
+
+/** Hydrates a conversation from its stored state; null when there is no such conversation (any more). */
+export async function load(h: HostParts, redis: Redis, id: string, state: StoredState): Promise<Loaded | null> {
+  const { metaRow, snapRow, sess, outbox } = state;
+  if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
+  const dk = await h.dataKeys.get(metaRow.business_id);
+  const waId = open(dk, metaRow.wa, `${h.keys.meta(id)}:wa`).toString();
+  const pn = await h.businesses.phoneNumber(metaRow.phone_number_id);
+  if (!pn) return null;
+  const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
+  const retentionMs = await retentionOf(h, meta.businessId);
+  let snapshot: AnyMachineSnapshot;
+  if (snapRow) {
+    const aad = `${h.keys.snapshot(id)}:s`;
+    const persisted = Buffer.isBuffer(snapRow) ? decodeSnapshot(dk, id, snapRow, aad) : JSON.parse(open(dk, snapRow.s!, aad).toString());
+    snapshot = conversationMachine.resolveState(persisted as never) as AnyMachineSnapshot;
+  } else {
+    [snapshot] = initialTransition(conversationMachine, inputOf(h, id, retentionMs)) as unknown as [AnyMachineSnapshot];
+  }
+  let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
+  if (sess) keys = decodeSession(openBinary(dk, sess, `${h.keys.session(id)}:s`));
+  const identity = await h.businesses.identity(meta.phoneNumberId);
+  return {
+    id,
+    redis,
+    meta,
+    dk,
+    snapshot,
+    version: metaRow.v ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.v : undefined) ?? '0',
+    retentionMs,
+    deleted: false,
+    traceSeq: Number(metaRow.t ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.t : undefined) ?? 0),
+    crypto: new ConversationCrypto(identity, meta.display, waId, keys),
+    outbox: outbox.map((o) => JSON.parse(o) as Command),
+    ciphertexts: new Map(),
+    envelopes: new Map(),
+    inbound: new Map(),
+    afterCommit: [],
+    timerOps: [],
+  };
+}

@@ -1,0 +1,74 @@
+import type { Redis } from 'ioredis';
+import type { AnyMachineSnapshot } from 'xstate';
+import type { Command } from '../../../machines/commands.ts';
+import type { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+
+/** Who a conversation is between, as its meta hash says (the user's number opened). */
+export interface Meta {
+  businessId: string;
+  phoneNumberId: string;
+  waId: string;
+  display: string;
+}
+
+/** A timer command, as a drain nets them before they reach the timers queue. */
+export type TimerCommand = Extract<Command, { type: 'timer.schedule' | 'timer.cancel' }>;
+
+/** What a step does to one message row (commit.lua's row operation). */
+export interface RowOp {
+  wamid: string;
+  set?: Record<string, string>;
+  del?: string[];
+  drop?: boolean;
+}
+
+/** An inbound message as stored (sealed) and forwarded to the business. */
+export interface InboundRow {
+  message: Record<string, unknown> & { type: string };
+  timestamp: string;
+  profileName?: string;
+}
+
+/** A status command as the outbox may keep it: with its message row's fields when the row goes in the same step. */
+export type StatusCommand = Extract<Command, { type: 'webhook.status' }> & { row?: { bo?: string; k?: string; at?: string } };
+
+/** The state of one conversation while a worker runs it. */
+export interface Loaded {
+  id: string;
+  /** The conversation's store. */
+  redis: Redis;
+  meta: Meta;
+  dk: Buffer;
+  snapshot: AnyMachineSnapshot;
+  version: string;
+  traceSeq: number;
+  crypto: ConversationCrypto;
+  outbox: Command[];
+  /** Ciphertexts made in this drain, so a send needs no read-back. */
+  ciphertexts: Map<string, { type: number; body: string }>;
+  /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */
+  envelopes: Map<string, { messageType: number; body: string }>;
+  /** Inbound messages decrypted in this drain, until stored and forwarded. */
+  inbound: Map<string, InboundRow>;
+  /** Prekey consumption to apply after the next commit (PreKey messages from the user). */
+  afterCommit: (() => Promise<void>)[];
+  /** The business's retention, fixed for this drain. */
+  retentionMs: number;
+  /** Set once the conversation was deleted (its retention ended). */
+  deleted: boolean;
+  /**
+   * Timer commands executed in this drain but not yet applied to the timers queue, netted (a timer scheduled
+   * and cancelled within the drain never reaches BullMQ). Applied when the drain ends; until then every
+   * commit keeps them in the outbox, so a crash replays them.
+   */
+  timerOps: TimerCommand[];
+}
+
+/**
+ * The TTL backstop of a conversation's keys: its business's retention and a day. Deletion jobs remove data
+ * when retention ends; the TTL catches whatever they miss, and must never end before them (a process
+ * default shorter than the business's retention would lose a message still being retransmitted).
+ */
+export function keyTtlMs(c: Loaded): number {
+  return c.retentionMs + 86_400_000;
+}
