@@ -185,6 +185,11 @@ export class Provisioning {
     return patch;
   }
 
+  /** A number's own webhook checked (an http(s) URL and its verify token), without the network. */
+  static webhookTarget(target: { url: unknown; verifyToken: unknown }): { url: string; verifyToken: string } {
+    return { url: httpUrl(target.url, 'webhook_url'), verifyToken: text(target.verifyToken, 'verify_token') };
+  }
+
   /** A chosen app secret checked (at least 8 characters). */
   static appSecret(v: unknown): string {
     return text(v, 'app_secret', 8);
@@ -275,8 +280,7 @@ export class Provisioning {
       await this.deps.businesses.setNumberWebhook(phoneNumberId, null);
       return;
     }
-    const url = httpUrl(target.url, 'webhook_url');
-    const verifyToken = text(target.verifyToken, 'verify_token');
+    const { url, verifyToken } = Provisioning.webhookTarget(target);
     await this.webhookChecked(url, verifyToken, opts.verify ?? true);
     await this.deps.businesses.setNumberWebhook(phoneNumberId, { url, verifyToken });
   }
