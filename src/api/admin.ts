@@ -23,7 +23,6 @@ export interface AdminDeps {
   denyPrivate?: boolean;
 }
 
-
 /**
  * A provisioning refusal in the Graph envelope: code 100 with the service's wording as `details`; an unknown
  * business is answered as Graph answers an unknown object, a number not of this business with a 404.
