@@ -1,13 +1,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { DataRequests } from '../runtime/data-requests.ts';
-import { MAX_RETENTION_MS, type BusinessStore } from '../store/businesses.ts';
+import type { BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
 import { InvalidParameterError, UnknownObjectError } from '../runtime/graph-errors.ts';
 import { checkAdmin } from '../ops/admin-auth.ts';
-import { randomBytes } from 'node:crypto';
-import { parseDuration } from '../config.ts';
-import { verifySubscription } from '../webhook/subscription.ts';
-import { webhookUrlProblem } from '../webhook/egress.ts';
+import { Provisioning, ProvisioningError } from '../runtime/provisioning.ts';
 
 /** What the admin routes need. */
 export interface AdminDeps {
@@ -26,165 +23,96 @@ export interface AdminDeps {
   denyPrivate?: boolean;
 }
 
-
-/** An http(s) URL, or a 100 naming the field. */
-function httpUrl(v: unknown, field: string): string {
-  try {
-    const u = new URL(String(v));
-    if (u.protocol === 'http:' || u.protocol === 'https:') return u.toString();
-  } catch { /* below */ }
-  throw new InvalidParameterError(`${field} must be an http(s) URL`);
-}
-
-function text(v: unknown, field: string, min = 1, max = 200): string {
-  if (typeof v !== 'string' || v.trim().length < min || v.length > max) throw new InvalidParameterError(`${field} must be a string of ${min} to ${max} characters`);
-  return v;
-}
-
-function retentionOf(v: unknown): number {
-  try {
-    const ms = parseDuration(String(v));
-    if (ms > 0 && ms <= MAX_RETENTION_MS) return ms;
-  } catch { /* below */ }
-  throw new InvalidParameterError('retention must be a duration up to 30d (e.g. 30d, 12h, 10m)');
+/**
+ * A provisioning refusal in the Graph envelope: code 100 with the service's wording as `details`; an unknown
+ * business is answered as Graph answers an unknown object, a number not of this business with a 404.
+ */
+function graphError(e: unknown, method: string): unknown {
+  if (!(e instanceof ProvisioningError)) return e;
+  if (e.code === 'unknown' && e.field === 'business_id') return new UnknownObjectError((e.value ?? '').slice(0, 40), method === 'POST' || method === 'DELETE' ? method : 'GET');
+  if (e.code === 'unknown' && e.field === 'phone_number_id') return new InvalidParameterError('phone_number_id is not one of this business\'s numbers', 404);
+  return new InvalidParameterError(e.message);
 }
 
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
 const MONTH = /^\d{4}-\d{2}$/;
 
 /**
- * Admin routes (behind the admin token): statistics and billing per business, and data requests (export,
- * erase) for one user of one business.
+ * Admin routes (behind the admin token): the Business Manager (businesses, their numbers, webhooks, app secrets
+ * and data keys, by the provisioning service's rules), statistics and billing per business, and data requests
+ * (export, erase) for one user of one business.
  */
 export function adminRoutes(deps: AdminDeps) {
+  const provisioning = new Provisioning({
+    businesses: deps.businesses, denyPrivate: deps.denyPrivate ?? false,
+    ...(deps.publisher ? { publisher: deps.publisher } : {}), ...(deps.dataKeys ? { dataKeys: deps.dataKeys } : {}), ...(deps.verify ? { verify: deps.verify } : {}),
+  });
   return (app: FastifyInstance): void => {
+    /** Runs a provisioning operation, its refusals answered in the Graph envelope. */
+    const provisioned = async <T>(req: FastifyRequest, op: (p: Provisioning) => Promise<T>): Promise<T> => {
+      try {
+        return await op(provisioning);
+      } catch (e) {
+        throw graphError(e, req.method);
+      }
+    };
     const business = async (id: string, req: FastifyRequest) => {
-      if (!(await deps.businesses.info(id))) throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' || req.method === 'DELETE' ? req.method : 'GET');
+      await provisioned(req, (p) => p.business(id));
       return id;
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
-    const verify = deps.verify ?? ((url: string, token: string) => verifySubscription(url, token, { timeoutMs: 10_000, denyPrivate: deps.denyPrivate ?? false }));
-    const checked = async (url: string, verifyToken: string) => {
-      // Where the URL leads is checked before anything is sent there.
-      const problem = await webhookUrlProblem(url, deps.denyPrivate ?? false);
-      if (problem) throw new InvalidParameterError(`webhook_url refused: ${problem}`);
-      const check = await verify(url, verifyToken);
-      if (!check.ok) throw new InvalidParameterError(`webhook subscription check failed: ${check.reason ?? 'no challenge echoed'}`);
-    };
-    const numberDetails = async (pnId: string) => {
-      const pn = await deps.businesses.phoneNumber(pnId);
-      if (!pn) return null;
-      return {
-        phone_number_id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name,
-        quality_rating: pn.quality_rating, messaging_limit: pn.messaging_limit_tier, blocked: pn.blocked, messages_per_second: pn.messages_per_second,
-        webhook_url: await deps.businesses.numberWebhookUrl(pnId),
-      };
-    };
+    const params = (req: FastifyRequest) => req.params as { business_id: string; phone_number_id: string };
+    const body = (req: FastifyRequest) => (req.body ?? {}) as Record<string, unknown>;
 
     // The Business Manager: businesses, their numbers, webhooks and app secrets. Secrets are accepted, never shown.
-    app.get('/admin/businesses', { onRequest }, async () => ({ businesses: await deps.businesses.list() }));
+    app.get('/admin/businesses', { onRequest }, async () => ({ businesses: await provisioning.list() }));
 
     app.post('/admin/businesses', { onRequest }, async (req) => {
-      const b = (req.body ?? {}) as Record<string, unknown>;
-      const name = text(b.name, 'name');
-      const webhookUrl = httpUrl(b.webhook_url, 'webhook_url');
-      const appSecret = text(b.app_secret, 'app_secret', 8);
-      const verifyToken = text(b.verify_token, 'verify_token');
-      const retentionMs = b.retention !== undefined ? retentionOf(b.retention) : undefined;
-      await checked(webhookUrl, verifyToken);
-      const created = await deps.businesses.create({ name, webhookUrl, appSecret, verifyToken, ...(retentionMs ? { retentionMs } : {}) });
-      await deps.publisher?.ensure(created.phone_number_id);
-      return created;
+      const b = body(req);
+      return provisioned(req, (p) => p.create({ name: b.name, webhookUrl: b.webhook_url, appSecret: b.app_secret, verifyToken: b.verify_token, retention: b.retention }));
     });
 
     app.get('/admin/businesses/:business_id', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      const numbers = await Promise.all((await deps.businesses.numbersOf(id)).map(numberDetails));
-      return { ...(await deps.businesses.info(id)), phone_numbers: numbers.filter(Boolean) };
+      const id = params(req).business_id;
+      return provisioned(req, async (p) => ({ ...(await p.business(id)), phone_numbers: await p.numbers(id) }));
     });
 
     app.patch('/admin/businesses/:business_id', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      const b = (req.body ?? {}) as Record<string, unknown>;
-      const patch: { name?: string; webhookUrl?: string; verifyToken?: string; retentionMs?: number } = {};
-      if (b.name !== undefined) patch.name = text(b.name, 'name');
-      if (b.retention !== undefined) patch.retentionMs = retentionOf(b.retention);
-      if (b.webhook_url !== undefined || b.verify_token !== undefined) {
-        if (b.webhook_url === undefined || b.verify_token === undefined) throw new InvalidParameterError('webhook_url and verify_token change together (the new URL is checked with the token)');
-        patch.webhookUrl = httpUrl(b.webhook_url, 'webhook_url');
-        patch.verifyToken = text(b.verify_token, 'verify_token');
-        await checked(patch.webhookUrl, patch.verifyToken);
-      }
-      if (!Object.keys(patch).length) throw new InvalidParameterError('nothing to change: name, retention, webhook_url with verify_token');
-      await deps.businesses.update(id, patch);
+      const b = body(req);
+      await provisioned(req, (p) => p.update(params(req).business_id, { name: b.name, retention: b.retention, webhookUrl: b.webhook_url, verifyToken: b.verify_token }));
       return { success: true };
     });
 
-    app.delete('/admin/businesses/:business_id', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      return { success: await deps.businesses.delete(id) };
-    });
+    app.delete('/admin/businesses/:business_id', { onRequest }, async (req) => ({ success: await provisioned(req, (p) => p.delete(params(req).business_id)) }));
 
     app.post('/admin/businesses/:business_id/app_secret', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      const given = ((req.body ?? {}) as Record<string, unknown>).app_secret;
-      const secret = given === undefined ? randomBytes(24).toString('hex') : text(given, 'app_secret', 8);
-      await deps.businesses.rotateAppSecret(id, secret);
+      const { appSecret, generated } = await provisioned(req, (p) => p.rotateAppSecret(params(req).business_id, body(req).app_secret));
       // Shown once when generated here; a secret the caller chose is not echoed.
-      return given === undefined ? { success: true, app_secret: secret } : { success: true };
+      return generated ? { success: true, app_secret: appSecret } : { success: true };
     });
 
     // A new data key version; it starts sealing once every process has read it (`active_at`, ms since the epoch).
-    const dataKeys = deps.dataKeys;
-    if (dataKeys) {
+    if (deps.dataKeys) {
       app.post('/admin/businesses/:business_id/data-key/rotate', { onRequest }, async (req) => {
-        const id = await business((req.params as { business_id: string }).business_id, req);
-        const { version, activeAt } = await dataKeys.rotate(id);
+        const { version, activeAt } = await provisioned(req, (p) => p.rotateDataKey(params(req).business_id));
         return { success: true, version, active_at: activeAt };
       });
     }
 
-    app.get('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      return { data: (await Promise.all((await deps.businesses.numbersOf(id)).map(numberDetails))).filter(Boolean) };
-    });
+    app.get('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => ({ data: await provisioned(req, (p) => p.numbers(params(req).business_id)) }));
 
-    app.post('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => {
-      const id = await business((req.params as { business_id: string }).business_id, req);
-      const b = (req.body ?? {}) as Record<string, unknown>;
-      const added = await deps.businesses.addNumber(id, b.verified_name !== undefined ? { verifiedName: text(b.verified_name, 'verified_name') } : {});
-      await deps.publisher?.ensure(added.phone_number_id);
-      return added;
-    });
-
-    const ownNumber = async (req: FastifyRequest) => {
-      const p = req.params as { business_id: string; phone_number_id: string };
-      const id = await business(p.business_id, req);
-      if (!(await deps.businesses.numbersOf(id)).includes(p.phone_number_id)) throw new InvalidParameterError('phone_number_id is not one of this business\'s numbers', 404);
-      return { id, pn: p.phone_number_id };
-    };
+    app.post('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => provisioned(req, (p) => p.addNumber(params(req).business_id, { verifiedName: body(req).verified_name })));
 
     app.patch('/admin/businesses/:business_id/phone_numbers/:phone_number_id', { onRequest }, async (req) => {
-      const { pn } = await ownNumber(req);
-      const b = (req.body ?? {}) as Record<string, unknown>;
-      if (b.webhook_url === null) {
-        await deps.businesses.setNumberWebhook(pn, null);
-        return { success: true };
-      }
-      const url = httpUrl(b.webhook_url, 'webhook_url');
-      const verifyToken = text(b.verify_token, 'verify_token');
-      await checked(url, verifyToken);
-      await deps.businesses.setNumberWebhook(pn, { url, verifyToken });
+      const { business_id: id, phone_number_id: pn } = params(req);
+      const b = body(req);
+      // `webhook_url: null` gives the number its business's webhook again.
+      await provisioned(req, (p) => p.setNumberWebhook(id, pn, b.webhook_url === null ? null : { url: b.webhook_url, verifyToken: b.verify_token }));
       return { success: true };
     });
 
     app.delete('/admin/businesses/:business_id/phone_numbers/:phone_number_id', { onRequest }, async (req) => {
-      const { id, pn } = await ownNumber(req);
-      try {
-        await deps.businesses.removeNumber(id, pn);
-      } catch (e) {
-        throw new InvalidParameterError((e as Error).message);
-      }
+      await provisioned(req, (p) => p.removeNumber(params(req).business_id, params(req).phone_number_id));
       return { success: true };
     });
 
