@@ -67,6 +67,14 @@ describe('structure', () => {
     expect(broken).toEqual([]);
   });
 
+  it('no source file is over 500 lines, the machine definition aside', () => {
+    const long = ['src', 'workers', 'machines', 'bench'].flatMap(sources)
+      .filter((f) => f !== 'machines/conversation.ts')
+      .map((f) => [f, readFileSync(path.join(ROOT, f), 'utf8').split('\n').length] as const)
+      .filter(([, n]) => n > 500);
+    expect(long.map(([f, n]) => `${f}: ${n} lines`)).toEqual([]);
+  });
+
   it('the rules see what they check: a known import chain is found', () => {
     // Guards the checks above against passing vacuously (a pattern that no longer matches any import).
     expect(closure('src/compose.ts').has('workers/conversation.ts')).toBe(true);
