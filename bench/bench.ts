@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import * as S from '@signalapp/libsignal-client';
@@ -16,7 +15,8 @@ import { PartyStores } from '../src/platform/device-stores.ts';
 import { conversationOfWamid } from '../src/runtime/ids.ts';
 import { HttpJsonClient } from '../src/runtime/http-json.ts';
 import { deleteByPrefix } from '../src/redis/prefix.ts';
-import { bullConnection, connectRedis, mastersOf, scanEach } from '../src/redis/connect.ts';
+import { bullConnection, connectRedis, scanEach } from '../src/redis/connect.ts';
+import { procCpuMs, procRssMb, redisCalls, redisCpuMs, RSS_CHECKPOINTS, spawnApi, spawnPlatform, topCommands } from './measure.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
 export interface BenchResult {
@@ -77,120 +77,6 @@ export interface BenchResult {
   worker_rss_mb_by_conversations: Record<string, number>;
   /** Sends the API answered with 130429/131056 (the number's throughput or the pair limit) and the bench resent. */
   sends_resent_after_limits: number;
-}
-
-/** A role of Sealpost in a process of its own: where it listens, its CPU so far, and how to stop it. */
-interface Spawned {
-  url: string;
-  cpuMs(): number;
-  close(): Promise<void>;
-}
-
-/** Starts `src/cli.ts <args>` and waits for the line that says where it listens. */
-async function spawnRole(args: string[], env: NodeJS.ProcessEnv, listening: RegExp, what: string): Promise<Spawned> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`the ${what} process did not start within 60 s`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = listening.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the ${what} process exited (${code}) before listening`));
-    });
-  });
-  return {
-    url,
-    cpuMs: () => procCpuMs(child.pid ?? 0),
-    close: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-/**
- * The platform (transport and simulated devices) in a process of its own, as it is in a deployment (another
- * party's machines): its CPU is then measured apart from the router's, and it has its own event loop.
- */
-function spawnPlatform(): Promise<Spawned> {
-  // The transport gets none of the router's settings or secrets (master key, Redis): only what Node needs.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(SEALPOST_|REDIS_|ADMIN_)/.test(k)));
-  return spawnRole(['platform', '--port', '0'], env, /platform listening on (\S+)/, 'platform');
-}
-
-/**
- * The API in a process of its own, as in a deployment (API processes apart from workers): its CPU per accepted
- * message is measured apart from the load generator's and the webhook receiver's in the bench process.
- */
-function spawnApi(env: NodeJS.ProcessEnv): Promise<Spawned> {
-  return spawnRole(['api', '--port', '0'], env, /API on (http:\/\/\S+)/, 'API');
-}
-
-/** Resident set size (MB) of a process, from /proc (Linux); 0 where unavailable. */
-function procRssMb(pid: number): number {
-  try {
-    const kb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-    return Math.round(kb / 102.4) / 10;
-  } catch {
-    return 0;
-  }
-}
-
-const RSS_CHECKPOINTS = [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
-
-/** CPU time (ms) a process used so far, from /proc (Linux); 0 where unavailable. */
-function procCpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat (11 and 12 after the command name), in clock ticks.
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/** Commands Redis ran so far (INFO commandstats, every master of a cluster): all, and script calls (EVAL/EVALSHA/FCALL). */
-async function redisCalls(r: Redis): Promise<{ all: number; scripts: number; byName: Map<string, number> }> {
-  let all = 0;
-  let scripts = 0;
-  const byName = new Map<string, number>();
-  for (const node of await mastersOf(r)) {
-    const info = await node.info('commandstats');
-    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-      all += Number(m[2]);
-      byName.set(m[1]!, (byName.get(m[1]!) ?? 0) + Number(m[2]));
-      if (/^(eval|evalsha|fcall)/.test(m[1]!)) scripts += Number(m[2]);
-    }
-  }
-  return { all, scripts, byName };
-}
-
-/** The commands that made most of a phase's calls (inner script commands included), per message. */
-function topCommands(before: Map<string, number>, after: Map<string, number>, messages: number, n = 12): Record<string, number> {
-  return Object.fromEntries([...after].map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const)
-    .filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]).slice(0, n)
-    .map(([k, v]) => [k, Number((v / messages).toFixed(1))]));
-}
-
-/** Redis's own CPU time (ms) so far (INFO cpu, every master of a cluster), main thread and children. */
-async function redisCpuMs(r: Redis): Promise<number> {
-  let ms = 0;
-  for (const node of await mastersOf(r)) {
-    const info = await node.info('cpu');
-    const v = (k: string) => Number(new RegExp(`\\b${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
-    ms += (v('used_cpu_user') + v('used_cpu_sys')) * 1000;
-  }
-  return ms;
 }
 
 const quantile = (xs: number[], q: number) => {
