@@ -72,7 +72,7 @@ export function latencyChart(series: LatencySeries[], title = 'Accept → delive
     out.push(`<line x1="${x(t).toFixed(1)}" y1="${T}" x2="${x(t).toFixed(1)}" y2="${T + ph}" stroke="#e5e5e5"/>`,
       `<text x="${x(t).toFixed(1)}" y="${T + ph + 16}" text-anchor="middle" fill="#444">${fmt(t)}</text>`);
   }
-  for (const q of [0, 25, 50, 75, 90, 99, 100]) {
+  for (const q of [0, 25, 50, 75, 90, 100]) {
     out.push(`<line x1="${L}" y1="${y(q).toFixed(1)}" x2="${L + pw}" y2="${y(q).toFixed(1)}" stroke="#e5e5e5"/>`,
       `<text x="${L - 6}" y="${(y(q) + 4).toFixed(1)}" text-anchor="end" fill="#444">${q}%</text>`);
   }
