@@ -1,6 +1,7 @@
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
 import type { Redis } from 'ioredis';
 import { open, openBinary, sealBinary } from '../store/sealer.ts';
+import { deflateSmall } from '../store/small-deflate.ts';
 
 /**
  * How a conversation's persisted machine snapshot is stored: its JSON raw-deflated against a dictionary of
@@ -35,7 +36,7 @@ function dictionaryOf(conversationId: string): Buffer {
 
 /** The stored form of a persisted snapshot (`aad` binds it to its key). */
 export function encodeSnapshot(key: Buffer, conversationId: string, persisted: unknown, aad: string): Buffer {
-  const packed = deflateRawSync(JSON.stringify(persisted), { dictionary: dictionaryOf(conversationId), level: 6 });
+  const packed = deflateSmall(JSON.stringify(persisted), dictionaryOf(conversationId));
   return sealBinary(key, Buffer.concat([Buffer.of(FORMAT), packed]), aad);
 }
 

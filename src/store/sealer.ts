@@ -102,9 +102,31 @@ function openingKey(key: Buffer, version: number): Buffer {
   return key;
 }
 
+/**
+ * Random 96-bit IVs, drawn from the CSPRNG 4 KiB at a time: one `randomBytes` call per seal cost ~3 µs, a
+ * measurable share of every commit (several seals each). Each IV is copied out and its bytes are never
+ * handed out twice; the pool is refilled, not reused, once spent.
+ */
+const IV_BYTES = 12;
+const IV_POOL_IVS = 341;
+let ivPool = Buffer.alloc(0);
+let ivOffset = 0;
+
+/** A fresh random IV of its own (not a view of the pool). */
+export function nextIv(): Buffer {
+  if (ivOffset + IV_BYTES > ivPool.length) {
+    ivPool = randomBytes(IV_BYTES * IV_POOL_IVS);
+    ivOffset = 0;
+  }
+  const iv = Buffer.allocUnsafe(IV_BYTES);
+  ivPool.copy(iv, 0, ivOffset, ivOffset + IV_BYTES);
+  ivOffset += IV_BYTES;
+  return iv;
+}
+
 /** AES-256-GCM: IV, ciphertext and tag. */
 function gcmSeal(key: Buffer, plaintext: Uint8Array, aad: string): Buffer[] {
-  const iv = randomBytes(12);
+  const iv = nextIv();
   const c = createCipheriv('aes-256-gcm', key, iv);
   c.setAAD(Buffer.from(aad));
   const ct = Buffer.concat([c.update(plaintext), c.final()]);

@@ -1,5 +1,6 @@
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
 import type { Redis } from 'ioredis';
+import { deflateSmall } from '../store/small-deflate.ts';
 
 /**
  * How a conversation's trace is kept in Redis: a list with one entry per committed step, each entry the
@@ -41,7 +42,7 @@ function dictionaryOf(conversationId: string): Buffer {
 
 /** One stored entry holding `lines` (JSON strings, in order). */
 export function encodeTraceChunk(conversationId: string, lines: string[]): Buffer {
-  const packed = deflateRawSync(lines.join('\n'), { dictionary: dictionaryOf(conversationId), level: 6 });
+  const packed = deflateSmall(lines.join('\n'), dictionaryOf(conversationId));
   return Buffer.concat([Buffer.of(CHUNK), packed]);
 }
 
