@@ -16,6 +16,7 @@ export class Metrics {
   readonly failures: Counter<'code'>;
   readonly inbound: Counter;
   readonly hydrations: Counter;
+  readonly warmDrains: Counter;
   readonly drainSeconds: Histogram;
   readonly jobSeconds: Histogram<'queue'>;
   readonly jobWaitSeconds: Histogram<'queue'>;
@@ -39,6 +40,7 @@ export class Metrics {
     this.failures = new Counter({ name: 'sealpost_message_failures_total', help: 'Messages that ended failed, by Cloud API error code', labelNames: ['code'], registers: [r] });
     this.inbound = new Counter({ name: 'sealpost_inbound_messages_total', help: 'User messages decrypted and forwarded', registers: [r] });
     this.hydrations = new Counter({ name: 'sealpost_actors_hydrated_total', help: 'Conversation actors loaded from Redis to run their mailbox', registers: [r] });
+    this.warmDrains = new Counter({ name: 'sealpost_actors_warm_total', help: 'Drains that started from the state kept in memory since the process\'s last drain of the conversation (still current in Redis)', registers: [r] });
     this.drainSeconds = new Histogram({ name: 'sealpost_actor_drain_seconds', help: 'One drain of a conversation mailbox', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] });
     this.jobSeconds = new Histogram({ name: 'sealpost_job_processing_seconds', help: 'Job processing time, by queue', labelNames: ['queue'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [r] });
     this.jobWaitSeconds = new Histogram({ name: 'sealpost_job_wait_seconds', help: 'From a job\'s due time to its start, by queue', labelNames: ['queue'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300], registers: [r] });

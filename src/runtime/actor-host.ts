@@ -8,6 +8,7 @@ import type { Stores } from '../store/stores.ts';
 import { drainAndCheck } from './host/drain.ts';
 import type { HostOptions, HostParts, HostSinks, TraceTap } from './host/parts.ts';
 import { createStepper } from './transition.ts';
+import { WarmStates } from './host/warm.ts';
 import type { TransportClient } from './transport-client.ts';
 
 // The host's parts, one concept a file under ./host/: drain.ts (the drain loop) and lease.ts (the fenced lease),
@@ -21,7 +22,8 @@ export type { HostOptions, HostSinks, StatusUpdate } from './host/parts.ts';
 /**
  * The actor host: hydrates a conversation from Redis, runs its mailbox through the pure machine one event at
  * a time, executes the commands, and commits snapshot + Signal session + message rows + trace atomically
- * under a fenced single-writer lease. Nothing stays in memory between drains.
+ * under a fenced single-writer lease. Between drains a process may keep a conversation hydrated (host/warm.ts),
+ * used only when Redis still holds exactly the state it was committed as.
  */
 export class ActorHost {
   /**
@@ -58,6 +60,7 @@ export class ActorHost {
       traceMax: opts.traceMax ?? 300,
       maxSteps: opts.maxStepsPerDrain ?? 50,
       transition: createStepper(),
+      warm: new WarmStates(opts.warmConversations ?? 4096),
       preKeysOf: this.preKeysOf,
       tap: () => ActorHost.traceTap,
     };

@@ -75,4 +75,5 @@ export async function commit(
   }
   c.crypto.markClean();
   c.outbox = outbox;
+  c.stored = extra.deleteAll ? null : sealedSnap;
 }

@@ -5,7 +5,7 @@ import { metrics } from '../../ops/metrics.ts';
 import type { MailboxEvent } from '../mailbox.ts';
 import { applyTimers, executeEffects } from './effects.ts';
 import { keepLease, LeaseBusyError, releaseLease, takeLease } from './lease.ts';
-import { load, readState, type StoredState } from './load.ts';
+import { load, readState } from './load.ts';
 import type { Loaded } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 import { step } from './step.ts';
@@ -37,33 +37,44 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
   }
   const state = read.value;
   const firstBatch = batch.value;
+  // This process's state of the conversation after its last drain here, if any: used only if still current.
+  const warm = h.warm.take(conversationId);
   const stopRenewing = keepLease(redis, leaseKey, token, h.leaseMs);
   let handled = 0;
   // Set once every effect the outbox held has been applied: the release then clears it (a crash before
   // that replays it, which is safe: effects are idempotent).
   let outboxDone = false;
   let waiting = 0;
+  let loaded: Loaded | null = null;
   try {
-    handled = await run(h, redis, conversationId, token, state, firstBatch);
+    loaded = await load(h, redis, conversationId, state, warm);
+    handled = await run(h, redis, conversationId, token, loaded, firstBatch);
     outboxDone = true;
     metrics.drainSeconds.observe((performance.now() - started) / 1000);
   } finally {
     stopRenewing();
     waiting = await releaseLease(redis, h.keys, conversationId, token, outboxDone);
   }
+  // Every step committed: what is in memory is what Redis holds, worth keeping for the next drain.
+  if (loaded && !loaded.deleted && loaded.stored) {
+    h.warm.keep(conversationId, {
+      stored: loaded.stored, version: loaded.version, waSealed: loaded.waSealed, waId: loaded.meta.waId, display: loaded.meta.display,
+      identity: loaded.identity, snapshot: loaded.snapshot, crypto: loaded.crypto,
+    });
+  }
   return { handled, pending: waiting > 0 };
 }
 
-/** The drain's body, under the lease: hydrate, replay the outbox, then steps until the mailbox is empty. */
-async function run(h: HostParts, redis: Redis, conversationId: string, token: string, state: StoredState, firstBatch: string[]): Promise<number> {
+/** The drain's body, under the lease: replay the outbox, then steps until the mailbox is empty. */
+async function run(h: HostParts, redis: Redis, conversationId: string, token: string, loaded: Loaded | null, firstBatch: string[]): Promise<number> {
   const mailboxKey = h.keys.mailbox(conversationId);
-  const loaded = await load(h, redis, conversationId, state);
   if (!loaded) {
     // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
     await redis.del(mailboxKey);
     return 0;
   }
-  metrics.hydrations.inc();
+  if (loaded.warm) metrics.warmDrains.inc();
+  else metrics.hydrations.inc();
   let handled = 0;
   let pending: ConversationEvent[] = [];
   let batch: string[] | null = firstBatch;

@@ -8,6 +8,7 @@ import { decodeSnapshot } from '../snapshot-codec.ts';
 import type { Loaded, Meta } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 import { decodeSession } from './session-codec.ts';
+import type { WarmState } from './warm.ts';
 
 /** A conversation's keys as read at the start of a drain. */
 export interface StoredState {
@@ -62,38 +63,56 @@ async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | R
   }
 }
 
-/** Hydrates a conversation from its stored state; null when there is no such conversation (any more). */
-export async function load(h: HostParts, redis: Redis, id: string, state: StoredState): Promise<Loaded | null> {
+/**
+ * Hydrates a conversation from its stored state; null when there is no such conversation (any more). `warm`,
+ * this process's state of the conversation after its last drain here, stands in for opening the snapshot
+ * and the session when the stored snapshot is exactly the one it holds (see warm.ts).
+ */
+export async function load(h: HostParts, redis: Redis, id: string, state: StoredState, warm?: WarmState): Promise<Loaded | null> {
   const { metaRow, snapRow, sess, outbox } = state;
   if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
   const dk = await h.dataKeys.get(metaRow.business_id);
-  const waId = open(dk, metaRow.wa, `${h.keys.meta(id)}:wa`).toString();
   const pn = await h.businesses.phoneNumber(metaRow.phone_number_id);
   if (!pn) return null;
+  const identity = await h.businesses.identity(metaRow.phone_number_id);
+  const version = metaRow.v ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.v : undefined) ?? '0';
+  const hit = warm !== undefined && Buffer.isBuffer(snapRow) && warm.stored.equals(snapRow) && warm.version === version
+    && warm.waSealed === metaRow.wa && warm.identity === identity && warm.display === pn.display_phone_number;
+  const waId = hit ? warm.waId : open(dk, metaRow.wa, `${h.keys.meta(id)}:wa`).toString();
   const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
   const retentionMs = await retentionOf(h, meta.businessId);
   let snapshot: AnyMachineSnapshot;
-  if (snapRow) {
-    const aad = `${h.keys.snapshot(id)}:s`;
-    const persisted = Buffer.isBuffer(snapRow) ? decodeSnapshot(dk, id, snapRow, aad) : JSON.parse(open(dk, snapRow.s!, aad).toString());
-    snapshot = conversationMachine.resolveState(persisted as never) as AnyMachineSnapshot;
+  let crypto: ConversationCrypto;
+  if (hit) {
+    snapshot = warm.snapshot;
+    crypto = warm.crypto;
   } else {
-    [snapshot] = initialTransition(conversationMachine, inputOf(h, id, retentionMs)) as unknown as [AnyMachineSnapshot];
+    if (snapRow) {
+      const aad = `${h.keys.snapshot(id)}:s`;
+      const persisted = Buffer.isBuffer(snapRow) ? decodeSnapshot(dk, id, snapRow, aad) : JSON.parse(open(dk, snapRow.s!, aad).toString());
+      snapshot = conversationMachine.resolveState(persisted as never) as AnyMachineSnapshot;
+    } else {
+      [snapshot] = initialTransition(conversationMachine, inputOf(h, id, retentionMs)) as unknown as [AnyMachineSnapshot];
+    }
+    let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
+    if (sess) keys = decodeSession(openBinary(dk, sess, `${h.keys.session(id)}:s`));
+    crypto = new ConversationCrypto(identity, meta.display, waId, keys);
   }
-  let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
-  if (sess) keys = decodeSession(openBinary(dk, sess, `${h.keys.session(id)}:s`));
-  const identity = await h.businesses.identity(meta.phoneNumberId);
   return {
     id,
     redis,
     meta,
     dk,
     snapshot,
-    version: metaRow.v ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.v : undefined) ?? '0',
+    version,
     retentionMs,
     deleted: false,
     traceSeq: Number(metaRow.t ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.t : undefined) ?? 0),
-    crypto: new ConversationCrypto(identity, meta.display, waId, keys),
+    crypto,
+    stored: Buffer.isBuffer(snapRow) ? snapRow : null,
+    waSealed: metaRow.wa,
+    identity,
+    warm: hit,
     outbox: outbox.map((o) => JSON.parse(o) as Command),
     ciphertexts: new Map(),
     envelopes: new Map(),

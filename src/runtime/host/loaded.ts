@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { AnyMachineSnapshot } from 'xstate';
 import type { Command } from '../../../machines/commands.ts';
 import type { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+import type { NumberIdentity } from '../../store/businesses.ts';
 
 /** Who a conversation is between, as its meta hash says (the user's number opened). */
 export interface Meta {
@@ -43,6 +44,14 @@ export interface Loaded {
   version: string;
   traceSeq: number;
   crypto: ConversationCrypto;
+  /** The sealed snapshot as stored now (read at load, then what each commit wrote); null before the first. */
+  stored: Buffer | null;
+  /** The meta hash's sealed user number (what `meta.waId` was opened from). */
+  waSealed: string;
+  /** The business number's identity the crypto state was made with. */
+  identity: NumberIdentity;
+  /** True when this drain started from the process's warm state (warm.ts) instead of opening the stored one. */
+  warm: boolean;
   outbox: Command[];
   /** Ciphertexts made in this drain, so a send needs no read-back. */
   ciphertexts: Map<string, { type: number; body: string }>;

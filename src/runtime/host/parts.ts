@@ -9,6 +9,7 @@ import type { ChangeValue, StatusInput } from '../../webhook/envelope.ts';
 import type { MailboxEvent } from '../mailbox.ts';
 import type { TransportClient } from '../transport-client.ts';
 import type { createStepper } from '../transition.ts';
+import type { WarmStates } from './warm.ts';
 
 /** A status change for the business, as the host hands it to the webhook layer. */
 export type StatusUpdate = StatusInput;
@@ -41,6 +42,8 @@ export interface HostOptions {
   traceMax?: number;
   /** Upper bound of one drain, so one busy conversation cannot hold a worker slot forever. */
   maxStepsPerDrain?: number;
+  /** Conversations kept hydrated between drains in this process (warm.ts; 0 = none). Default 4096. */
+  warmConversations?: number;
 }
 
 /** Receives each committed step's trace lines (for recording traces; unset in production). */
@@ -48,7 +51,8 @@ export type TraceTap = (conversationId: string, lines: string[]) => void;
 
 /**
  * What the host's parts share: its collaborators and settings (defaults applied), one per host. Nothing
- * about a conversation lives here: that is `Loaded` (loaded.ts), made afresh for every drain.
+ * about a conversation lives here but the warm states (warm.ts), which a drain uses only after checking them
+ * against what Redis holds: a conversation is `Loaded` (loaded.ts), made for every drain.
  */
 export interface HostParts {
   readonly stores: Stores;
@@ -64,6 +68,8 @@ export interface HostParts {
   readonly traceMax: number;
   readonly maxSteps: number;
   readonly transition: ReturnType<typeof createStepper>;
+  /** Conversations this process drained lately, still hydrated (used only while still current). */
+  readonly warm: WarmStates;
   /** The business number's prekeys, for PreKey messages users send first. */
   readonly preKeysOf?: (phoneNumberId: string) => Promise<BusinessPreKeys>;
   /** Where received media go (sealed, with the business's retention); without it they are not carried. */
