@@ -23,9 +23,12 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
   // The lease and the reads go out together (one round trip: same connection, same hash slot, executed in
   // order), so the reads see what was there once the lease was taken; without the lease they are dropped.
   const started = performance.now();
+  // This process's state of the conversation after its last drain here, if any (used only if still current):
+  // with one at hand the Signal session (kilobytes) is not read unless it turns out stale.
+  const warm = h.warm.take(conversationId);
   const [lease, read, batch] = await Promise.allSettled([
     takeLease(redis, leaseKey, token, h.leaseMs),
-    readState(h, redis, conversationId),
+    readState(h, redis, conversationId, !warm),
     redis.lrange(mailboxKey, 0, h.batchSize - 1),
   ]);
   if (lease.status === 'rejected') throw lease.reason;
@@ -37,8 +40,6 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
   }
   const state = read.value;
   const firstBatch = batch.value;
-  // This process's state of the conversation after its last drain here, if any: used only if still current.
-  const warm = h.warm.take(conversationId);
   const stopRenewing = keepLease(redis, leaseKey, token, h.leaseMs);
   let handled = 0;
   // Set once every effect the outbox held has been applied: the release then clears it (a crash before

@@ -14,7 +14,8 @@ import type { WarmState } from './warm.ts';
 export interface StoredState {
   metaRow: Record<string, string>;
   snapRow: Buffer | Record<string, string> | null;
-  sess: Buffer | null;
+  /** undefined when not read with the rest (a warm state was at hand): read later if it is not used. */
+  sess: Buffer | null | undefined;
   outbox: string[];
 }
 
@@ -39,11 +40,11 @@ async function retentionOf(h: HostParts, businessId: string): Promise<number> {
  * Reads a conversation's stored state. Issued together with the lease (see drainAndCheck in drain.ts): every
  * command here must go out before the first await, so the reads share the lease's round trip.
  */
-export async function readState(h: HostParts, redis: Redis, id: string): Promise<StoredState> {
+export async function readState(h: HostParts, redis: Redis, id: string, withSession = true): Promise<StoredState> {
   const [metaRow, snapRow, sess, outbox] = await Promise.all([
     redis.hgetall(h.keys.meta(id)),
     readStoredSnapshot(redis, h.keys.snapshot(id)),
-    redis.getBuffer(h.keys.session(id)),
+    withSession ? redis.getBuffer(h.keys.session(id)) : undefined,
     redis.lrange(h.keys.outbox(id), 0, -1),
   ]);
   return { metaRow, snapRow, sess, outbox };
@@ -69,7 +70,7 @@ async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | R
  * and the session when the stored snapshot is exactly the one it holds (see warm.ts).
  */
 export async function load(h: HostParts, redis: Redis, id: string, state: StoredState, warm?: WarmState): Promise<Loaded | null> {
-  const { metaRow, snapRow, sess, outbox } = state;
+  const { metaRow, snapRow, outbox } = state;
   if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
   const dk = await h.dataKeys.get(metaRow.business_id);
   const pn = await h.businesses.phoneNumber(metaRow.phone_number_id);
@@ -95,6 +96,8 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
       [snapshot] = initialTransition(conversationMachine, inputOf(h, id, retentionMs)) as unknown as [AnyMachineSnapshot];
     }
     let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
+    // Not read with the lease when a warm state was expected to serve: read now, still under the lease.
+    const sess = state.sess === undefined ? await redis.getBuffer(h.keys.session(id)) : state.sess;
     if (sess) keys = decodeSession(openBinary(dk, sess, `${h.keys.session(id)}:s`));
     crypto = new ConversationCrypto(identity, meta.display, waId, keys);
   }
