@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Keys } from '../store/keys.ts';
 import { seal } from '../store/sealer.ts';
 import type { ChangeValue } from '../webhook/envelope.ts';
+import { Coalescer } from '../redis/coalesce.ts';
 
 /**
  * The webhooks queue as producers see it: a business's outbox of sealed updates and the deduplicated wake-up
@@ -59,14 +60,25 @@ export class WebhookOutbox {
     private readonly dataKeyOf: (businessId: string) => Promise<Buffer>,
   ) {}
 
-  /** Appends updates for one business number and wakes the business's delivery. */
+  /**
+   * Appends of one turn of the event loop, one transaction per business: each caller's entries stay together
+   * and in its order (a conversation's updates), callers in the order they came.
+   */
+  private readonly appends = new Coalescer<{ entries: string[]; ttlMs: number }>(async (businessId, all) => {
+    const key = this.keys.webhookOutbox(businessId);
+    const entries = all.flatMap((a) => a.entries);
+    const ttlMs = Math.max(...all.map((a) => a.ttlMs));
+    await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
+  });
+
+  /** Appends updates for one business number and wakes the business's delivery; resolves once both are done. */
   async enqueue(businessId: string, phoneNumberId: string, values: ChangeValue[], ttlMs: number): Promise<void> {
     if (!values.length) return;
     const key = this.keys.webhookOutbox(businessId);
     const t = Date.now();
     const dk = await this.dataKeyOf(businessId);
     const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
-    await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
+    await this.appends.add(businessId, { entries, ttlMs });
     await this.wakeSoon(businessId);
   }
 

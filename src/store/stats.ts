@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { Coalescer } from '../redis/coalesce.ts';
 import type { Keys } from './keys.ts';
 
 /** One business's non-identifiable aggregates for one day (UTC). */
@@ -34,12 +35,21 @@ export class Stats {
     private readonly keys: Keys,
   ) {}
 
-  /** Adds to counters of one business for the day of `at`. */
-  async count(businessId: string, fields: Record<string, number>, at = Date.now()): Promise<void> {
-    const key = this.keys.stats(businessId, dayOf(at));
+  /** Counts of one turn of the event loop, summed per counter key and written in one transaction each. */
+  private readonly writes = new Coalescer<Record<string, number>>(async (key, all) => {
+    const sums: Record<string, number> = {};
+    for (const fields of all) for (const [f, n] of Object.entries(fields)) if (n) sums[f] = (sums[f] ?? 0) + n;
     const m = this.redis.multi();
-    for (const [f, n] of Object.entries(fields)) if (n) m.hincrby(key, f, n);
+    for (const [f, n] of Object.entries(sums)) if (n) m.hincrby(key, f, n);
     await m.pexpire(key, KEEP_MS).exec();
+  });
+
+  /**
+   * Adds to counters of one business for the day of `at`; resolves once written. Counts made in the same turn
+   * of the event loop (many drains finishing together) go out as one write per business and day.
+   */
+  async count(businessId: string, fields: Record<string, number>, at = Date.now()): Promise<void> {
+    await this.writes.add(this.keys.stats(businessId, dayOf(at)), fields);
   }
 
   /** The business's days from `from` to `to` (inclusive, YYYY-MM-DD). */
