@@ -79,7 +79,7 @@ export const OpaqueData = z.string({ error: 'Parameter biz_opaque_callback_data 
   .meta({ maxLength: 512, description: 'At most 512 bytes of UTF-8; returned with this message\'s status webhooks.' });
 
 /** The fields every send has besides its type's object. */
-export const SendHead = z.looseObject({ messaging_product: MessagingProduct, recipient_type: RecipientType.optional(), to: Recipient, type: MessageType.optional() });
+export const SendHead = z.looseObject({ messaging_product: MessagingProduct, recipient_type: RecipientType.nullish(), to: Recipient, type: MessageType.nullish() });
 
 /** `text`: `{ body, preview_url? }`. */
 export const Text = z.object({
@@ -189,10 +189,11 @@ export const TYPE_OBJECTS = {
 export function sendRequest(type: (typeof MESSAGE_TYPES)[number]) {
   return z.object({
     messaging_product: MessagingProduct,
-    recipient_type: RecipientType.optional(),
+    // null is taken as absent, as the Cloud API takes it.
+    recipient_type: RecipientType.nullish(),
     to: Recipient,
     // The Cloud API sends a text without `type`; SDKs rely on that.
-    type: type === 'text' ? z.literal('text').optional() : z.literal(type),
+    type: type === 'text' ? z.literal('text').nullish() : z.literal(type),
     [type]: TYPE_OBJECTS[type],
     ...(type === 'template' ? {} : { context: Context.optional() }),
     biz_opaque_callback_data: OpaqueData.optional(),

@@ -88,7 +88,7 @@ export const StatsQuery = z.object({
 export const BillingQuery = z.object({ month: z.string({ error: 'month must be YYYY-MM' }).regex(/^\d{4}-\d{2}$/, { error: 'month must be YYYY-MM' }).optional() });
 
 /** `GET`/`DELETE …/users/{wa_id}`: which of the business's numbers (default its first). */
-export const UserQuery = z.object({ phone_number_id: z.string().optional() });
+export const UserQuery = z.object({ phone_number_id: z.string({ error: 'phone_number_id is not one of this business\'s numbers' }).optional() });
 
 /** A user's number as the data requests take it: digits only. */
 export const WaIdParam = z.string().regex(/^[1-9]\d{6,14}$/, { error: 'wa_id must be the user\'s number, digits only' });
