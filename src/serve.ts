@@ -7,6 +7,7 @@ import { startWorkers, type RunningWorkers } from './compose.ts';
 import { redactUrl } from './redis/resolve.ts';
 import { redisSettingsWarnings } from './redis/health.ts';
 import { metrics } from './ops/metrics.ts';
+import { conversationId } from './runtime/ids.ts';
 
 /** Which parts one process runs. */
 export interface ServeOptions {
@@ -158,6 +159,16 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   out(`  curl -s ${platformUrl}/sim/devices/${devices[0]}/messages`);
   out("Today's statistics of the business (aggregates only):");
   out(`  curl -s -H 'Authorization: Bearer ${adminToken}' ${apiUrl}/admin/businesses/${created.business_id}/stats`);
+  out('');
+  // Ada's conversation exists already: her greeting opened it.
+  const conversation = await conversationId(ctx.dataKeys, created.business_id, created.phone_number_id, devices[0]!);
+  out('Where to look (pages ask for the admin token once, scripts send it as a Bearer header):');
+  out(`  queue board          ${apiUrl}/admin/queues`);
+  out(`  conversation         ${apiUrl}/admin/conversations/${conversation} (Ada's: state, statechart, trace)`);
+  out(`  metrics              ${apiUrl}/metrics`);
+  out(`  API reference        ${apiUrl}/docs (the OpenAPI document: ${apiUrl}/openapi.json; both public)`);
+  out('  tracing              off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) and restart,');
+  out('                       with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf or http/json');
   out('');
   return { close: () => receiver.close() };
 }

@@ -1,10 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
 import type { DataRequests } from '../runtime/data-requests.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { Stats } from '../store/stats.ts';
 import { InvalidParameterError, UnknownObjectError } from '../runtime/graph-errors.ts';
 import { checkAdmin } from '../ops/admin-auth.ts';
 import { Provisioning, ProvisioningError } from '../runtime/provisioning.ts';
+import { parseOr100 } from '../runtime/message-schemas.ts';
+import { AddNumberBody, AppSecretBody, BillingQuery, CreateBusinessBody, IssueTokenBody, NumberWebhookBody, PatchBusinessBody, StatsQuery, UserQuery, WaIdParam } from './schemas/admin.ts';
 
 /** What the admin routes need. */
 export interface AdminDeps {
@@ -34,8 +37,6 @@ function graphError(e: unknown, method: string): unknown {
   return new InvalidParameterError(e.message);
 }
 
-const DAY = /^\d{4}-\d{2}-\d{2}$/;
-const MONTH = /^\d{4}-\d{2}$/;
 
 /**
  * Admin routes (behind the admin token): the Business Manager (businesses, their numbers, webhooks, app secrets
@@ -62,13 +63,14 @@ export function adminRoutes(deps: AdminDeps) {
     };
     const onRequest = async (req: FastifyRequest) => checkAdmin(req, deps.token);
     const params = (req: FastifyRequest) => req.params as { business_id: string; phone_number_id: string };
-    const body = (req: FastifyRequest) => (req.body ?? {}) as Record<string, unknown>;
+    /** The request body parsed with its schema (src/api/schemas/admin.ts); no body is an empty object. */
+    const body = <S extends z.ZodType>(schema: S, req: FastifyRequest): z.output<S> => parseOr100(schema, req.body ?? {});
 
     // The Business Manager: businesses, their numbers, webhooks and app secrets. Secrets are accepted, never shown.
     app.get('/admin/businesses', { onRequest }, async () => ({ businesses: await provisioning.list() }));
 
     app.post('/admin/businesses', { onRequest }, async (req) => {
-      const b = body(req);
+      const b = body(CreateBusinessBody, req);
       return provisioned(req, (p) => p.create({ name: b.name, webhookUrl: b.webhook_url, appSecret: b.app_secret, verifyToken: b.verify_token, retention: b.retention }));
     });
 
@@ -78,7 +80,7 @@ export function adminRoutes(deps: AdminDeps) {
     });
 
     app.patch('/admin/businesses/:business_id', { onRequest }, async (req) => {
-      const b = body(req);
+      const b = body(PatchBusinessBody, req);
       await provisioned(req, (p) => p.update(params(req).business_id, { name: b.name, retention: b.retention, webhookUrl: b.webhook_url, verifyToken: b.verify_token }));
       return { success: true };
     });
@@ -86,7 +88,7 @@ export function adminRoutes(deps: AdminDeps) {
     app.delete('/admin/businesses/:business_id', { onRequest }, async (req) => ({ success: await provisioned(req, (p) => p.delete(params(req).business_id)) }));
 
     app.post('/admin/businesses/:business_id/app_secret', { onRequest }, async (req) => {
-      const { appSecret, generated } = await provisioned(req, (p) => p.rotateAppSecret(params(req).business_id, body(req).app_secret));
+      const { appSecret, generated } = await provisioned(req, (p) => p.rotateAppSecret(params(req).business_id, body(AppSecretBody, req).app_secret));
       // Shown once when generated here; a secret the caller chose is not echoed.
       return generated ? { success: true, app_secret: appSecret } : { success: true };
     });
@@ -101,11 +103,11 @@ export function adminRoutes(deps: AdminDeps) {
 
     app.get('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => ({ data: await provisioned(req, (p) => p.numbers(params(req).business_id)) }));
 
-    app.post('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => provisioned(req, (p) => p.addNumber(params(req).business_id, { verifiedName: body(req).verified_name })));
+    app.post('/admin/businesses/:business_id/phone_numbers', { onRequest }, async (req) => provisioned(req, (p) => p.addNumber(params(req).business_id, { verifiedName: body(AddNumberBody, req).verified_name })));
 
     app.patch('/admin/businesses/:business_id/phone_numbers/:phone_number_id', { onRequest }, async (req) => {
       const { business_id: id, phone_number_id: pn } = params(req);
-      const b = body(req);
+      const b = body(NumberWebhookBody, req);
       // `webhook_url: null` gives the number its business's webhook again.
       await provisioned(req, (p) => p.setNumberWebhook(id, pn, b.webhook_url === null ? null : { url: b.webhook_url, verifyToken: b.verify_token }));
       return { success: true };
@@ -123,11 +125,8 @@ export function adminRoutes(deps: AdminDeps) {
 
     app.post('/admin/businesses/:business_id/tokens', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id, req);
-      const body = (req.body ?? {}) as { expires_in?: unknown };
-      if (body.expires_in !== undefined && !(Number.isInteger(body.expires_in) && (body.expires_in as number) > 0)) {
-        throw new InvalidParameterError('expires_in must be a whole number of seconds');
-      }
-      return deps.businesses.issueToken(id, body.expires_in ? (body.expires_in as number) * 1000 : undefined);
+      const { expires_in: expiresIn } = body(IssueTokenBody, req);
+      return deps.businesses.issueToken(id, expiresIn ? expiresIn * 1000 : undefined);
     });
 
     app.delete('/admin/businesses/:business_id/tokens/:token_id', { onRequest }, async (req) => {
@@ -139,26 +138,25 @@ export function adminRoutes(deps: AdminDeps) {
 
     app.get('/admin/businesses/:business_id/stats', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id, req);
-      const q = req.query as { from?: string; to?: string };
+      const q = parseOr100(StatsQuery, req.query);
       const to = q.to ?? new Date().toISOString().slice(0, 10);
       const from = q.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 6 * 86_400_000).toISOString().slice(0, 10);
-      if (!DAY.test(from) || !DAY.test(to) || from > to) throw new InvalidParameterError('from and to must be days (YYYY-MM-DD), from <= to');
+      if (from > to) throw new InvalidParameterError('from and to must be days (YYYY-MM-DD), from <= to');
       return { business_id: id, days: await deps.stats.days(id, from, to) };
     });
 
     app.get('/admin/businesses/:business_id/billing', { onRequest }, async (req) => {
       const id = await business((req.params as { business_id: string }).business_id, req);
-      const month = (req.query as { month?: string }).month ?? new Date().toISOString().slice(0, 7);
-      if (!MONTH.test(month)) throw new InvalidParameterError('month must be YYYY-MM');
+      const month = parseOr100(BillingQuery, req.query).month ?? new Date().toISOString().slice(0, 7);
       return deps.stats.billing(id, month);
     });
 
     const userOf = async (req: FastifyRequest) => {
       const p = req.params as { business_id: string; wa_id: string };
       const id = await business(p.business_id, req);
-      if (!/^[1-9]\d{6,14}$/.test(p.wa_id)) throw new InvalidParameterError('wa_id must be the user\'s number, digits only');
+      parseOr100(WaIdParam, p.wa_id);
       const numbers = await deps.businesses.numbersOf(id);
-      const pn = (req.query as { phone_number_id?: string }).phone_number_id ?? numbers[0];
+      const pn = parseOr100(UserQuery, req.query).phone_number_id ?? numbers[0];
       if (!pn || !numbers.includes(pn)) throw new InvalidParameterError('phone_number_id is not one of this business\'s numbers');
       return { id, pn, waId: p.wa_id };
     };

@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type RouteOptions } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
@@ -10,6 +10,7 @@ import { mediaInfo, registerMedia } from './media.ts';
 import { handleMessagesRequest } from '../runtime/message-requests.ts';
 import { metrics } from '../ops/metrics.ts';
 import type { TrustProxy } from '../config.ts';
+import { docsRoutes } from './docs.ts';
 
 /** What the API needs. */
 export interface ApiDeps {
@@ -29,6 +30,8 @@ export interface ApiDeps {
   trustProxy?: TrustProxy;
   /** Media upload and retrieval (POST /{phone_number_id}/media, GET and DELETE /{media_id}). */
   media?: { store: MediaStore; retentionOf(businessId: string): Promise<number> };
+  /** Told of every route as it is added, the plugins' included (test/api/openapi.test.ts checks them against the document). */
+  onRoute?: (route: RouteOptions) => void;
 }
 
 /** A set of routes added to the API. */
@@ -115,6 +118,10 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   const log = deps.logger ?? createLogger('api');
   // Fastify's own request lines would log raw URLs; the access line below logs the route pattern instead.
   const app: FastifyInstance = Fastify({ loggerInstance: log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: deps.bodyLimit ?? 1024 * 1024, trustProxy: trustFunction(deps.trustProxy) });
+  if (deps.onRoute) {
+    const onRoute = deps.onRoute;
+    app.addHook('onRoute', (route) => onRoute(route));
+  }
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
   app.decorateRequest('media', undefined);
@@ -183,6 +190,8 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.get('/:version/:phone_number_id', idAuth, number);
   app.get('/:phone_number_id', idAuth, number);
   if (deps.media) registerMedia(app, deps.media, auth, idAuth, deps.businesses);
+  // The OpenAPI document and its page: public, like the Cloud API's reference.
+  void app.register(docsRoutes);
 
   for (const routes of [deps.extraRoutes ?? []].flat()) {
     void app.register(async (scope) => {

@@ -4,6 +4,8 @@ import { contentDisposition } from '../media/disposition.ts';
 import { MAX_MEDIA_BYTES, MEDIA_LIMITS, MediaQuotaError, type MediaInfo, type MediaStore } from '../media/store.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import { AuthError, GraphError, InvalidParameterError, UnknownObjectError } from '../runtime/graph-errors.ts';
+import { parseOr100 } from '../runtime/message-schemas.ts';
+import { MediaUploadFields } from './schemas/business.ts';
 
 /** 131053: the upload could not be taken (kind, type or size outside what the Cloud API accepts). */
 export class MediaUploadError extends GraphError {
@@ -48,9 +50,9 @@ export function registerMedia(
         file = { bytes, mimeType: part.mimetype, filename: part.filename };
       } else fields[part.fieldname] = String(part.value);
     }
-    if (fields.messaging_product !== 'whatsapp') throw new InvalidParameterError('messaging_product must be "whatsapp"');
+    const form = parseOr100(MediaUploadFields, fields);
     if (!file) throw new InvalidParameterError('the file part is missing');
-    const mimeType = (fields.type ?? file.mimeType).split(';')[0]!.trim().toLowerCase();
+    const mimeType = (form.type ?? file.mimeType).split(';')[0]!.trim().toLowerCase();
     const limit = MEDIA_LIMITS[mimeType];
     if (!limit) throw new MediaUploadError(`type ${mimeType.slice(0, 80)} is not supported (supported: ${Object.keys(MEDIA_LIMITS).join(', ')})`);
     if (file.bytes.length > limit.max) throw new MediaUploadError(`${limit.kind} files are at most ${limit.max} bytes; this one has ${file.bytes.length}`);

@@ -41,6 +41,28 @@ describe('npm start (serve --demo)', () => {
       expect(((await (await fetch(deviceUrl)).json()) as { messages: { id: string; text: { body: string } }[] }).messages[0]).toMatchObject({ id: wamid, text: { body: 'Hello from Sealpost' } });
       await waitFor(() => out.includes(`webhook status delivered ${wamid}`), 'the receiver to print delivered');
       expect(out).toContain(`webhook status sent ${wamid}`);
+
+      // Where an operator looks: each printed address answers, the admin ones with the printed admin token.
+      await waitFor(() => out.includes('OTEL_EXPORTER_OTLP_PROTOCOL'), 'the operator addresses', 30_000);
+      const admin = { authorization: `Bearer ${/admin token\s+(\S+)/.exec(out)![1]!}` };
+      const at = (label: string) => new RegExp(`^ {2}${label} +(http\\S+)`, 'm').exec(out)?.[1] ?? `(no ${label} line)`;
+      const board = await fetch(at('queue board'), { headers: admin });
+      expect(board.status).toBe(200);
+      expect(await board.text()).toMatch(/<html/i);
+      const inspectorUrl = at('conversation');
+      expect(inspectorUrl).toMatch(/\/admin\/conversations\/[0-9a-f]{30}$/);
+      const conversation = await fetch(inspectorUrl, { headers: { ...admin, accept: 'application/json' } });
+      expect(conversation.status).toBe(200);
+      expect(((await conversation.json()) as { conversation_id: string }).conversation_id).toBe(inspectorUrl.split('/').pop());
+      const metrics = await fetch(at('metrics'), { headers: admin });
+      expect(metrics.status).toBe(200);
+      expect(await metrics.text()).toContain('# TYPE');
+      const docs = await fetch(at('API reference'));
+      expect(docs.status).toBe(200);
+      expect(await docs.text()).toContain('swagger-ui');
+      const document = await fetch(/OpenAPI document: (http\S+openapi\.json)/.exec(out)![1]!);
+      expect(((await document.json()) as { openapi: string }).openapi).toBe('3.1.0');
+      expect(out).toMatch(/^ {2}tracing +off; set OTEL_EXPORTER_OTLP_ENDPOINT \(e\.g\. http:\/\/localhost:4318\)/m);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { configureLogging } from '../../src/log.ts';
-import { buildApp } from '../../src/api/app.ts';
+import { buildApp, type ApiDeps } from '../../src/api/app.ts';
 import { adminRoutes } from '../../src/api/admin.ts';
 import { opsRoutes } from '../../src/api/ops.ts';
 import { metrics } from '../../src/ops/metrics.ts';
@@ -52,7 +52,7 @@ export interface TestSystem {
 }
 
 /** Starts a system with its own key prefix; `workers: false` leaves the workers to other processes. */
-export async function startSystem(opts: { workers?: boolean; env?: Record<string, string>; redisUrl?: string; platformTap?: (method: string, url: string, body: unknown) => void } = {}): Promise<TestSystem> {
+export async function startSystem(opts: { workers?: boolean; env?: Record<string, string>; redisUrl?: string; platformTap?: (method: string, url: string, body: unknown) => void; onRoute?: ApiDeps['onRoute'] } = {}): Promise<TestSystem> {
   const redisUrl = opts.redisUrl ?? testRedisUrl();
   const prefix = testPrefix('sp');
   const masterKey = randomBytes(32);
@@ -66,6 +66,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
     businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       media: { store: ctx.media, retentionOf: (b: string) => ctx.outbound.retentionOf(b) },
+      ...(opts.onRoute ? { onRoute: opts.onRoute } : {}),
     extraRoutes: [
       adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
       opsRoutes({
