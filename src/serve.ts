@@ -7,6 +7,7 @@ import { startWorkers, type RunningWorkers } from './compose.ts';
 import { redactUrl } from './redis/resolve.ts';
 import { redisSettingsWarnings } from './redis/health.ts';
 import { metrics } from './ops/metrics.ts';
+import { startTracing, stopTracing } from './ops/tracing.ts';
 
 /** Which parts one process runs. */
 export interface ServeOptions {
@@ -45,6 +46,9 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   const master = loadMasterKey(config);
   if (master.generated) out(`sealpost: generated a master key in ${master.source} (keep it: it unlocks all stored data)`);
   const closers: (() => Promise<void>)[] = [];
+  // Before anything makes a queue or a logger: they take the tracing hooks when they are made. The SDK is
+  // shut down last, which exports the spans still batched (the SIGTERM path goes through close()).
+  const tracing = await startTracing(config.tracing, opts.roles.length === 1 ? `sealpost-${opts.roles[0]}` : 'sealpost');
   let platformUrl = platformUrlOf(config);
   if (opts.embedPlatform) {
     const { startPlatform } = await import('./platform/server.ts');
@@ -109,6 +113,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     platformUrl,
     async close() {
       for (const c of closers) await c();
+      if (tracing) await stopTracing();
     },
   };
 }

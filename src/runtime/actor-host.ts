@@ -8,6 +8,7 @@ import type { Stores } from '../store/stores.ts';
 import { drainAndCheck } from './host/drain.ts';
 import type { HostOptions, HostParts, HostSinks, TraceTap } from './host/parts.ts';
 import { createStepper } from './transition.ts';
+import { traceDrain } from './trace-context.ts';
 import type { TransportClient } from './transport-client.ts';
 
 // The host's parts, one concept a file under ./host/: drain.ts (the drain loop) and lease.ts (the fenced lease),
@@ -73,7 +74,7 @@ export class ActorHost {
    * worker then wakes the conversation again).
    */
   async drainAndCheck(conversationId: string): Promise<{ handled: number; pending: boolean }> {
-    return drainAndCheck(this.parts, conversationId);
+    return traceDrain(conversationId, () => drainAndCheck(this.parts, conversationId));
   }
 
   /** Where received media go (sealed, with the business's retention); without it they are not carried. */
