@@ -100,6 +100,16 @@ export function messageTrace(id: string, stored?: string | null): string | undef
 }
 
 /**
+ * A message failed (its `failed` status is being reported): a `sealpost.message failed` span in the message's
+ * trace (`trace`: see {@link messageTrace}), failed with the Cloud API error code.
+ */
+export function traceFailure(wamid: string, trace: string | undefined, code: number | undefined): void {
+  const span = tracingOn() ? startSpan('sealpost.message failed', { parent: trace ?? activeTraceparent(), attributes: { 'sealpost.wamid': wamid } }) : undefined;
+  span?.fail({ name: 'MessageFailed', code: code ?? 0 });
+  span?.end();
+}
+
+/**
  * Hands envelopes to the transport with a `transport send` span per message (parented to the message's
  * trace), whose contexts the transport client's batched HTTP request links to. A rejected envelope's span
  * carries the rejection's error code.

@@ -112,7 +112,16 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     });
     expect(res.status).toBe(200);
     const wamid = ((await res.json()) as { messages: { id: string }[] }).messages[0]!.id;
+    // A template to a number with no device: it fails (131026), and its trace says so.
+    const nobody = '+15556199999';
+    const failing = await fetch(`${api.url}/v23.0/${sys.business.phone_number_id}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to: nobody, type: 'template', template: { name: 'hello_world', language: { code: 'en_US' } } }),
+    });
+    const failedWamid = ((await failing.json()) as { messages: { id: string }[] }).messages[0]!.id;
     await waitFor(async () => (await deviceMessages(sys.platformUrl, waId)).some((m) => m.id === wamid), 'the device to show the message');
+    await waitFor(() => sys.receiver.statuses().some((s) => s.id === failedWamid && s.status === 'failed'), 'the failed webhook');
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'the delivered webhook');
     // The API's spans arrive on their own; the worker's only with its shutdown.
     await waitFor(() => collector.spans.some((s) => s.attributes['sealpost.wamid'] === wamid && s.kind === SERVER), 'the API span');
@@ -183,9 +192,14 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     expect(inTrace.some((s) => s.name === 'sealpost.drain')).toBe(true);
     expect(inTrace.some((s) => s.name === 'sealpost.webhook')).toBe(true);
 
-    // Privacy: nothing exported names the user or quotes a message.
+    // The failed message: a span in its own trace carrying the Cloud API code the webhook reported.
+    const failedServer = collector.spans.find((s) => s.kind === SERVER && s.attributes['sealpost.wamid'] === failedWamid)!;
+    const failure = collector.spans.find((s) => s.name === 'sealpost.message failed' && s.attributes['sealpost.wamid'] === failedWamid)!;
+    expect(failure).toMatchObject({ traceId: failedServer.traceId, attributes: { 'sealpost.error_code': '131026', 'error.type': 'MessageFailed' } });
+
+    // Privacy: nothing exported names a user or quotes a message.
     const exported = collector.bodies.join('\n');
-    for (const secret of [waId, phone, canary, inboundCanary, 'outbound canary', 'inbound canary']) expect(exported).not.toContain(secret);
+    for (const secret of [waId, phone, nobody, nobody.slice(1), canary, inboundCanary, 'outbound canary', 'inbound canary']) expect(exported).not.toContain(secret);
 
     // Logs written inside a span carry its ids.
     const lines = worker.out.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -4,7 +4,7 @@ import { metrics } from '../../ops/metrics.ts';
 import { open } from '../../store/sealer.ts';
 import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue } from '../../webhook/envelope.ts';
 import type { MailboxEvent } from '../mailbox.ts';
-import { messageTrace, noteState, tracedSend } from '../trace-context.ts';
+import { messageTrace, noteState, traceFailure, tracedSend } from '../trace-context.ts';
 import { TransportUnavailableError, type OutgoingEnvelope } from '../transport-client.ts';
 import type { InboundRow, Loaded, StatusCommand } from './loaded.ts';
 import type { HostParts, StatusUpdate } from './parts.ts';
@@ -22,6 +22,7 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
   const kinds = new Map<string, string>();
   // The traces of the messages the webhook values report on (tracing on: trace-context.ts).
   const traces = new Set<string | undefined>();
+  const messageTraces = new Map<string, string | undefined>();
   for (const cmd of effects) {
     if (cmd.type === 'transport.send') {
       const fresh = c.ciphertexts.get(cmd.wamid);
@@ -37,7 +38,8 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
     } else if (cmd.type === 'webhook.status') {
       if (!opaque.has(cmd.wamid)) {
         const { bo, kind, acceptedAt, tp } = await readOpaque(h, c, cmd.wamid, (cmd as StatusCommand).row);
-        traces.add(messageTrace(cmd.wamid, tp));
+        messageTraces.set(cmd.wamid, messageTrace(cmd.wamid, tp));
+        traces.add(messageTraces.get(cmd.wamid));
         opaque.set(cmd.wamid, bo);
         kinds.set(cmd.wamid, kind);
         if (cmd.status === 'delivered' && acceptedAt) metrics.acceptToDelivered.observe(Math.max(0, cmd.at - acceptedAt) / 1000);
@@ -45,6 +47,7 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
       metrics.statuses.inc({ status: cmd.status });
       if (cmd.status === 'failed') {
         metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
+        traceFailure(cmd.wamid, messageTraces.get(cmd.wamid), cmd.errorCode);
         h.log.info({ conversation_id: c.id, wamid: cmd.wamid, code: cmd.errorCode ?? 0 }, 'message failed');
       } else h.log.debug({ conversation_id: c.id, wamid: cmd.wamid, status: cmd.status }, 'message status');
       const bo = opaque.get(cmd.wamid);
