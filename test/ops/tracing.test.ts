@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SealpostQueue } from '../../src/index.ts';
 import { traced } from '../../src/runtime/trace-context.ts';
 import { createDevice, deviceMessages, startSystem, userWrites, waitFor, type TestSystem } from '../helpers/system.ts';
 
@@ -120,11 +121,18 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
       body: JSON.stringify({ messaging_product: 'whatsapp', to: nobody, type: 'template', template: { name: 'hello_world', language: { code: 'en_US' } } }),
     });
     const failedWamid = ((await failing.json()) as { messages: { id: string }[] }).messages[0]!.id;
+    // A message enqueued directly (the outbound queue): its trace starts at the job.
+    const queuedCanary = `queued canary ${Date.now()}`;
+    const producer = new SealpostQueue({ connection: { url: sys.redisUrl } as never, prefix: sys.prefix });
+    const jobId = await producer.send(sys.business.phone_number_id, { messaging_product: 'whatsapp', to: waId, type: 'text', text: { body: queuedCanary } });
+    const queuedWamid = ((await producer.result(jobId)) as { messages: { id: string }[] }).messages[0]!.id;
+    await producer.close();
+    await waitFor(async () => (await deviceMessages(sys.platformUrl, waId)).some((m) => m.id === queuedWamid), 'the device to show the queued message');
     await waitFor(async () => (await deviceMessages(sys.platformUrl, waId)).some((m) => m.id === wamid), 'the device to show the message');
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === failedWamid && s.status === 'failed'), 'the failed webhook');
     await waitFor(() => sys.receiver.statuses().some((s) => s.id === wamid && s.status === 'delivered'), 'the delivered webhook');
     // The API's spans arrive on their own; the worker's only with its shutdown.
-    await waitFor(() => collector.spans.some((s) => s.attributes['sealpost.wamid'] === wamid && s.kind === SERVER), 'the API span');
+    await waitFor(() => [wamid, failedWamid].every((id) => collector.spans.some((s) => s.attributes['sealpost.wamid'] === id && s.kind === SERVER)), 'the API spans');
     expect(collector.spans.some((s) => s.service === 'sealpost-worker')).toBe(false);
     expect(await stop(worker.child)).toBe(0);
     await waitFor(() => collector.spans.some((s) => s.service === 'sealpost-worker'), 'the worker spans, flushed at SIGTERM', 10_000);
@@ -197,9 +205,16 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     const failure = collector.spans.find((s) => s.name === 'sealpost.message failed' && s.attributes['sealpost.wamid'] === failedWamid)!;
     expect(failure).toMatchObject({ traceId: failedServer.traceId, attributes: { 'sealpost.error_code': '131026', 'error.type': 'MessageFailed' } });
 
+    // The directly enqueued message: the outbound job's span, then the same path.
+    const queuedSend = collector.spans.find((s) => s.name === 'sealpost.conversation SEND' && s.attributes['sealpost.wamid'] === queuedWamid)!;
+    const job = collector.spans.find((s) => s.spanId === queuedSend.parentSpanId)!;
+    expect(job).toMatchObject({ kind: CONSUMER, service: 'sealpost-worker', attributes: { 'messaging.system': 'bullmq', 'messaging.operation.type': 'process' } });
+    expect(String(job.attributes['messaging.destination.name'])).toContain('outbound');
+    expect(collector.spans.some((s) => s.traceId === job.traceId && s.name === 'transport send' && s.attributes['sealpost.wamid'] === queuedWamid)).toBe(true);
+
     // Privacy: nothing exported names a user or quotes a message.
     const exported = collector.bodies.join('\n');
-    for (const secret of [waId, phone, nobody, nobody.slice(1), canary, inboundCanary, 'outbound canary', 'inbound canary']) expect(exported).not.toContain(secret);
+    for (const secret of [waId, phone, nobody, nobody.slice(1), canary, inboundCanary, queuedCanary, 'outbound canary', 'inbound canary', 'queued canary']) expect(exported).not.toContain(secret);
 
     // Logs written inside a span carry its ids.
     const lines = worker.out.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
