@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tracingSettings } from '../../src/config.ts';
 import { SealpostQueue } from '../../src/index.ts';
 import { traced } from '../../src/runtime/trace-context.ts';
 import { createDevice, deviceMessages, startSystem, userWrites, waitFor, type TestSystem } from '../helpers/system.ts';
@@ -92,7 +93,7 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     worker = spawnRole('worker', { ...otel, OTEL_BSP_SCHEDULE_DELAY: '600000', LOG_LEVEL: 'debug' });
     await waitFor(() => /API on (http:\/\/\S+)/.test(started.out.join('')), 'the traced API to listen', 60_000);
     api = { ...started, url: /API on (http:\/\/\S+)/.exec(started.out.join(''))![1]! };
-  });
+  }, 120_000);
 
   afterAll(async () => {
     await Promise.all(children.map(stop));
@@ -262,7 +263,17 @@ describe('tracing off: no endpoint, no SDK', () => {
     expect(await probe({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_SDK_DISABLED: 'true' })).toEqual([]);
     const on = await probe({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' });
     expect(on.some((m) => /@opentelemetry[\\/]sdk-node/.test(m))).toBe(true);
-  }, 60_000);
+  }, 180_000);
+
+  it('is on only with an OTLP endpoint, and off again with OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none', () => {
+    expect(tracingSettings({}).enabled).toBe(false);
+    expect(tracingSettings({ OTEL_SERVICE_NAME: 'x', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }).enabled).toBe(false);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }).enabled).toBe(true);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces' }).enabled).toBe(true);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'TRUE' }).enabled).toBe(false);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' }).enabled).toBe(false);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SERVICE_NAME: 'edge-router' })).toMatchObject({ serviceNameSet: true, detectorsSet: false });
+  });
 
   it('adds no trace field to a mailbox entry', () => {
     const event = { type: 'SEND' as const, wamid: 'wamid.x', at: 1 };
