@@ -16,7 +16,7 @@ import { conversationOfWamid } from '../src/runtime/ids.ts';
 import { HttpJsonClient } from '../src/runtime/http-json.ts';
 import { deleteByPrefix } from '../src/redis/prefix.ts';
 import { bullConnection, connectRedis, scanEach } from '../src/redis/connect.ts';
-import { procCpuMs, procRssMb, redisCalls, redisCpuMs, RSS_CHECKPOINTS, spawnApi, spawnPlatform, topCommands } from './measure.ts';
+import { procCpuMs, procRssMb, redisCalls, redisCpuMs, RSS_CHECKPOINTS, spawnApi, spawnPlatform, startOtlpSink, topCommands } from './measure.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
 export interface BenchResult {
@@ -56,6 +56,10 @@ export interface BenchResult {
    * the API (workers and Redis); and all of them.
    */
   cpu_ms_per_message: number;
+  /** `--tracing`: the API and worker processes traced every message (the sink's bytes and exports below). */
+  tracing: boolean;
+  otlp_bytes_per_message?: number;
+  otlp_exports?: number;
   /** The API process per accepted message: token, limits, idempotency, the message row and the mailbox write. */
   api_cpu_ms_per_message: number;
   worker_cpu_ms_per_message: number;
@@ -146,6 +150,8 @@ export async function runBench(opts: {
   redisUrl: string; messages: number; conversations: number; workers: number; log?: (s: string) => void; profileDir?: string; latencyRate?: number;
   /** Run the platform (transport and devices) inside the bench process instead of its own process. */
   platformInline?: boolean;
+  /** Tracing on in the API and worker processes: every span sampled, exported over OTLP to a sink that discards. */
+  tracing?: boolean;
 }): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
   configureLogging({ level: 'warn' });
@@ -157,14 +163,18 @@ export async function runBench(opts: {
   const platform = opts.platformInline ? { ...(await startPlatform({ port: 0 })), cpuMs: () => 0 } : await spawnPlatform();
   const ctx = createRouterContext(config, opts.redisUrl, masterKey, platform.url);
   const children: ChildProcess[] = [];
+  // Tracing is the child processes' (the API's and the workers'); the caller's OTEL_* settings never leak in.
+  const sink = opts.tracing ? await startOtlpSink() : undefined;
+  const parentEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_')));
+  const otel = sink ? { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_TRACES_SAMPLER: 'always_on' } : {};
   const inProcess = opts.workers === 0 ? startWorkers(ctx) : undefined;
   for (let i = 0; i < opts.workers; i++) {
     const profile = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [];
     children.push(spawn(process.execPath, [...profile, '--import', 'tsx', 'src/cli.ts', 'worker'], {
-      env: { ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }, stdio: 'ignore',
+      env: { ...parentEnv, ...otel, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url, LOG_LEVEL: 'warn' }, stdio: 'ignore',
     }));
   }
-  const apiProcess = await spawnApi({ ...process.env, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url });
+  const apiProcess = await spawnApi({ ...parentEnv, ...otel, ...env, REDIS_URL: opts.redisUrl, PLATFORM_URL: platform.url });
   const apiUrl = apiProcess.url;
   const delivered = new Map<string, number>();
   /** Messages that failed (wamid → error code): the bench stops on the first, naming it, instead of waiting. */
@@ -367,6 +377,9 @@ export async function runBench(opts: {
       worker_rss_mb: workersRss(),
       worker_rss_mb_by_conversations: rssByConversations,
       sends_resent_after_limits: throttled,
+      tracing: !!sink,
+      // What the processes had exported by the end of the run (their last batches are flushed at shutdown).
+      ...(sink ? { otlp_bytes_per_message: Math.round(sink.stats().bytes / opts.messages), otlp_exports: sink.stats().exports } : {}),
     };
   } finally {
     for (const c of children) c.kill('SIGTERM');
@@ -375,6 +388,7 @@ export async function runBench(opts: {
     await ctx.close();
     await receiver.close();
     await platform.close();
+    await sink?.close();
     await deleteByPrefix(opts.redisUrl, prefix);
   }
 }

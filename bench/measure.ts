@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { mastersOf } from '../src/redis/connect.ts';
@@ -122,3 +124,27 @@ export async function redisCpuMs(r: Redis): Promise<number> {
   return ms;
 }
 
+
+/**
+ * An OTLP/HTTP endpoint that takes trace exports and discards them (`bench --tracing`): the router pays for
+ * making, batching, encoding and sending its spans, as it would to a real collector, without one running here.
+ */
+export async function startOtlpSink(): Promise<{ url: string; stats(): { exports: number; bytes: number }; close(): Promise<void> }> {
+  let exports = 0;
+  let bytes = 0;
+  const server = createServer((req, res) => {
+    req.on('data', (c: Buffer) => void (bytes += c.length));
+    req.on('end', () => {
+      exports++;
+      // An empty body is an ExportTraceServiceResponse with nothing rejected, in both encodings.
+      const json = String(req.headers['content-type']).startsWith('application/json');
+      res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf' }).end(json ? '{}' : undefined);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stats: () => ({ exports, bytes }),
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}

@@ -28,8 +28,8 @@ function observeJob(queue: string, job: Job): void {
 /** Turns the host's status updates into webhook jobs. */
 function sinksFor(ctx: RouterContext): HostSinks {
   return {
-    async webhook(businessId, phoneNumberId, values) {
-      await ctx.webhooks.enqueue(businessId, phoneNumberId, values, ctx.config.webhookMaxAgeMs + 86_400_000);
+    async webhook(businessId, phoneNumberId, values, traces) {
+      await ctx.webhooks.enqueue(businessId, phoneNumberId, values, ctx.config.webhookMaxAgeMs + 86_400_000, traces);
     },
     async timer(conversationId, timerId, at, event) {
       await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);

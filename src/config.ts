@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
+import type { TracingSettings } from './ops/tracing.ts';
 
 /** The longest duration text taken: `2592000000ms` has 12 characters; anything much longer is not a duration. */
 const MAX_DURATION_TEXT = 32;
@@ -148,8 +149,21 @@ const schema = z.object({
   retransmitMaxMs: z.coerce.number().int().min(1).default(15 * 60_000),
 });
 
-/** The validated configuration: read once at start; nothing else reads `process.env`. */
-export type Config = z.infer<typeof schema>;
+/**
+ * The validated configuration: read once at start; nothing else reads `process.env` (but the OpenTelemetry
+ * SDK, which reads its own standard `OTEL_*` variables once tracing is on).
+ */
+export type Config = z.infer<typeof schema> & { tracing: TracingSettings };
+
+/**
+ * Tracing is on when an OTLP endpoint is set (for traces or for all signals) and the SDK is not disabled
+ * (OTEL_SDK_DISABLED=true, or OTEL_TRACES_EXPORTER=none).
+ */
+export function tracingSettings(env: NodeJS.ProcessEnv): TracingSettings {
+  const endpoint = (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || '').trim();
+  const disabled = (env.OTEL_SDK_DISABLED ?? '').trim().toLowerCase() === 'true' || (env.OTEL_TRACES_EXPORTER ?? '').trim().toLowerCase() === 'none';
+  return { enabled: endpoint !== '' && !disabled, serviceNameSet: !!env.OTEL_SERVICE_NAME?.trim(), detectorsSet: !!env.OTEL_NODE_RESOURCE_DETECTORS?.trim() };
+}
 
 /** Command-line flags that override the environment. */
 export interface ConfigOverrides {
@@ -213,7 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     const issue = parsed.error.issues[0]!;
     throw new ConfigError(`invalid configuration: ${issue.path.join('.') || 'value'}: ${issue.message}`);
   }
-  return parsed.data;
+  return { ...parsed.data, tracing: tracingSettings(env) };
 }
 
 /** The platform URL: --platform-url / PLATFORM_URL, else the default local port. */

@@ -9,7 +9,7 @@
  * const jobId = await sealpost.send('1234567890', { messaging_product: 'whatsapp', to: '+15551234567', type: 'text', text: { body: 'Hi' } }, { idempotencyKey: 'order-42-shipped' });
  * const answer = await sealpost.result(jobId); // { messaging_product, messages: [{ id: 'wamid...' }] }
  */
-import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { Queue, QueueEvents, type ConnectionOptions, type JobsOptions, type Telemetry } from 'bullmq';
 import { OUTBOUND_JOB_OPTS, type OutboundJobData, type OutboundJobResult } from './queues/outbound.ts';
 
 export type { OutboundJobData, OutboundJobResult } from './queues/outbound.ts';
@@ -35,8 +35,14 @@ export class SealpostQueue {
   readonly queue: Queue<OutboundJobData, OutboundJobResult>;
   private events?: QueueEvents;
 
-  constructor(private readonly opts: { connection: ConnectionOptions; prefix?: string }) {
-    this.queue = new Queue<OutboundJobData, OutboundJobResult>(OUTBOUND_QUEUE, { connection: opts.connection, prefix: outboundQueuePrefix(opts.prefix) });
+  /**
+   * `telemetry`: BullMQ's (e.g. `new BullMQOtel()` from bullmq-otel): a job then carries the backend's trace
+   * context, and a Sealpost with tracing on continues that trace (docs/operations.md, Tracing).
+   */
+  constructor(private readonly opts: { connection: ConnectionOptions; prefix?: string; telemetry?: Telemetry }) {
+    this.queue = new Queue<OutboundJobData, OutboundJobResult>(OUTBOUND_QUEUE, {
+      connection: opts.connection, prefix: outboundQueuePrefix(opts.prefix), ...(opts.telemetry ? { telemetry: opts.telemetry } : {}),
+    });
   }
 
   /**

@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { logTraceFields, tracingOn } from './ops/tracing.ts';
 
 /**
  * Masks a phone number or wa_id for logs: keeps the country-code-ish first two and the last two digits.
@@ -29,8 +30,11 @@ export function configureLogging(opts: { level?: string; destination?: pino.Dest
   destination = opts.destination;
 }
 
-/** Creates the structured logger for one component. Content fields are redacted by name. */
+/**
+ * Creates the structured logger for one component. Content fields are redacted by name. While tracing is on
+ * (started before the process makes its loggers), a line written inside a span carries `trace_id` and `span_id`.
+ */
 export function createLogger(component: string, level = defaultLevel): Logger {
-  const opts = { name: component, level, redact: { paths: REDACT, censor: '[redacted]' } };
+  const opts = { name: component, level, redact: { paths: REDACT, censor: '[redacted]' }, ...(tracingOn() ? { mixin: logTraceFields } : {}) };
   return destination ? pino(opts, destination) : pino(opts);
 }

@@ -8,6 +8,7 @@ import { redactUrl } from './redis/resolve.ts';
 import { redisSettingsWarnings } from './redis/health.ts';
 import { metrics } from './ops/metrics.ts';
 import { conversationId } from './runtime/ids.ts';
+import { startTracing, stopTracing } from './ops/tracing.ts';
 
 /** Which parts one process runs. */
 export interface ServeOptions {
@@ -46,6 +47,9 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
   const master = loadMasterKey(config);
   if (master.generated) out(`sealpost: generated a master key in ${master.source} (keep it: it unlocks all stored data)`);
   const closers: (() => Promise<void>)[] = [];
+  // Before anything makes a queue or a logger: they take the tracing hooks when they are made. The SDK is
+  // shut down last, which exports the spans still batched (the SIGTERM path goes through close()).
+  const tracing = await startTracing(config.tracing, opts.roles.length === 1 ? `sealpost-${opts.roles[0]}` : 'sealpost');
   let platformUrl = platformUrlOf(config);
   if (opts.embedPlatform) {
     const { startPlatform } = await import('./platform/server.ts');
@@ -102,7 +106,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     out(`metrics on ${at.replace('0.0.0.0', '127.0.0.1')}/metrics`);
   }
   if (opts.demo && apiUrl) {
-    const demo = await provisionDemo(ctx, apiUrl, platformUrl, adminToken!);
+    const demo = await provisionDemo(ctx, apiUrl, platformUrl, adminToken!, !!tracing);
     closers.unshift(demo.close);
   }
   return {
@@ -110,11 +114,12 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     platformUrl,
     async close() {
       for (const c of closers) await c();
+      if (tracing) await stopTracing();
     },
   };
 }
 
-async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl: string, platformUrl: string, adminToken: string): Promise<{ close: () => Promise<void> }> {
+async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl: string, platformUrl: string, adminToken: string, tracingOn: boolean): Promise<{ close: () => Promise<void> }> {
   const { startWebhookReceiver } = await import('./webhook/receiver.ts');
   const appSecret = randomBytes(16).toString('hex');
   const verifyToken = randomBytes(8).toString('hex');
@@ -167,8 +172,18 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   out(`  conversation         ${apiUrl}/admin/conversations/${conversation} (Ada's: state, statechart, trace)`);
   out(`  metrics              ${apiUrl}/metrics`);
   out(`  API reference        ${apiUrl}/docs (the OpenAPI document: ${apiUrl}/openapi.json; both public)`);
-  out('  tracing              off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) and restart,');
-  out('                       with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf or http/json');
+  if (tracingOn) {
+    out(`  tracing              on: OTLP to ${otlpEndpointShown()} (OTEL_* variables; see docs/operations.md)`);
+  } else {
+    out('  tracing              off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) and restart,');
+    out('                       with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf or http/json');
+  }
   out('');
   return { close: () => receiver.close() };
+}
+
+/** The collector's address as the start screen shows it (credentials in the URL masked). */
+function otlpEndpointShown(): string {
+  const raw = (process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_ENDPOINT || '').trim();
+  return raw.replace(/\/\/[^@/]*@/, '//***@');
 }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { LeaseBusyError, type ActorHost } from '../src/runtime/actor-host.ts';
 import type { Mailboxes, WakeJob } from '../src/runtime/mailbox.ts';
 import { RECOVERY } from '../src/queues/recovery.ts';
+import { queueTelemetry } from '../src/ops/tracing.ts';
 
 
 /**
@@ -25,7 +26,7 @@ export function startConversationWorker(opts: {
       const { pending } = await opts.host.drainAndCheck(id);
       if (pending) await opts.mailboxes.wake(id);
     },
-    { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency, ...RECOVERY },
+    { connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency, ...RECOVERY, ...queueTelemetry() },
   );
   worker.on('failed', (job, err) => {
     if (err instanceof LeaseBusyError || err.name === 'CommitConflictError') return;

@@ -7,6 +7,7 @@ import type { OutboundPort } from '../src/runtime/ports.ts';
 import { RateLimitedError } from '../src/runtime/rate-limits.ts';
 import { RECOVERY } from '../src/queues/recovery.ts';
 import type { OutboundJobData, OutboundJobResult } from '../src/queues/outbound.ts';
+import { queueTelemetry } from '../src/ops/tracing.ts';
 
 /** The longest a job refused by the throughput or pair limit waits (a tenth of it at least) before it tries again. */
 const RATE_LIMIT_RETRY_MS = { throughput: 1000, pair: 6000 } as const;
@@ -72,7 +73,7 @@ export function startOutboundWorker(opts: {
   };
 
   const worker = new Worker<OutboundJobData, OutboundJobResult>(opts.queueName, process, {
-    connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency ?? 16, ...RECOVERY,
+    connection: opts.connection, prefix: opts.prefix, concurrency: opts.concurrency ?? 16, ...RECOVERY, ...queueTelemetry(),
   });
   worker.on('failed', (job, err) => {
     if (err instanceof DelayedError || err.name === 'DelayedError') return;

@@ -9,6 +9,8 @@ import type { ChangeValue } from '../src/webhook/envelope.ts';
 import { RECOVERY } from '../src/queues/recovery.ts';
 import type { OutboxEntry, WebhookJob, WebhookWakeJob } from '../src/queues/webhooks.ts';
 import { metrics } from '../src/ops/metrics.ts';
+import { queueTelemetry, tracingOn } from '../src/ops/tracing.ts';
+import { inBatchRequest, tracedFetch } from '../src/runtime/trace-context.ts';
 
 /** Retry policy of webhook deliveries. */
 export interface WebhookBackoff {
@@ -107,14 +109,17 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
   const stats: WebhookStats = { delivered: 0, dropped: 0, failedAttempts: 0 };
   const maxBatch = opts.maxBatch ?? 1000;
   const { maxAgeMs } = opts.backoff;
-  const post = async (businessId: string, phoneNumberId: string, values: ChangeValue[]) => {
+  const post = async (businessId: string, phoneNumberId: string, values: ChangeValue[], traces: string[]) => {
     const started = performance.now();
     let outcome = 'delivered';
+    // Tracing on: an HTTP client span for the POST, linked to the traces of the messages it reports on, each of
+    // which gets a `sealpost.webhook` span.
+    const attributes = { 'sealpost.business_id': businessId, 'sealpost.phone_number_id': phoneNumberId };
     try {
-      await deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, {
+      await inBatchRequest('POST', undefined, traces, { perMessage: 'sealpost.webhook', attributes }, () => deliverWebhook({ business_id: businessId, phone_number_id: phoneNumberId, values }, opts.resolveTarget, {
         timeoutMs: opts.timeoutMs,
-        ...(opts.fetchImpl ? { fetchImpl: opts.fetchImpl } : {}),
-      });
+        ...(opts.fetchImpl || tracingOn() ? { fetchImpl: tracedFetch(opts.fetchImpl) } : {}),
+      }));
     } catch (e) {
       outcome = /webhook answered HTTP/.test((e as Error).message) ? 'rejected' : 'unreachable';
       throw e;
@@ -140,13 +145,17 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
       const entries = raw.map((r) => JSON.parse(open(dk, r, key).toString()) as OutboxEntry);
       // One POST per phone number, in the order of each number's first update.
       const byNumber = new Map<string, ChangeValue[]>();
-      for (const e of entries) byNumber.set(e.p, [...(byNumber.get(e.p) ?? []), e.v]);
+      const traces = new Map<string, string[]>();
+      for (const e of entries) {
+        byNumber.set(e.p, [...(byNumber.get(e.p) ?? []), e.v]);
+        if (e.x) traces.set(e.p, [...(traces.get(e.p) ?? []), ...e.x]);
+      }
       const done = new Set<string>();
       let current = '';
       try {
         for (const [phoneNumberId, values] of byNumber) {
           current = phoneNumberId;
-          await post(businessId, phoneNumberId, values);
+          await post(businessId, phoneNumberId, values, traces.get(phoneNumberId) ?? []);
           done.add(phoneNumberId);
         }
       } catch (e) {
@@ -184,7 +193,7 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
       connection: opts.connection,
       prefix: opts.prefix,
       concurrency: opts.concurrency,
-      ...RECOVERY,
+      ...RECOVERY, ...queueTelemetry(),
       settings: { backoffStrategy: webhookBackoffStrategy(opts.backoff) },
     },
   );

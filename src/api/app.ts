@@ -9,6 +9,8 @@ import type { MediaInfo, MediaStore } from '../media/store.ts';
 import { mediaInfo, registerMedia } from './media.ts';
 import { handleMessagesRequest } from '../runtime/message-requests.ts';
 import { metrics } from '../ops/metrics.ts';
+import { tracingOn } from '../ops/tracing.ts';
+import { registerServerSpans } from './server-spans.ts';
 import type { TrustProxy } from '../config.ts';
 import { docsRoutes } from './docs.ts';
 
@@ -125,6 +127,8 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
   app.decorateRequest('media', undefined);
+  // Before any route, so every route's handler runs inside its request's span.
+  if (tracingOn()) registerServerSpans(app);
 
   const countRefusal = (req: FastifyRequest) => {
     if (deps.throttle) void deps.throttle.strike(req.ip).catch(() => undefined);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { CliError, common, config, redisFor, type CommonOpts } from './common.ts';
 
 type BenchOpts = CommonOpts & {
-  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean;
+  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean; tracing?: boolean;
 };
 
 /** `bench`: the end-to-end benchmark, with the crypto and BullMQ ceilings measured in the same run. */
@@ -19,6 +19,7 @@ export function benchCommand(program: Command): void {
     .option('--matrix <counts>', 'run for each worker count (e.g. 1,2,4), --runs times each, and write the table to --out')
     .option('--out <file>', 'where --matrix writes its Markdown table', 'docs/bench-results.md')
     .option('--platform-inline', 'run the platform (transport, devices) in the bench process instead of a process of its own')
+    .option('--tracing', 'trace every message (sampler at 100 %) in the API and worker processes, exporting over OTLP to a sink that discards')
     .action(runBenchCommand);
 }
 
@@ -29,6 +30,7 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
   if (!(messages > 0 && conversations > 0 && conversations <= 100_000 && matrix.every((w) => Number.isInteger(w) && w >= 0 && w <= 16) && Number.isInteger(runs) && runs >= 1 && runs <= 20)) {
     throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers/--matrix 0 to 16, --runs 1 to 20');
   }
+  if (opts.tracing && matrix.includes(0)) throw new CliError('--tracing traces the worker processes: give --workers 1 or more');
   // Loaded only here: the bench pulls in the platform and the measuring code, which no other command needs.
   const { runBench } = await import('../../bench/bench.ts');
   const { medianOf, writeReport } = await import('../../bench/report.ts');
@@ -40,12 +42,12 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
     const results = [];
     for (let i = 0; i < runs; i++) {
       log(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
-      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, tracing: !!opts.tracing, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
     }
     byWorkers.set(w, results);
   }
   if (opts.matrix) {
-    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}`;
+    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}${opts.tracing ? ' --tracing' : ''}`;
     writeReport(opts.out, command, byWorkers);
     log(`wrote ${opts.out}`);
   }

@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { Queue, type ConnectionOptions, type JobsOptions, type QueueOptions } from 'bullmq';
 
 /**
  * A job of the outbound queue (direct enqueue): the phone number to send from and the request body exactly as
@@ -32,6 +32,6 @@ export const OUTBOUND_JOB_OPTS = {
 } as const satisfies JobsOptions;
 
 /** The outbound queue (for the board and for producers in this process). */
-export function createOutboundQueue(connection: ConnectionOptions, prefix: string, queueName: string): Queue<OutboundJobData, OutboundJobResult> {
-  return new Queue<OutboundJobData, OutboundJobResult>(queueName, { connection, prefix, defaultJobOptions: OUTBOUND_JOB_OPTS, streams: { events: { maxLen: 1000 } } });
+export function createOutboundQueue(connection: ConnectionOptions, prefix: string, queueName: string, extra: Pick<QueueOptions, 'telemetry'> = {}): Queue<OutboundJobData, OutboundJobResult> {
+  return new Queue<OutboundJobData, OutboundJobResult>(queueName, { connection, prefix, defaultJobOptions: OUTBOUND_JOB_OPTS, streams: { events: { maxLen: 1000 } }, ...extra });
 }

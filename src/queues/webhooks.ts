@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { Queue, type ConnectionOptions, type JobsOptions, type QueueOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../store/keys.ts';
 import { seal } from '../store/sealer.ts';
@@ -26,6 +26,8 @@ export interface OutboxEntry {
   v: ChangeValue;
   /** when it was queued (ms): entries older than the age limit are dropped */
   t: number;
+  /** tracing on: the trace contexts (W3C traceparent) of the messages the update reports on */
+  x?: string[];
 }
 
 // Enough attempts that the age limit, not the count, ends the retries (7 days at a 1 h cap is ~180).
@@ -40,8 +42,8 @@ export const WEBHOOK_JOB_OPTS = {
 } as const satisfies JobsOptions;
 
 /** The webhooks queue: wake-up jobs of the business outboxes, deduplicated per business. */
-export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string }): Queue<WebhookJob> {
-  return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix });
+export function createWebhookQueue(connection: ConnectionOptions, opts: { prefix: string; queueName: string } & Pick<QueueOptions, 'telemetry'>): Queue<WebhookJob> {
+  return new Queue<WebhookJob>(opts.queueName, { connection, prefix: opts.prefix, ...(opts.telemetry ? { telemetry: opts.telemetry } : {}) });
 }
 
 /**
@@ -71,13 +73,17 @@ export class WebhookOutbox {
     await (await this.storeOf(businessId)).multi().rpush(key, ...entries).pexpire(key, ttlMs).exec();
   });
 
-  /** Appends updates for one business number and wakes the business's delivery; resolves once both are done. */
-  async enqueue(businessId: string, phoneNumberId: string, values: ChangeValue[], ttlMs: number): Promise<void> {
+  /**
+   * Appends updates for one business number and wakes the business's delivery; resolves once both are done.
+   * `traces`: see {@link OutboxEntry.x}.
+   */
+  async enqueue(businessId: string, phoneNumberId: string, values: ChangeValue[], ttlMs: number, traces?: string[]): Promise<void> {
     if (!values.length) return;
     const key = this.keys.webhookOutbox(businessId);
     const t = Date.now();
     const dk = await this.dataKeyOf(businessId);
-    const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t } satisfies OutboxEntry), key));
+    const x = traces?.length ? { x: traces } : {};
+    const entries = values.map((v) => seal(dk, JSON.stringify({ p: phoneNumberId, v, t, ...x } satisfies OutboxEntry), key));
     await this.appends.add(businessId, { entries, ttlMs });
     await this.wakeSoon(businessId);
   }

@@ -9,6 +9,7 @@ import { drainAndCheck } from './host/drain.ts';
 import type { HostOptions, HostParts, HostSinks, TraceTap } from './host/parts.ts';
 import { createStepper } from './transition.ts';
 import { WarmStates } from './host/warm.ts';
+import { traceDrain } from './trace-context.ts';
 import type { TransportClient } from './transport-client.ts';
 
 // The host's parts, one concept a file under ./host/: drain.ts (the drain loop) and lease.ts (the fenced lease),
@@ -76,7 +77,7 @@ export class ActorHost {
    * worker then wakes the conversation again).
    */
   async drainAndCheck(conversationId: string): Promise<{ handled: number; pending: boolean }> {
-    return drainAndCheck(this.parts, conversationId);
+    return traceDrain(conversationId, () => drainAndCheck(this.parts, conversationId));
   }
 
   /** Where received media go (sealed, with the business's retention); without it they are not carried. */

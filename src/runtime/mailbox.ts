@@ -3,8 +3,12 @@ import type { Stores } from '../store/stores.ts';
 import type { Queue } from 'bullmq';
 import type { Keys } from '../store/keys.ts';
 
-/** An event as it waits in a conversation's mailbox (the host turns it into a machine event). */
-export type MailboxEvent =
+/**
+ * An event as it waits in a conversation's mailbox (the host turns it into a machine event). `tp`, only while
+ * tracing is on: the W3C `traceparent` of the span that posted it (src/runtime/trace-context.ts); never seen
+ * by the machine or its trace.
+ */
+export type MailboxEvent = (
   | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
   | { type: 'DELIVERED' | 'READ'; wamid: string; at: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string }
@@ -12,7 +16,8 @@ export type MailboxEvent =
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'MARK_READ'; id: string; at: number }
   | { type: 'PURGE_DUE'; at: number }
-  | { type: 'ERASE'; at: number };
+  | { type: 'ERASE'; at: number }
+) & { tp?: string };
 
 /** The BullMQ priority of wakes for newly accepted sends (any priority runs after un-prioritized jobs). */
 export const SENDS_PRIORITY = 1;

@@ -12,6 +12,7 @@ import { conversationId, idempotentWamid, newWamid } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../queues/timers.ts';
 import { metrics } from '../ops/metrics.ts';
+import { traced } from './trace-context.ts';
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 
@@ -143,7 +144,10 @@ export class OutboundService implements OutboundPort {
       k: req.message.type === 'template' ? 'template' : 'service',
     };
     if (req.bizOpaqueCallbackData) row.bo = seal(dk, req.bizOpaqueCallbackData, `${rowKey}:bo`);
-    const event: MailboxEvent = { type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) };
+    // Tracing on: the request's trace context rides with the message, in its mailbox entry and its row (for
+    // the statuses reported later, from other drains).
+    const event: MailboxEvent = traced({ type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) });
+    if (event.tp) row.tp = event.tp;
     const keepMs = retention + 86_400_000;
     const written = await redis
       .multi()
@@ -194,7 +198,7 @@ export class OutboundService implements OutboundPort {
     if (!raw) return false;
     const entry = JSON.parse(raw) as { c: string; b: string };
     if (entry.b !== businessId) return false;
-    await this.mailboxes.post(entry.c, [{ type: 'MARK_READ', id: messageId, at: Date.now() }], (await this.retentionOf(businessId)) + 86_400_000);
+    await this.mailboxes.post(entry.c, [traced({ type: 'MARK_READ', id: messageId, at: Date.now() })], (await this.retentionOf(businessId)) + 86_400_000);
     return true;
   }
 }

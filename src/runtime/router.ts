@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { platformUrlOf } from '../config.ts';
 import { createLogger } from '../log.ts';
+import { queueTelemetry } from '../ops/tracing.ts';
 import { BusinessStore } from '../store/businesses.ts';
 import { Keys } from '../store/keys.ts';
 import { DataKeys } from '../store/sealer.ts';
@@ -62,11 +63,13 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const prefix = keys.bullPrefix;
   // BullMQ's per-queue event streams are bounded (its default keeps 10,000 events).
   const streams = { events: { maxLen: 1000 } };
+  // With tracing on, an added job carries its producer's trace context to the worker that processes it.
+  const telemetry = queueTelemetry();
   const queues = {
-    conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix, streams }),
-    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams }),
-    webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks') }),
-    outbound: createOutboundQueue(connection, prefix, keys.queueName('outbound')),
+    conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix, streams, ...telemetry }),
+    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams, ...telemetry }),
+    webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks'), ...telemetry }),
+    outbound: createOutboundQueue(connection, prefix, keys.queueName('outbound'), telemetry),
   };
   const stores = new Stores(redis, keys, config.regions, defineCommitScript);
   const mailboxes = new Mailboxes(stores, keys, queues.conversations);

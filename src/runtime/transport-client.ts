@@ -2,6 +2,8 @@ import { PreKeyBundle } from '@signalapp/libsignal-client';
 import { bundleFromWire } from '../signal/bundle.ts';
 import { HttpJsonClient } from './http-json.ts';
 import { MAX_ATTACHMENT_CIPHERTEXT_BYTES } from '../media/limits.ts';
+import { injectTraceHeaders, spanActive } from '../ops/tracing.ts';
+import { inBatchRequest } from './trace-context.ts';
 
 /** An envelope handed to the transport: ids, addresses and ciphertext only. */
 export interface OutgoingEnvelope {
@@ -61,6 +63,8 @@ const REFUSALS: Record<string, number> = { spam_limit: 131048, ecosystem_limit: 
 
 interface PendingSend {
   envelopes: OutgoingEnvelope[];
+  /** Tracing on: the trace contexts of the messages' `transport send` spans (the request links to them). */
+  traces?: string[];
   resolve: (r: SendResult) => void;
   reject: (e: unknown) => void;
 }
@@ -87,10 +91,27 @@ export class TransportClient {
     this.http = new HttpJsonClient(baseUrl);
   }
 
-  private async call(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<{ status: number; json: any }> {
+  /**
+   * One request. Tracing on, an HTTP client span covers it when it serves traced messages (`traces`) or runs
+   * inside a span (a bundle fetch in a drain); the event poll alone makes none.
+   */
+  private async call(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs, traces?: string[]): Promise<{ status: number; json: any }> {
+    if (!traces?.length && !spanActive()) return this.request(method, path, body, timeoutMs);
+    const url = new URL(this.baseUrl.replace(/\/$/, '') + path);
+    // The path names no user (the keys routes' do: /v1/keys/{address}), so the route stands in for it.
+    url.pathname = url.pathname.replace(/^(.*\/v1\/keys\/)[^/]+/, '$1{address}');
+    return inBatchRequest(method, url, traces ?? [], { parent: traces?.[0] }, async (span) => {
+      const answer = await this.request(method, path, body, timeoutMs, injectTraceHeaders({}));
+      span?.set({ 'http.response.status_code': answer.status });
+      if (answer.status >= 500) span?.fail({ name: String(answer.status) });
+      return answer;
+    });
+  }
+
+  private async request(method: string, path: string, body: unknown, timeoutMs: number, headers?: Record<string, string>): Promise<{ status: number; json: any }> {
     let answer;
     try {
-      answer = await this.http.request(method, path, body, timeoutMs);
+      answer = await this.http.request(method, path, body, timeoutMs, headers);
     } catch (e) {
       throw new TransportUnavailableError(`transport unreachable: ${(e as Error).message}`);
     }
@@ -177,11 +198,14 @@ export class TransportClient {
     if (status !== 200) throw new Error(`key upload refused (${status}): ${json?.error ?? ''}`);
   }
 
-  /** Hands envelopes to the transport; returns the ids it rejected as unknown recipients. */
-  send(envelopes: OutgoingEnvelope[]): Promise<SendResult> {
+  /**
+   * Hands envelopes to the transport; returns the ids it rejected as unknown recipients. `traces` (tracing on):
+   * the messages' trace contexts, which the batch's request links to.
+   */
+  send(envelopes: OutgoingEnvelope[], traces?: string[]): Promise<SendResult> {
     if (!envelopes.length) return Promise.resolve({ unknown: new Set<string>(), refused: new Map() });
     return new Promise((resolve, reject) => {
-      this.waiting.push({ envelopes, resolve, reject });
+      this.waiting.push({ envelopes, resolve, reject, ...(traces?.length ? { traces } : {}) });
       this.schedule();
     });
   }
@@ -216,7 +240,8 @@ export class TransportClient {
   private async sendBatch(batch: PendingSend[]): Promise<void> {
     try {
       const envelopes = batch.flatMap((p) => p.envelopes);
-      const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes });
+      const traces = batch.flatMap((p) => p.traces ?? []);
+      const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes }, this.timeoutMs, traces);
       if (status === 404) {
         for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.map((e) => e.id)), refused: new Map() });
         return;

@@ -5,6 +5,8 @@ import { conversationId, conversationOfWamid, isWamidShaped } from './ids.ts';
 import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { TransportUnavailableError, type TransportClient, type TransportEvent } from './transport-client.ts';
 import { maskPhone } from '../log.ts';
+import { inSpan, runInTrace } from '../ops/tracing.ts';
+import { traced } from './trace-context.ts';
 
 /**
  * Pulls the transport's events (receipts, device envelopes) and posts each to its conversation's mailbox,
@@ -74,7 +76,8 @@ export class TransportPuller {
       list.push(routed.event);
       byConversation.set(routed.conversationId, list);
     }
-    await Promise.all([...byConversation].map(([conv, evs]) => this.mailboxes.post(conv, evs, this.mailboxTtlMs)));
+    // The wake-up job belongs to the trace of the first message it is for (tracing on).
+    await Promise.all([...byConversation].map(([conv, evs]) => runInTrace(evs.find((e) => e.tp)?.tp, () => this.mailboxes.post(conv, evs, this.mailboxTtlMs))));
     await this.transport.ack(events.map((e) => e.event_id));
   }
 
@@ -91,7 +94,18 @@ export class TransportPuller {
       }
       return { conversationId: conv, event: { type: ev.status === 'read' ? 'READ' : 'DELIVERED', wamid: ev.id, at } };
     }
-    if (ev.kind === 'envelope') {
+    if (ev.kind === 'envelope') return this.routeEnvelope(ev, at);
+    if (ev.kind === 'integrity') await this.onIntegrity?.(ev);
+    return null;
+  }
+
+  /**
+   * A user's message to its conversation. Tracing on, it starts the message's trace: a `sealpost.inbound` span
+   * whose context rides in the mailbox entry to the drain that decrypts it and on to its webhook.
+   */
+  private routeEnvelope(ev: Extract<TransportEvent, { kind: 'envelope' }>, at: number): Promise<{ conversationId: string; event: MailboxEvent } | null> {
+    const attributes = { 'messaging.system': 'sealpost.transport', 'messaging.operation.type': 'receive', 'sealpost.wamid': isWamidShaped(ev.id) ? ev.id : undefined };
+    return inSpan('sealpost.inbound', { kind: 'consumer', parent: null, attributes }, async (span) => {
       if (!isWamidShaped(ev.id)) {
         this.log.warn({ from: maskPhone(ev.from) }, 'envelope with a malformed id dropped');
         return null;
@@ -102,11 +116,10 @@ export class TransportPuller {
         return null;
       }
       const conv = await conversationId(this.dataKeys, pn.business_id, pn.phone_number_id, ev.from);
+      span?.set({ 'sealpost.business_id': pn.business_id, 'sealpost.phone_number_id': pn.phone_number_id, 'sealpost.conversation_id': conv });
       // A user may open the conversation: make sure it exists (idempotent) before its first event.
       await this.conversations.ensure(conv, pn.business_id, pn.phone_number_id, ev.from);
-      return { conversationId: conv, event: { type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body } };
-    }
-    if (ev.kind === 'integrity') await this.onIntegrity?.(ev);
-    return null;
+      return { conversationId: conv, event: traced({ type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body }) };
+    });
   }
 }

@@ -9,6 +9,7 @@ import { load, readState } from './load.ts';
 import type { Loaded } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 import { step } from './step.ts';
+import { noteConversation, untraced } from '../trace-context.ts';
 
 /**
  * Drains the conversation's mailbox under its lease; `pending` tells whether events arrived meanwhile (the
@@ -76,6 +77,7 @@ async function run(h: HostParts, redis: Redis, conversationId: string, token: st
   }
   if (loaded.warm) metrics.warmDrains.inc();
   else metrics.hydrations.inc();
+  noteConversation(loaded);
   let handled = 0;
   let pending: ConversationEvent[] = [];
   let batch: string[] | null = firstBatch;
@@ -106,8 +108,12 @@ async function run(h: HostParts, redis: Redis, conversationId: string, token: st
   return handled;
 }
 
-/** A mailbox event as the machine sees it: an envelope's body stays with the drain, out of the machine and the trace. */
-function toMachineEvent(c: Loaded, e: MailboxEvent): ConversationEvent {
+/**
+ * A mailbox event as the machine sees it: an envelope's body stays with the drain, out of the machine and the
+ * trace, and so does its trace context.
+ */
+function toMachineEvent(c: Loaded, traced: MailboxEvent): ConversationEvent {
+  const e = untraced(traced);
   if (e.type === 'ENVELOPE') {
     c.envelopes.set(e.id, { messageType: e.messageType, body: e.body });
     return { type: 'ENVELOPE', id: e.id, at: e.at, messageType: e.messageType };

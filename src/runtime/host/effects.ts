@@ -4,12 +4,14 @@ import { metrics } from '../../ops/metrics.ts';
 import { open } from '../../store/sealer.ts';
 import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue } from '../../webhook/envelope.ts';
 import type { MailboxEvent } from '../mailbox.ts';
+import { messageTrace, noteState, traceFailure, tracedSend } from '../trace-context.ts';
 import { TransportUnavailableError, type OutgoingEnvelope } from '../transport-client.ts';
 import type { InboundRow, Loaded, StatusCommand } from './loaded.ts';
 import type { HostParts, StatusUpdate } from './parts.ts';
 
 /** Executes committed effects; returns the result events. Effects are idempotent: a replay after a crash is safe. */
 export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]): Promise<ConversationEvent[]> {
+  noteState(c);
   if (!effects.length) return [];
   const results: ConversationEvent[] = [];
   const now = Date.now();
@@ -18,6 +20,9 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
   const values: ChangeValue[] = [];
   const opaque = new Map<string, string | undefined>();
   const kinds = new Map<string, string>();
+  // The traces of the messages the webhook values report on (tracing on: trace-context.ts).
+  const traces = new Set<string | undefined>();
+  const messageTraces = new Map<string, string | undefined>();
   for (const cmd of effects) {
     if (cmd.type === 'transport.send') {
       const fresh = c.ciphertexts.get(cmd.wamid);
@@ -32,7 +37,9 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
       sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
     } else if (cmd.type === 'webhook.status') {
       if (!opaque.has(cmd.wamid)) {
-        const { bo, kind, acceptedAt } = await readOpaque(h, c, cmd.wamid, (cmd as StatusCommand).row);
+        const { bo, kind, acceptedAt, tp } = await readOpaque(h, c, cmd.wamid, (cmd as StatusCommand).row);
+        messageTraces.set(cmd.wamid, messageTrace(cmd.wamid, tp));
+        traces.add(messageTraces.get(cmd.wamid));
         opaque.set(cmd.wamid, bo);
         kinds.set(cmd.wamid, kind);
         if (cmd.status === 'delivered' && acceptedAt) metrics.acceptToDelivered.observe(Math.max(0, cmd.at - acceptedAt) / 1000);
@@ -40,6 +47,7 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
       metrics.statuses.inc({ status: cmd.status });
       if (cmd.status === 'failed') {
         metrics.failures.inc({ code: String(cmd.errorCode ?? 0) });
+        traceFailure(cmd.wamid, messageTraces.get(cmd.wamid), cmd.errorCode);
         h.log.info({ conversation_id: c.id, wamid: cmd.wamid, code: cmd.errorCode ?? 0 }, 'message failed');
       } else h.log.debug({ conversation_id: c.id, wamid: cmd.wamid, status: cmd.status }, 'message status');
       const bo = opaque.get(cmd.wamid);
@@ -52,6 +60,7 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
     } else if (cmd.type === 'webhook.message') {
       const row = c.inbound.get(cmd.id) ?? (await readInbound(h, c, cmd.id));
       if (row) values.push(inboundMessageValue(c.meta.waId, cmd.id, row));
+      traces.add(messageTrace(cmd.id));
     } else if (cmd.type === 'webhook.identity_changed') {
       values.push(identityChangedValue(c.meta.waId, c.crypto.remoteIdentityHash() ?? '', cmd.at, c.id));
     } else if (cmd.type === 'timer.cancel') {
@@ -80,10 +89,10 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
     metrics.inbound.inc(inboundCount);
     await h.sinks.count(c.meta.businessId, { inbound: inboundCount });
   }
-  if (values.length) await h.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values);
+  if (values.length) await h.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values, [...traces].filter((t) => t !== undefined));
   if (sends.length) {
     try {
-      const { unknown, refused } = await h.transport.send(sends);
+      const { unknown, refused } = await tracedSend(sends, (sendTraces) => h.transport.send(sends, sendTraces));
       for (const s of sends) {
         const code = refused.get(s.id);
         results.push(unknown.has(s.id)
@@ -135,8 +144,9 @@ async function readInbound(h: HostParts, c: Loaded, id: string): Promise<Inbound
 }
 
 /** What a status reports from its message row: the callback data, the kind (billing) and the accept time. */
-async function readOpaque(h: HostParts, c: Loaded, wamid: string, kept?: StatusCommand['row']): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null }> {
+async function readOpaque(h: HostParts, c: Loaded, wamid: string, kept?: StatusCommand['row']): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null; tp: string | null }> {
   const rowKey = h.keys.message(c.id, wamid);
-  const [sealed, kind, at] = kept ? [kept.bo ?? null, kept.k ?? null, kept.at ?? null] : await c.redis.hmget(rowKey, 'bo', 'k', 'at');
-  return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service', acceptedAt: at ? Number(at) : null };
+  // `tp`: the trace context the message was accepted in (kept in its row while tracing is on).
+  const [sealed, kind, at, tp] = kept ? [kept.bo ?? null, kept.k ?? null, kept.at ?? null, null] : await c.redis.hmget(rowKey, 'bo', 'k', 'at', 'tp');
+  return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service', acceptedAt: at ? Number(at) : null, tp: tp ?? null };
 }

@@ -16,8 +16,11 @@ export type StatusUpdate = StatusInput;
 
 /** Where the host sends what leaves the conversation besides the transport. */
 export interface HostSinks {
-  /** Queues webhook updates (statuses, messages), in order, behind the business's earlier ones. */
-  webhook(businessId: string, phoneNumberId: string, values: ChangeValue[]): Promise<void>;
+  /**
+   * Queues webhook updates (statuses, messages), in order, behind the business's earlier ones; `traces`: the
+   * trace contexts of the messages they report on (tracing on), for the delivery's spans.
+   */
+  webhook(businessId: string, phoneNumberId: string, values: ChangeValue[], traces?: string[]): Promise<void>;
   /** Schedules a durable timer that posts `event` to the conversation's mailbox at `at`. */
   timer(conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void>;
   /** Cancels a timer that is no longer needed (a timer already fired or gone is fine). */
