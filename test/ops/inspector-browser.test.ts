@@ -1,14 +1,12 @@
-import { existsSync, mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from '../helpers/browser.ts';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
 import { openWindows, sendText, startSystem, type TestSystem } from '../helpers/system.ts';
-
-/** Debian's Chromium (`apt-get install chromium`; .ci/run installs it). The test fails without it. */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /**
  * The operator's pages in a real browser: headless Chromium signs in through /admin/login, opens the
@@ -20,12 +18,8 @@ describe('operator pages in headless Chromium', () => {
   let sys: TestSystem;
   let browser: Browser;
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
     sys = await startSystem();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   }, 60_000);
   afterAll(async () => {
     await browser?.close();

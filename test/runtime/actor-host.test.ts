@@ -1,27 +1,26 @@
-import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
-import { startPlatform } from '../../src/platform/server.ts';
+import type { startPlatform } from '../../src/platform/server.ts';
 import { ActorHost, CommitConflictError, defineCommitScript, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
 import { Stores } from '../../src/store/stores.ts';
 import { conversationId, conversationOfWamid } from '../../src/runtime/ids.ts';
-import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
+import type { Mailboxes, WakeJob } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
 import { TransportClient } from '../../src/runtime/transport-client.ts';
 import { TransportPuller } from '../../src/runtime/transport-puller.ts';
 import { KeyPublisher } from '../../src/runtime/key-publisher.ts';
 import { BusinessStore } from '../../src/store/businesses.ts';
-import { Keys } from '../../src/store/keys.ts';
-import { DataKeys } from '../../src/store/sealer.ts';
-import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
+import type { Keys } from '../../src/store/keys.ts';
+import type { DataKeys } from '../../src/store/sealer.ts';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
+import { startHostWorld } from '../helpers/host-world.ts';
 import { readTraceLines } from '../../src/trace/store.ts';
 
 describe('actor host on real Redis, real libsignal and a real transport', () => {
+  let world: Awaited<ReturnType<typeof startHostWorld>>;
   let redis: Redis;
-  let prefix: string;
   let keys: Keys;
   let platform: Awaited<ReturnType<typeof startPlatform>>;
   let wake: Queue<WakeJob>;
@@ -43,16 +42,9 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   const log = createLogger('test', 'silent');
 
   beforeEach(async () => {
-    prefix = testPrefix('host');
-    redis = new Redis(testRedisUrl());
-    keys = new Keys(prefix);
-    dataKeys = new DataKeys(redis, keys, randomBytes(32));
-    const businesses = new BusinessStore(redis, keys, dataKeys);
-    platform = await startPlatform({ port: 0 });
-    transport = new TransportClient(platform.url);
-    wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
-    const stores = new Stores(redis, keys, {}, defineCommitScript);
-    mailboxes = new Mailboxes(stores, keys, wake);
+    world = await startHostWorld('host');
+    ({ redis, keys, dataKeys, platform, transport, wake, mailboxes } = world);
+    const { businesses, stores } = world;
     const sinks: HostSinks = {
       async webhook(_b, _p, values) {
         for (const v of values) {
@@ -90,10 +82,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   });
 
   afterEach(async () => {
-    await wake.close();
-    await platform.close();
-    await deletePrefix(testRedisUrl(), prefix);
-    redis.disconnect();
+    await world.close();
   });
 
   /** As if the user had written a minute ago: the customer-service window is open (this suite tests the host). */

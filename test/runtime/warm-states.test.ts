@@ -1,22 +1,18 @@
-import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { metrics } from '../../src/ops/metrics.ts';
-import { startPlatform } from '../../src/platform/server.ts';
-import { ActorHost, defineCommitScript, type HostSinks } from '../../src/runtime/actor-host.ts';
+import type { startPlatform } from '../../src/platform/server.ts';
+import { ActorHost, type HostSinks } from '../../src/runtime/actor-host.ts';
 import { conversationId, conversationOfWamid } from '../../src/runtime/ids.ts';
-import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
-import { TransportClient } from '../../src/runtime/transport-client.ts';
+import type { TransportClient } from '../../src/runtime/transport-client.ts';
 import { TransportPuller } from '../../src/runtime/transport-puller.ts';
-import { BusinessStore } from '../../src/store/businesses.ts';
-import { Keys } from '../../src/store/keys.ts';
-import { DataKeys } from '../../src/store/sealer.ts';
-import { Stores } from '../../src/store/stores.ts';
+import type { BusinessStore } from '../../src/store/businesses.ts';
+import type { Keys } from '../../src/store/keys.ts';
+import type { DataKeys } from '../../src/store/sealer.ts';
 import { createDevice, deviceMessages, deviceStats, waitFor } from '../helpers/devices.ts';
-import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
+import { startHostWorld } from '../helpers/host-world.ts';
 
 /**
  * A process keeps the conversations it drained hydrated (src/runtime/host/warm.ts) and uses that state only
@@ -24,11 +20,10 @@ import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
  * warm states) over one Redis, real libsignal and the real transport, and check the device.
  */
 describe('warm conversation states', () => {
+  let world: Awaited<ReturnType<typeof startHostWorld>>;
   let redis: Redis;
-  let prefix: string;
   let keys: Keys;
   let platform: Awaited<ReturnType<typeof startPlatform>>;
-  let wake: Queue<WakeJob>;
   let makeHost: () => ActorHost;
   let outbound: OutboundService;
   let puller: TransportPuller;
@@ -39,16 +34,9 @@ describe('warm conversation states', () => {
   const log = createLogger('test', 'silent');
 
   beforeEach(async () => {
-    prefix = testPrefix('warm');
-    redis = new Redis(testRedisUrl());
-    keys = new Keys(prefix);
-    dataKeys = new DataKeys(redis, keys, randomBytes(32));
-    const businesses = new BusinessStore(redis, keys, dataKeys);
-    platform = await startPlatform({ port: 0 });
-    transport = new TransportClient(platform.url);
-    wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
-    const stores = new Stores(redis, keys, {}, defineCommitScript);
-    const mailboxes = new Mailboxes(stores, keys, wake);
+    world = await startHostWorld('warm');
+    ({ redis, keys, platform, transport, dataKeys } = world);
+    const { businesses, stores, mailboxes } = world;
     const sinks: HostSinks = {
       async webhook(_b, _p, values) {
         for (const v of values) for (const st of (v.statuses ?? []) as { id: string; status: string }[]) statuses.push({ wamid: st.id, status: st.status });
@@ -67,10 +55,7 @@ describe('warm conversation states', () => {
   });
 
   afterEach(async () => {
-    await wake.close();
-    await platform.close();
-    await deletePrefix(testRedisUrl(), prefix);
-    redis.disconnect();
+    await world.close();
   });
 
   const warmCount = async () => (await metrics.warmDrains.get()).values[0]?.value ?? 0;
