@@ -178,10 +178,13 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     expect(handOver).toMatchObject({ kind: PRODUCER, parentSpanId: send.spanId, attributes: { 'sealpost.wamid': wamid } });
     const request = one((s) => s.kind === CLIENT && String(s.attributes['url.full']).endsWith('/v1/envelopes'), 'HTTP request to the transport');
     expect(request).toMatchObject({ name: 'POST', parentSpanId: handOver.spanId, attributes: { 'http.request.method': 'POST', 'http.response.status_code': 202, 'server.address': '127.0.0.1' } });
-    // Statuses → webhook: `sent` from the same drain (under its SEND), `delivered` from the same or a later drain
-    // (then under the request, the context kept in the message row).
+    // Statuses → webhook: `sent` from the same drain (under its SEND), `delivered` from a later drain (then under
+    // the request, the context kept in the message row) or from the same one, when the device's receipt was in
+    // the mailbox by the time the transport's answer was committed: then one update carries both statuses and
+    // one webhook span stands for them.
     const webhooks = trace.filter((s) => s.name === 'sealpost.webhook');
-    expect(webhooks.length).toBeGreaterThanOrEqual(2);
+    expect(webhooks.length).toBeGreaterThanOrEqual(1);
+    expect(webhooks.length).toBeLessThanOrEqual(2);
     expect(webhooks.map((s) => parentOf(s)?.name)).toContain('sealpost.conversation SEND');
     for (const w of webhooks) expect([send.spanId, server.spanId]).toContain(w.parentSpanId);
     for (const w of webhooks) {
