@@ -29,6 +29,12 @@ describe('retention: messages, and then the user, are deleted', () => {
       if (job.data.conversationId === convLost && job.data.event.type === 'PURGE_DUE') await job.remove();
     }
     await waitFor(async () => !(await exists(sys.ctx.keys.meta(convGone))) && !(await exists(sys.ctx.keys.meta(convLost))), 'the expired conversations to be deleted', 30_000, 200);
+    // The deleting drain finishes after its commit (index entries, mailbox, then its lease): wait for its end,
+    // not just the commit, before looking for what is left.
+    await waitFor(async () => {
+      const d = await dumpPrefix(sys.redisUrl, sys.prefix);
+      return [convGone, convLost].every((c) => keysContaining(d, c).length === 0);
+    }, 'the deleting drains to finish', 5_000, 100); // well inside the lease's own TTL (15 s): a leaked lease fails
 
     const dump = await dumpPrefix(sys.redisUrl, sys.prefix);
     for (const id of [old, lost]) expect(keysContaining(dump, id), `keys naming ${id}`).toEqual([]);
