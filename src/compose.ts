@@ -4,8 +4,11 @@ import { metrics } from './ops/metrics.ts';
 import { ActorHost, type HostSinks } from './runtime/actor-host.ts';
 import type { RouterContext } from './runtime/router.ts';
 import { RetentionSweeper } from './runtime/retention-sweeper.ts';
+import { ShardRunner } from './runtime/shard-runner.ts';
+import { SHARDS } from './runtime/shards.ts';
 import { TransportPuller } from './runtime/transport-puller.ts';
-import { cancelPurges, cancelTimer, schedulePurge, scheduleTimer } from './queues/timers.ts';
+import { cancelPurges, schedulePurge } from './queues/timers.ts';
+import { ShardTimers } from './runtime/shard-timers.ts';
 import { egressFetch } from './webhook/egress.ts';
 import { startConversationWorker } from '../workers/conversation.ts';
 import { startOutboundWorker } from '../workers/outbound.ts';
@@ -25,17 +28,17 @@ function observeJob(queue: string, job: Job): void {
   if (job.processedOn) metrics.jobWaitSeconds.observe({ queue }, Math.max(0, job.processedOn - job.timestamp - (job.delay ?? 0)) / 1000);
 }
 
-/** Turns the host's status updates into webhook jobs. */
-function sinksFor(ctx: RouterContext): HostSinks {
+/** Where the host's effects go: webhooks to the outbox, timers to their shards, counts to statistics. */
+function sinksFor(ctx: RouterContext, timers: ShardTimers): HostSinks {
   return {
     async webhook(businessId, phoneNumberId, values, traces) {
       await ctx.webhooks.enqueue(businessId, phoneNumberId, values, ctx.config.webhookMaxAgeMs + 86_400_000, traces);
     },
     async timer(conversationId, timerId, at, event) {
-      await scheduleTimer(ctx.queues.timers, conversationId, timerId, at, event);
+      await timers.schedule(conversationId, timerId, at, event);
     },
     async cancelTimer(conversationId, timerId) {
-      await cancelTimer(ctx.queues.timers, conversationId, timerId);
+      await timers.cancel(conversationId, timerId);
     },
     async count(businessId, fields) {
       await ctx.stats.count(businessId, fields);
@@ -63,18 +66,27 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   // A mailbox only holds events until the next drain: its TTL is a backstop, as long as any business's
   // retention may be (a business may keep messages longer than this process's default).
   const mailboxTtlMs = MAX_RETENTION_MS + 86_400_000;
-  const host = new ActorHost(ctx.stores, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx), ctx.log.child({ component: 'actor-host' }), {
+  const shardTimers = new ShardTimers(ctx.stores, keys, ctx.queues.timers, ctx.mailboxes, mailboxTtlMs, ctx.log.child({ component: 'timers' }));
+  const host = new ActorHost(ctx.stores, keys, ctx.dataKeys, ctx.businesses, ctx.transport, sinksFor(ctx, shardTimers), ctx.log.child({ component: 'actor-host' }), {
     retentionMs: config.retentionMs,
     bundleRetryMs: config.bundleRetryMs,
     retransmitBaseMs: config.retransmitBaseMs,
     retransmitMaxMs: config.retransmitMaxMs,
+    leaseMs: config.leaseMs,
   }, (pnid) => ctx.publisher.preKeysOf(pnid));
   host.useMedia(ctx.media);
-  const conversations = startConversationWorker({
-    connection, prefix, queueName: keys.queueName('conversations'), host, mailboxes: ctx.mailboxes,
-    concurrency: config.workerConcurrency, log: ctx.log,
+  // Shards' wake-up jobs: each drains its shard's ready conversations, several at once.
+  const runner = new ShardRunner(ctx.stores, keys, host, ctx.mailboxes, ctx.log.child({ component: 'shards' }), {
+    leaseMs: config.leaseMs,
+    // A shard whose tick job was lost: its due timers fire from the sweep.
+    onTimersDue: async (shard, region) => void (await shardTimers.fire(shard, region)),
   });
-  const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, mailboxTtlMs, log: ctx.log });
+  const conversations = startConversationWorker({
+    connection, prefix, queueName: keys.queueName('conversations'), runner,
+    concurrency: Math.min(SHARDS, config.workerConcurrency), log: ctx.log,
+  });
+  runner.startSweeping(1000);
+  const timers = startTimerWorker({ connection, prefix, queueName: keys.queueName('timers'), mailboxes: ctx.mailboxes, timers: shardTimers, mailboxTtlMs, log: ctx.log });
   const webhooks = startWebhookWorker({
     connection, storeOf: (b: string) => ctx.stores.forBusiness(ctx.businesses, b), keys, dataKeyOf: (b: string) => ctx.dataKeys.get(b), prefix, queueName: keys.queueName('webhooks'),
     resolveTarget: (businessId: string, phoneNumberId: string) => ctx.businesses.webhookTarget(businessId, phoneNumberId),
@@ -117,6 +129,8 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
       sweeper.stop();
       await puller.stop();
       await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close()]);
+      // Drains that outlived their wake-up job (a slow conversation) finish before the process goes.
+      await runner.close();
     },
   };
 }

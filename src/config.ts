@@ -108,6 +108,11 @@ const schema = z.object({
   retentionMs: duration.default(MAX_RETENTION_MS).refine((ms) => ms <= MAX_RETENTION_MS, 'SEALPOST_RETENTION is at most 30d'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   workerConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
+  /**
+   * A conversation's single-writer lease: renewed every third of it while a drain runs; a process that stalls
+   * longer loses it (its commit is refused) and, with it, its shard claims lapse.
+   */
+  leaseMs: z.coerce.number().int().min(1000).max(600_000).default(15_000),
   webhookConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
   webhookBackoffBaseMs: z.coerce.number().int().min(1).default(1000),
   webhookBackoffMaxMs: z.coerce.number().int().min(1).default(3600e3),
@@ -205,6 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     retentionMs: env.SEALPOST_RETENTION,
     logLevel: env.LOG_LEVEL,
     workerConcurrency: env.SEALPOST_WORKER_CONCURRENCY,
+    leaseMs: env.SEALPOST_LEASE_MS,
     webhookConcurrency: env.SEALPOST_WEBHOOK_CONCURRENCY,
     webhookBackoffBaseMs: env.SEALPOST_WEBHOOK_BACKOFF_BASE_MS,
     webhookBackoffMaxMs: env.SEALPOST_WEBHOOK_BACKOFF_MAX_MS,

@@ -18,6 +18,8 @@ export class Metrics {
   readonly hydrations: Counter;
   readonly warmDrains: Counter;
   readonly drainSeconds: Histogram;
+  /** Conversations one shard wake-up job drained (src/runtime/shard-runner.ts). */
+  readonly shardDrains: Histogram;
   readonly jobSeconds: Histogram<'queue'>;
   readonly jobWaitSeconds: Histogram<'queue'>;
   readonly jobFailures: Counter<'queue'>;
@@ -42,6 +44,7 @@ export class Metrics {
     this.hydrations = new Counter({ name: 'sealpost_actors_hydrated_total', help: 'Conversation actors loaded from Redis to run their mailbox', registers: [r] });
     this.warmDrains = new Counter({ name: 'sealpost_actors_warm_total', help: 'Drains that started from the state kept in memory since the process\'s last drain of the conversation (still current in Redis)', registers: [r] });
     this.drainSeconds = new Histogram({ name: 'sealpost_actor_drain_seconds', help: 'One drain of a conversation mailbox', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] });
+    this.shardDrains = new Histogram({ name: 'sealpost_shard_job_drains', help: 'Conversations drained by one shard wake-up job', buckets: [0, 1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] });
     this.jobSeconds = new Histogram({ name: 'sealpost_job_processing_seconds', help: 'Job processing time, by queue', labelNames: ['queue'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [r] });
     this.jobWaitSeconds = new Histogram({ name: 'sealpost_job_wait_seconds', help: 'From a job\'s due time to its start, by queue', labelNames: ['queue'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 300], registers: [r] });
     this.jobFailures = new Counter({ name: 'sealpost_job_failures_total', help: 'Job attempts that failed, by queue', labelNames: ['queue'], registers: [r] });

@@ -1,16 +1,31 @@
 /**
- * The timers queue as producers see it: the job's shape and how timers and deletion jobs are added and
- * removed (the worker that runs them is workers/timers.ts).
+ * The timers queue as producers see it: the jobs' shapes and how deletion jobs are added and removed (shard
+ * timers add their ticks in src/runtime/shard-timers.ts; the worker that runs both is workers/timers.ts).
  */
 import { createHash } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { MailboxEvent } from '../runtime/mailbox.ts';
 
-/** A durable timer: at its time, `event` goes to the conversation's mailbox. */
+/**
+ * A deletion job (and, from before timers were kept per shard, a timer job): at its time, `event` goes to the
+ * conversation's mailbox.
+ */
 export interface TimerJob {
   conversationId: string;
   event: MailboxEvent;
 }
+
+/** A shard's timer tick (src/runtime/shard-timers.ts): at its time, the shard's due timers fire. */
+export interface TickJob {
+  shard: number;
+  region?: string;
+}
+
+/** What the timers queue holds. */
+export type TimersQueueJob = TimerJob | TickJob;
+
+/** Whether a job of the timers queue is a shard's tick. */
+export const isTick = (data: TimersQueueJob): data is TickJob => typeof (data as TickJob).shard === 'number';
 
 /**
  * A timer's job id: stable (a replayed schedule is a no-op, a cancel finds it) but a digest, so BullMQ's
@@ -18,29 +33,12 @@ export interface TimerJob {
  */
 export const jobIdOf = (conversationId: string, timerId: string) => `t${createHash('sha256').update(`${conversationId}|${timerId}`).digest('hex').slice(0, 32)}`;
 
-/** Adds a timer as a delayed job; the id makes a replayed schedule a no-op. */
-export async function scheduleTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string, at: number, event: MailboxEvent): Promise<void> {
-  await queue.add('timer', { conversationId, event }, {
-    jobId: jobIdOf(conversationId, timerId),
-    delay: Math.max(0, at - Date.now()),
-    removeOnComplete: true,
-    removeOnFail: 1000,
-    attempts: 10,
-    backoff: { type: 'exponential', delay: 500 },
-  });
-}
-
-/** Removes a timer's delayed job; one that already ran (or never existed) is fine. */
-export async function cancelTimer(queue: Queue<TimerJob>, conversationId: string, timerId: string): Promise<void> {
-  await queue.remove(jobIdOf(conversationId, timerId));
-}
-
 /**
  * Makes sure a deletion job wakes the conversation once a message's retention ends at `until`. Jobs are
  * bucketed (a tenth of the retention, 1 s to 60 s), so a busy conversation has one job per bucket, not one per
  * message; a message is deleted at most one bucket late (and Redis key TTLs back this up).
  */
-export async function schedulePurge(queue: Queue<TimerJob>, conversationId: string, until: number, retentionMs: number): Promise<void> {
+export async function schedulePurge(queue: Queue<TimersQueueJob>, conversationId: string, until: number, retentionMs: number): Promise<void> {
   const at = purgeBucket(until, retentionMs);
   await queue.add('purge', { conversationId, event: { type: 'PURGE_DUE', at } }, {
     jobId: jobIdOf(conversationId, `purge:${at}`),
@@ -59,7 +57,7 @@ export function purgeBucket(until: number, retentionMs: number): number {
 }
 
 /** Removes the pending deletion jobs of a conversation that is gone (so no job names it any more). */
-export async function cancelPurges(queue: Queue<TimerJob>, conversationId: string, untils: number[], retentionMs: number): Promise<void> {
+export async function cancelPurges(queue: Queue<TimersQueueJob>, conversationId: string, untils: number[], retentionMs: number): Promise<void> {
   const ids = new Set(untils.map((u) => jobIdOf(conversationId, `purge:${purgeBucket(u, retentionMs)}`)));
   for (const id of ids) await queue.remove(id);
 }

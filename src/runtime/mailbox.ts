@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { Coalescer } from '../redis/coalesce.ts';
+import { SENDS_LANE, shardOf, shardWakeId } from './shards.ts';
 import type { Stores } from '../store/stores.ts';
 import type { Queue } from 'bullmq';
 import type { Keys } from '../store/keys.ts';
@@ -19,27 +20,37 @@ export type MailboxEvent = (
   | { type: 'ERASE'; at: number }
 ) & { tp?: string };
 
-/** The BullMQ priority of wakes for newly accepted sends (any priority runs after un-prioritized jobs). */
+/** The BullMQ priority of a shard's wake when only newly accepted sends wait (any priority runs after un-prioritized jobs). */
 export const SENDS_PRIORITY = 1;
 
-/** Job data of a wake-up job: only the conversation id. */
+/** Job data of a wake-up job: a shard, in the shared store or a region's. */
 export interface WakeJob {
-  conversationId: string;
+  shard: number;
+  region?: string;
 }
 
+type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number };
+
 /**
- * Per-conversation FIFO mailboxes plus a deduplicated wake-up job: at most one job per conversation is
- * active and at most one waits (BullMQ `keepLastIfActive`), so one conversation's events are handled by one
- * worker at a time, in mailbox order, across any number of processes.
+ * Per-conversation FIFO mailboxes, and the wake-ups that get them drained: a conversation with events waiting
+ * is marked ready in its shard (src/runtime/shards.ts), and the shard has one deduplicated wake-up job (at
+ * most one active and one waiting, BullMQ `keepLastIfActive`). A shard's drain claims its ready conversations
+ * and drains each under the conversation's own fenced lease (src/runtime/shard-runner.ts), so one
+ * conversation's events are handled by one worker at a time, in mailbox order, across any number of processes.
  */
 export class Mailboxes {
+  /** Ready marks of one event-loop turn, one ZADD per shard (src/redis/coalesce.ts). */
+  private readonly marks: Coalescer<ReadyMark>;
+
   constructor(
     private readonly stores: Stores,
     private readonly keys: Keys,
     private readonly wakeQueue: Queue<WakeJob>,
-  ) {}
+  ) {
+    this.marks = new Coalescer((key, items) => this.mark(key, items));
+  }
 
-  /** Appends events to the conversation's mailbox and makes sure a wake-up job exists. */
+  /** Appends events to the conversation's mailbox and makes sure the conversation gets drained. */
   async post(conversationId: string, events: MailboxEvent[], ttlMs: number): Promise<void> {
     if (!events.length) return;
     const key = this.keys.mailbox(conversationId);
@@ -52,21 +63,38 @@ export class Mailboxes {
   }
 
   /**
-   * Adds the conversation's wake-up job unless one is already waiting. `sends` marks the wake of a newly
-   * accepted outbound message: such wakes queue behind every other (receipts, users' messages, timers), so a
-   * business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements and replies
-   * in conversations already under way. Within each lane, first in, first out.
+   * Marks the conversation ready in its shard and wakes the shard unless the conversation was marked already
+   * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep). `sends` marks
+   * the wake of a newly accepted outbound message: such marks go behind every other (receipts, users' messages,
+   * timers), so a business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements
+   * and replies in conversations already under way. Within each lane, first in, first out.
    */
   async wake(conversationId: string, lane: 'events' | 'sends' = 'events'): Promise<void> {
-    await this.wakeQueue.add('wake', { conversationId }, {
+    const region = await this.stores.regionOf(conversationId);
+    await this.marks.add(`${region ?? ''}|${shardOf(conversationId)}`, { conversationId, lane, at: Date.now() });
+  }
+
+  /** Adds the shard's wake-up job unless one already waits (the lane: as {@link wake}). */
+  async wakeShard(shard: number, region: string | null, lane: 'events' | 'sends' = 'events'): Promise<void> {
+    await this.wakeQueue.add('wake', region ? { shard, region } : { shard }, {
       // BullMQ takes jobs without a priority before any prioritized job.
       ...(lane === 'sends' ? { priority: SENDS_PRIORITY } : {}),
-      // A digest, not the id: BullMQ's event stream outlives jobs, and must not name deleted conversations.
-      deduplication: { id: createHash('sha256').update(conversationId).digest('hex').slice(0, 32), keepLastIfActive: true },
+      deduplication: { id: shardWakeId(shard, region), keepLastIfActive: true },
       removeOnComplete: true,
       removeOnFail: 1000,
       attempts: 20,
       backoff: { type: 'exponential', delay: 200 },
     });
+  }
+
+  private async mark(key: string, items: ReadyMark[]): Promise<void> {
+    const sep = key.indexOf('|');
+    const region = key.slice(0, sep) || null;
+    const shard = Number(key.slice(sep + 1));
+    const args: (string | number)[] = [];
+    for (const m of items) args.push(m.lane === 'sends' ? m.at + SENDS_LANE : m.at, m.conversationId);
+    // LT: a conversation already ready keeps its earlier place, and moves up to the events lane if it was a send.
+    const added = await this.stores.forRegion(region).zadd(this.keys.shardReady(shard), 'LT', ...args);
+    if (Number(added) > 0) await this.wakeShard(shard, region, items.every((m) => m.lane === 'sends') ? 'sends' : 'events');
   }
 }

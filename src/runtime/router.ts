@@ -20,7 +20,7 @@ import { TransportClient } from './transport-client.ts';
 import { KeyPublisher } from './key-publisher.ts';
 import { DataRequests } from './data-requests.ts';
 import { createOutboundQueue, type OutboundJobData, type OutboundJobResult } from '../queues/outbound.ts';
-import { schedulePurge, type TimerJob } from '../queues/timers.ts';
+import { schedulePurge, type TimersQueueJob } from '../queues/timers.ts';
 import { createWebhookQueue, WebhookOutbox, type WebhookJob } from '../queues/webhooks.ts';
 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
@@ -43,7 +43,7 @@ export interface RouterContext {
   data: DataRequests;
   /** Uploaded and received media, sealed at rest, expiring with each business's retention. */
   media: MediaStore;
-  queues: { conversations: Queue<WakeJob>; timers: Queue<TimerJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
+  queues: { conversations: Queue<WakeJob>; timers: Queue<TimersQueueJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
   log: Logger;
   close(): Promise<void>;
 }
@@ -67,7 +67,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const telemetry = queueTelemetry();
   const queues = {
     conversations: new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix, streams, ...telemetry }),
-    timers: new Queue<TimerJob>(keys.queueName('timers'), { connection, prefix, streams, ...telemetry }),
+    timers: new Queue<TimersQueueJob>(keys.queueName('timers'), { connection, prefix, streams, ...telemetry }),
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks'), ...telemetry }),
     outbound: createOutboundQueue(connection, prefix, keys.queueName('outbound'), telemetry),
   };

@@ -77,6 +77,19 @@ export class Keys {
   window(conversationId: string): string {
     return `${this.prefix}:win:${createHash('sha256').update(`win|${conversationId}`).digest('hex').slice(0, 32)}`;
   }
+  // --- shards: conversations hashed into a fixed number of shards (src/runtime/shards.ts) -----------------
+  private shard(shard: number): string { return `${this.prefix}:{s:${shard}}`; }
+  /**
+   * Sorted set: the shard's conversations with events waiting and no drain claimed yet, by when they became
+   * ready (newly accepted sends a lane later, so they go after receipts, replies and timers).
+   */
+  shardReady(shard: number): string { return `${this.shard(shard)}:ready`; }
+  /** Sorted set: the shard's conversations claimed by a drain, by when they count as abandoned (crashed drain). */
+  shardClaimed(shard: number): string { return `${this.shard(shard)}:claimed`; }
+  /** Sorted set: the shard's durable timers (`<conversation id> <timer id>`) by due time. */
+  shardTimers(shard: number): string { return `${this.shard(shard)}:timers`; }
+  /** Hash: the mailbox event each of the shard's timers posts when due. */
+  shardTimerEvents(shard: number): string { return `${this.shard(shard)}:tev`; }
   /** Hash in the shared store: conversation id → region, for conversations of region-pinned businesses. */
   get conversationRegions(): string { return `${this.prefix}:convregion`; }
   /** Hash: a token bucket (`tp`: a number's throughput; `pair`: one conversation's pair limit). */

@@ -77,12 +77,18 @@ export class Stores {
   /** The store a conversation lives in. */
   async forConversation(conversationId: string): Promise<Redis> {
     if (!this.regional) return this.shared;
+    return this.forRegion(await this.regionOf(conversationId));
+  }
+
+  /** The region a conversation lives in; null for the shared store. */
+  async regionOf(conversationId: string): Promise<string | null> {
+    if (!this.regional) return null;
     const hit = this.convCache.get(conversationId);
     // A region, once known, never changes; "shared" is re-checked after a minute in case it was cached early.
-    if (hit && (hit.region || Date.now() - hit.at < 60_000)) return this.forRegion(hit.region);
+    if (hit && (hit.region || Date.now() - hit.at < 60_000)) return hit.region;
     const region = await this.shared.hget(this.keys.conversationRegions, conversationId);
     this.convCache.set(conversationId, { region, at: Date.now() });
-    return this.forRegion(region);
+    return region;
   }
 
   /** Every store: the shared one first. */

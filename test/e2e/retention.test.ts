@@ -26,7 +26,8 @@ describe('retention: messages, and then the user, are deleted', () => {
     expect(await exists(sys.ctx.keys.meta(convGone))).toBe(true);
     // A worker crash loses the deletion jobs of one conversation: only the sweeper can find it now.
     for (const job of await sys.ctx.queues.timers.getDelayed()) {
-      if (job.data.conversationId === convLost && job.data.event.type === 'PURGE_DUE') await job.remove();
+      const data = job.data as { conversationId?: string; event?: { type: string } };
+      if (data.conversationId === convLost && data.event?.type === 'PURGE_DUE') await job.remove();
     }
     await waitFor(async () => !(await exists(sys.ctx.keys.meta(convGone))) && !(await exists(sys.ctx.keys.meta(convLost))), 'the expired conversations to be deleted', 30_000, 200);
     // The deleting drain finishes after its commit (index entries, mailbox, then its lease): wait for its end,

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { opsRoutes } from '../../src/api/ops.ts';
 import { metrics } from '../../src/ops/metrics.ts';
-import { scheduleTimer } from '../../src/queues/timers.ts';
+import { schedulePurge } from '../../src/queues/timers.ts';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { createDevice, sendTemplate, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
 import { testRedisUrl } from '../helpers/redis.ts';
@@ -72,8 +72,8 @@ describe('operators: queue board, metrics, readiness', () => {
   });
 
   it('promotes a delayed job from the board (actions, not a read-only view)', async () => {
-    await scheduleTimer(sys.ctx.queues.timers, 'c-board-test', 'rt:1', Date.now() + 3_600_000, { type: 'RETRANSMIT_DUE', at: Date.now() + 3_600_000, timerId: 'rt:1' });
-    const [job] = await sys.ctx.queues.timers.getDelayed();
+    await schedulePurge(sys.ctx.queues.timers, 'c-board-test', Date.now() + 3_600_000, 7 * 86_400_000);
+    const job = (await sys.ctx.queues.timers.getDelayed()).find((j) => (j.data as { conversationId?: string }).conversationId === 'c-board-test');
     expect(job).toBeDefined();
     const res = await fetch(`${sys.apiUrl}/admin/queues/api/queues/${encodeURIComponent('{timers}')}/${encodeURIComponent(job!.id!)}/promote`, { method: 'PUT', headers: admin() });
     expect(res.status).toBe(204);

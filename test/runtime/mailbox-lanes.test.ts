@@ -1,46 +1,78 @@
-import { Queue, Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
+import { createLogger } from '../../src/log.ts';
+import { Mailboxes, SENDS_PRIORITY, type WakeJob } from '../../src/runtime/mailbox.ts';
+import { ShardRunner } from '../../src/runtime/shard-runner.ts';
+import { shardOf } from '../../src/runtime/shards.ts';
 import { Keys } from '../../src/store/keys.ts';
 import { Stores } from '../../src/store/stores.ts';
 import { defineCommitScript } from '../../src/runtime/actor-host.ts';
 import { deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.ts';
 
+/** `n` conversation ids named `tag-<i>` that all hash into `shard`. */
+function idsInShard(tag: string, shard: number, n: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < n; i++) if (shardOf(`${tag}-${i}`) === shard) out.push(`${tag}-${i}`);
+  return out;
+}
+
 /**
- * A burst of new sends must not hold up conversations already under way: wakes for receipts, users' messages
- * and timers run before the backlog of newly accepted sends, on real Redis and BullMQ.
+ * A burst of new sends must not hold up conversations already under way: in a shard, conversations woken for
+ * receipts, users' messages and timers are drained before the backlog of newly accepted sends, each lane in
+ * order; a shard holding only sends waits behind every other shard's wake. Real Redis and BullMQ; the drain
+ * itself is recorded, not run (the order is what is under test).
  */
 describe('wake-up lanes', () => {
   const prefix = testPrefix('lanes');
   const keys = new Keys(prefix);
   const redis = new Redis(testRedisUrl());
   const queue = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
-  const mailboxes = new Mailboxes(new Stores(redis, keys, {}, defineCommitScript), keys, queue);
+  const stores = new Stores(redis, keys, {}, defineCommitScript);
+  const mailboxes = new Mailboxes(stores, keys, queue);
   afterAll(async () => {
     await queue.close();
     await deletePrefix(testRedisUrl(), prefix);
     redis.disconnect();
   });
 
-  it('runs event wakes before a backlog of send wakes, each lane in order, one waiting job per conversation', async () => {
-    for (let i = 0; i < 30; i++) await mailboxes.wake(`campaign-${i}`, 'sends');
-    await mailboxes.wake('reply-1');
-    await mailboxes.wake('receipt-2');
-    // A conversation that already waits in the sends lane gets no second job: its events ride on that wake.
-    await mailboxes.wake('campaign-3');
-    await mailboxes.wake('campaign-3', 'sends');
-    expect(await queue.count()).toBe(32);
+  it('drains event wakes before a backlog of send wakes, each lane in order, with one wake-up job per shard', async () => {
+    const campaign = idsInShard('campaign', 5, 30);
+    const [reply, receipt] = idsInShard('answer', 5, 2) as [string, string];
+    for (const c of campaign) await mailboxes.wake(c, 'sends');
+    await mailboxes.wake(reply);
+    await mailboxes.wake(receipt);
+    // A conversation waiting in the sends lane moves up when an event of another kind arrives for it.
+    await mailboxes.wake(campaign[3]!);
+    await mailboxes.wake(campaign[3]!, 'sends');
+    // Another shard holding only sends: its job is prioritized (after every un-prioritized job).
+    const [other] = idsInShard('later', 9, 1) as [string];
+    await mailboxes.wake(other, 'sends');
+
+    const jobs = await queue.getJobs(['waiting', 'prioritized']);
+    expect(jobs.map((j) => j.data.shard).sort((a, b) => a - b)).toEqual([5, 9]);
+    expect(jobs.find((j) => j.data.shard === 5)!.opts.priority ?? 0).toBe(SENDS_PRIORITY);
+    expect(jobs.find((j) => j.data.shard === 9)!.opts.priority).toBe(SENDS_PRIORITY);
 
     const order: string[] = [];
-    const done = new Promise<void>((resolve) => {
-      const worker = new Worker<WakeJob>(keys.queueName('conversations'), async (job) => {
-        order.push(job.data.conversationId);
-        if (order.length === 32) setImmediate(() => void worker.close().then(resolve));
-      }, { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix, concurrency: 1 });
-    });
-    await done;
-    expect(order.slice(0, 2)).toEqual(['reply-1', 'receipt-2']);
-    expect(order.slice(2)).toEqual(Array.from({ length: 30 }, (_, i) => `campaign-${i}`));
+    const runner = new ShardRunner(stores, keys, {
+      async drainAndCheck(conv) {
+        order.push(conv);
+        return { handled: 1, pending: false };
+      },
+    }, mailboxes, createLogger('test', 'silent'), { perShard: 1 });
+    await runner.run(5, null);
+    expect(order).toEqual([reply, receipt, campaign[3], ...campaign.filter((_, i) => i !== 3)]);
+    // Everything was claimed and settled: nothing ready, nothing claimed is left.
+    expect(await redis.zcard(keys.shardReady(5))).toBe(0);
+    expect(await redis.zcard(keys.shardClaimed(5))).toBe(0);
+    await runner.close();
+  });
+
+  it('an event wake of a shard is not prioritized, so it runs before shards holding only sends', async () => {
+    const [a] = idsInShard('event', 11, 1) as [string];
+    await mailboxes.wake(a);
+    const job = (await queue.getJobs(['waiting', 'prioritized'])).find((j) => j.data.shard === 11)!;
+    expect(job.opts.priority ?? 0).toBe(0);
   });
 });
