@@ -43,7 +43,7 @@ export interface AddressedEnvelope {
 export interface AccountDeps {
   directory: KeyDirectory;
   /** Builds (and publishes the keys of) a simulated device with this id. */
-  makeDevice: (deviceId: number, kind: DeviceKind) => Device;
+  makeDevice: (deviceId: number, kind: DeviceKind, prekeys?: number) => Device;
   /** The transport's own signing key, for the `forged` fault. */
   forgeKey: () => IdentityKeyPair;
   log: Logger;
@@ -105,9 +105,14 @@ export class Account {
     return this.signed.length >= 2;
   }
 
+  /** Whether a new device can get an id (ids are never reused, and stop at 127). */
+  get hasFreeDeviceId(): boolean {
+    return this.nextDeviceId <= MAX_DEVICE_ID;
+  }
+
   /** Links a companion: a new device with its own keys, a new id, and a list the primary signs afresh. */
-  link(): Device {
-    const device = this.add('companion');
+  link(prekeys?: number): Device {
+    const device = this.add('companion', prekeys);
     this.resign();
     return device;
   }
@@ -190,10 +195,10 @@ export class Account {
     return this.signed.at(-1)!.counter;
   }
 
-  private add(kind: DeviceKind): Device {
-    if (this.nextDeviceId > MAX_DEVICE_ID) throw new Error('no device ids left on this account');
+  private add(kind: DeviceKind, prekeys?: number): Device {
+    if (!this.hasFreeDeviceId) throw new Error('no device ids left on this account');
     const deviceId = this.nextDeviceId++;
-    const device = this.deps.makeDevice(deviceId, kind);
+    const device = this.deps.makeDevice(deviceId, kind, prekeys);
     this.live.set(deviceId, { device, kind });
     return device;
   }

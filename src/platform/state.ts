@@ -40,6 +40,21 @@ export interface RelayedEnvelope {
   body: Uint8Array<ArrayBuffer>;
 }
 
+/** A multi-device message as `POST /v1/messages` takes it (validated). */
+export interface DeviceMessage {
+  id: string;
+  from: string;
+  to: string;
+  envelopes: { device_id: number; registration_id: number; type: 2 | 3; body: string }[];
+}
+
+/** Why the transport took none of a message's envelopes: the HTTP status, the error and its details. */
+export interface MessageRefusal {
+  status: 403 | 404 | 409 | 410;
+  error: string;
+  details: { to?: string; stale?: number[]; missing?: number[]; extra?: number[] };
+}
+
 /**
  * All state of the platform process: the prekey directory, the router's event queue, the faulty relay
  * and the simulated devices. Kept in this process's memory, never in the router's store.
@@ -102,8 +117,8 @@ export class PlatformState {
       log: this.log,
     };
     // Only the phone answers automatically (demos); a companion replying too would answer every message twice.
-    const makeDevice = (deviceId: number, kind: DeviceKind): Device =>
-      new Device(waId, deviceId, opts.prekeys, deps, { ...user, autoReply: user.autoReply && kind === 'primary' });
+    const makeDevice = (deviceId: number, kind: DeviceKind, prekeys = opts.prekeys): Device =>
+      new Device(waId, deviceId, prekeys, deps, { ...user, autoReply: user.autoReply && kind === 'primary' });
     const account = new Account(waId, { directory: this.directory, makeDevice, forgeKey: () => (this.forger ??= IdentityKeyPair.generate()), log: this.log });
     this.accounts.set(waId, account);
     this.log.info({ wa_id: maskPhone(waId) }, 'device registered');
@@ -190,6 +205,26 @@ export class PlatformState {
         this.log.error({ wa_id: maskPhone(env.to), device: device.deviceId, envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
       });
     });
+  }
+
+  /**
+   * Takes a multi-device message, all or nothing, as Signal-Server does: an unknown recipient (404), a
+   * registration id that differs (410 `stale`, checked first), device ids other than the account's current
+   * ones, ghosts included (409 `missing`/`extra`), or an integrity refusal (403, decided per message id)
+   * deliver nothing; otherwise every device envelope is carried on its own. Null when taken.
+   */
+  acceptMessage(m: DeviceMessage): MessageRefusal | null {
+    const account = this.accounts.get(m.to);
+    if (!account) return { status: 404, error: 'unknown_recipient', details: { to: m.to } };
+    const mismatch = account.check(m.envelopes);
+    if (mismatch && 'stale' in mismatch) return { status: 410, error: 'stale_devices', details: mismatch };
+    if (mismatch) return { status: 409, error: 'mismatched_devices', details: mismatch };
+    const refusal = this.integrity.decide(m.id, m.from, m.to);
+    if (refusal) return { status: 403, error: refusal, details: { to: m.to } };
+    for (const e of m.envelopes) {
+      this.toDevice({ id: m.id, from: m.from, to: m.to, deviceId: e.device_id, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
+    }
+    return null;
   }
 
   /** Carries a device's event to the router's queue across the faulty transport. */
