@@ -219,6 +219,23 @@ describe('linked devices on the transport', () => {
     expect((await call(p.app, 'GET', `/sim/devices/${waId}`)).json.device_list_counter).toBe(7); // 1 + 4 links + unlink + link
   });
 
+  it('re-signs the list with the new identity when the phone is reinstalled, and logs its companions out', async () => {
+    p = quietPlatform();
+    const waId = await registerDevice(p.app, '+15557001009');
+    const oldPin = await pinPrimary(waId);
+    await link(waId);
+    expect((await verifiedList(waId, oldPin)).counter).toBe(2);
+    await registerDevice(p.app, '+15557001009', { reinstall: true });
+    const newPin = await pinPrimary(waId);
+    expect(newPin.equals(oldPin)).toBe(false);
+    // A router pinned to the old identity refuses the new list (an identity change it must handle first).
+    expect(await refusal(waId, oldPin, 2)).toBe('bad_signature');
+    const list = await verifiedList(waId, newPin, 2);
+    expect([list.counter, list.devices.map((d) => d.deviceId)]).toEqual([3, [1]]);
+    expect(await call(p.app, 'GET', `/v1/keys/${waId}/2`)).toEqual({ status: 404, json: { error: 'unknown_device' } });
+    expect(await link(waId)).toBe(3);
+  });
+
   it('serves a ghost device the transport added on its own, and forged or rolled-back lists, none of which verify', async () => {
     p = quietPlatform();
     const waId = await registerDevice(p.app, '+15557001004');
