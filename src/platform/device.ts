@@ -8,6 +8,7 @@ import {
   PreKeySignalMessage,
   ProtocolAddress,
   SignalMessage,
+  type PublicKey,
   processPreKeyBundle,
   signalDecrypt,
   signalDecryptPreKey,
@@ -15,9 +16,11 @@ import {
 } from '@signalapp/libsignal-client';
 import { maskPhone } from '../log.ts';
 import { keyUploadFromRecords } from '../signal/bundle.ts';
+import { signDeviceList, type DeviceList, type SignedDeviceList } from '../signal/device-list.ts';
 import { decodeContent, type Content, type MessageContent } from '../signal/content.ts';
 import { generateKeys, generateKyberPreKeys, generatePreKeys, nextKeyId, type GeneratedKeys } from '../signal/prekeys.ts';
 import { PartyStores } from './device-stores.ts';
+// DEVICE_ID: a business has one device, so a business's address is always its device 1.
 import { DEVICE_ID, type PrekeyCounts } from './directory.ts';
 import { unixSeconds } from './events.ts';
 import { newWamid } from './ids.ts';
@@ -52,28 +55,44 @@ export class Device {
   private readonly counters = { decrypted: 0, duplicates: 0, key_reuse: 0, held: 0, identity_changes: 0 };
   private readonly failures: Partial<Record<FailureReason, number>> = {};
 
-  /** Generates the device's keys and publishes its bundle; `prekeys` is the one-time key batch size. */
   /** What the user sent, by id: to whom, and whether the business read it. */
   private readonly outbox = new Map<string, { to: string; read: boolean }>();
 
   constructor(
     readonly waId: string,
+    /** 1 for the phone (the primary), 2 and up for linked companions (and ghosts the transport makes). */
+    readonly deviceId: number,
     private prekeyBatch: number,
     private readonly deps: DeviceDeps,
     private readonly user: { name: string; autoReply: boolean } = { name: `User ${waId.slice(-4)}`, autoReply: false },
   ) {
-    this.address = ProtocolAddress.new(waId, DEVICE_ID);
+    this.address = ProtocolAddress.new(waId, deviceId);
     this.install();
   }
 
-  /** The device's current identity public key. */
+  /** The device's current identity public key, serialized. */
   get identityKey(): Uint8Array {
     return this.keys.identity.publicKey.serialize();
+  }
+
+  /** The device's current identity public key. */
+  get identityPublicKey(): PublicKey {
+    return this.keys.identity.publicKey;
   }
 
   /** The device's current registration id. */
   get registrationId(): number {
     return this.keys.registrationId;
+  }
+
+  /** How logs name this device: the masked number and the device id. */
+  private get logId(): { wa_id: string; device: number } {
+    return { wa_id: maskPhone(this.waId), device: this.deviceId };
+  }
+
+  /** Signs a device list with this device's identity key (the primary's job); the private key never leaves. */
+  signDeviceList(list: DeviceList): SignedDeviceList {
+    return signDeviceList(this.keys.identity.privateKey, list);
   }
 
   /** A fresh identity, registration id and prekeys, and no sessions: the app was reinstalled. */
@@ -82,7 +101,7 @@ export class Device {
       if (prekeys !== undefined) this.prekeyBatch = prekeys;
       this.install();
       this.lastSessionAck.clear();
-      this.deps.log.info({ wa_id: maskPhone(this.waId) }, 'device reinstalled');
+      this.deps.log.info(this.logId, 'device reinstalled');
     });
   }
 
@@ -91,7 +110,7 @@ export class Device {
     return this.serial(async () => {
       this.stores.sessions.clear();
       this.lastSessionAck.clear();
-      this.deps.log.info({ wa_id: maskPhone(this.waId) }, 'device forgot its sessions');
+      this.deps.log.info(this.logId, 'device forgot its sessions');
     });
   }
 
@@ -128,6 +147,7 @@ export class Device {
         kind: 'envelope',
         id,
         from: this.waId,
+        device_id: this.deviceId,
         to,
         type: ct.type() as 2 | 3,
         body: b64(ct.serialize()),
@@ -179,7 +199,7 @@ export class Device {
       } finally {
         this.replenishing = false;
       }
-    }).catch((err: unknown) => this.deps.log.error({ wa_id: maskPhone(this.waId), err: maskNumbers((err as Error).message) }, 'prekey replenish failed'));
+    }).catch((err: unknown) => this.deps.log.error({ ...this.logId, err: maskNumbers((err as Error).message) }, 'prekey replenish failed'));
   }
 
   /** Whether an operation is queued or running. */
@@ -210,7 +230,7 @@ export class Device {
       if (this.nextKyberId === 1) this.nextKyberId = 2;
     }
     this.stores.addOneTimeKeys(preKeys, kyberPreKeys);
-    this.deps.directory.publish(this.waId, keyUploadFromRecords({ ...this.keys, preKeys, kyberPreKeys }));
+    this.deps.directory.publish(this.waId, keyUploadFromRecords({ ...this.keys, preKeys, kyberPreKeys }), this.deviceId);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -239,7 +259,7 @@ export class Device {
       if (known) return this.duplicate(env);
       if (LibSignalErrorBase.is(err, ErrorCode.DuplicatedMessage)) {
         this.counters.key_reuse++;
-        this.deps.log.error({ wa_id: maskPhone(this.waId), envelope: env.id }, 'message key reused');
+        this.deps.log.error({ ...this.logId, envelope: env.id }, 'message key reused');
         return;
       }
       return this.failed(env, failureReason(err), err);
@@ -252,7 +272,7 @@ export class Device {
       content = decodeContent(bytes);
     } catch {
       this.failures.other = (this.failures.other ?? 0) + 1;
-      this.deps.log.warn({ wa_id: maskPhone(this.waId), envelope: env.id }, 'undecodable content');
+      this.deps.log.warn({ ...this.logId, envelope: env.id }, 'undecodable content');
       return;
     }
     if (content.kind === 'message') {
@@ -283,7 +303,7 @@ export class Device {
   private failed(env: DeviceEnvelope, reason: FailureReason, err: unknown): void {
     this.failures[reason] = (this.failures[reason] ?? 0) + 1;
     this.deps.log.warn(
-      { wa_id: maskPhone(this.waId), envelope: env.id, reason, err: maskNumbers(String((err as Error)?.message)) },
+      { ...this.logId, envelope: env.id, reason, err: maskNumbers(String((err as Error)?.message)) },
       'decrypt failed; sending retry request',
     );
     let body: Uint8Array;
@@ -296,6 +316,7 @@ export class Device {
       kind: 'envelope',
       id: env.id,
       from: this.waId,
+      device_id: this.deviceId,
       to: env.from,
       type: 8,
       body: b64(body),
@@ -319,13 +340,14 @@ export class Device {
     try {
       ct = await signalEncrypt(plaintext({ v: 1, kind: 'session_ack' }), remote, this.address, this.stores.sessions, this.stores.identities);
     } catch (err) {
-      this.deps.log.error({ wa_id: maskPhone(this.waId), err: maskNumbers((err as Error).message) }, 'session ack not encrypted');
+      this.deps.log.error({ ...this.logId, err: maskNumbers((err as Error).message) }, 'session ack not encrypted');
       return;
     }
     this.deps.toRouter({
       kind: 'envelope',
       id: newWamid(),
       from: this.waId,
+      device_id: this.deviceId,
       to: env.from,
       type: ct.type() as 2 | 3,
       body: b64(ct.serialize()),
@@ -380,7 +402,7 @@ export class Device {
       if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
       message[kind] = { ...rest, mime_type: attachment.mime_type, sha256, file_size: bytes.length };
     } catch (e) {
-      this.deps.log.warn({ wa_id: maskPhone(this.waId), err: (e as Error).message }, 'attachment could not be opened');
+      this.deps.log.warn({ ...this.logId, err: (e as Error).message }, 'attachment could not be opened');
       message[kind] = { ...rest, mime_type: attachment.mime_type, error: 'attachment could not be opened' };
     }
   }
@@ -417,6 +439,6 @@ export class Device {
   }
 
   private receipt(status: 'delivered' | 'read', id: string, business: string): void {
-    this.deps.toRouter({ kind: 'receipt', status, id, from: this.waId, to: business, timestamp: unixSeconds(this.deps.clock()) });
+    this.deps.toRouter({ kind: 'receipt', status, id, from: this.waId, device_id: this.deviceId, to: business, timestamp: unixSeconds(this.deps.clock()) });
   }
 }

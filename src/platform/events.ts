@@ -7,6 +7,8 @@ export interface ReceiptEvent {
   id: string;
   /** The device's wa_id. */
   from: string;
+  /** Which of the user's devices: 1 the phone (the primary), 2 and up a linked companion. */
+  device_id: number;
   /** The business address the message came from. */
   to: string;
   timestamp: string;
@@ -20,6 +22,8 @@ export interface EnvelopeEvent {
   kind: 'envelope';
   id: string;
   from: string;
+  /** The sending device (1 the phone, 2 and up a companion): the router decrypts with its session. */
+  device_id: number;
   to: string;
   type: 2 | 3 | 8;
   /** Standard base64 of the ciphertext. */

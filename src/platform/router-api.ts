@@ -5,17 +5,29 @@ import {
   HttpError,
   ackSchema,
   address,
+  deviceParamsSchema,
   envelopeSchema,
   envelopeBatchSchema,
+  messageBatchSchema,
+  messageSchema,
   parseOr400,
   pullSchema,
 } from './schemas.ts';
-import type { PlatformState } from './state.ts';
+import type { DeviceMessage, PlatformState } from './state.ts';
 
 type Envelope = z.infer<typeof envelopeSchema>;
 
 function addressParam(params: unknown): string {
   return parseOr400(address, (params as { address?: string }).address);
+}
+
+function deviceParam(params: unknown): number {
+  return parseOr400(deviceParamsSchema, params).device_id;
+}
+
+/** 404 naming what is unknown: the whole address, or only this device of it. */
+function unknownKeys(state: PlatformState, addr: string): { error: string } {
+  return { error: state.directory.has(addr) ? 'unknown_device' : 'unknown_address' };
 }
 
 function notDown(state: PlatformState): void {
@@ -39,6 +51,29 @@ export function routerApi(state: PlatformState) {
       const counts = state.directory.count(addressParam(req.params));
       if (!counts) return reply.code(404).send({ error: 'unknown_address' });
       return counts;
+    });
+
+    // One device's bundle (same shape as above, `device_id` naming it); its one-time keys go out once each.
+    app.get('/v1/keys/:address/:device_id', async (req, reply) => {
+      const addr = addressParam(req.params);
+      const bundle = state.directory.take(addr, deviceParam(req.params));
+      if (!bundle) return reply.code(404).send(unknownKeys(state, addr));
+      return bundleToWire(addr, bundle);
+    });
+
+    app.get('/v1/keys/:address/:device_id/count', async (req, reply) => {
+      const addr = addressParam(req.params);
+      const counts = state.directory.count(addr, deviceParam(req.params));
+      if (!counts) return reply.code(404).send(unknownKeys(state, addr));
+      return counts;
+    });
+
+    // The user's device list as the transport serves it (src/signal/device-list.ts): the primary's signed list,
+    // with whatever the transport added on its own; the router verifies it against the pinned primary.
+    app.get('/v1/devices/:address', async (req, reply) => {
+      const account = state.account(addressParam(req.params));
+      if (!account) return reply.code(404).send({ error: 'unknown_address' });
+      return account.served();
     });
 
     // Answers the counts the directory now holds, so a publisher sees what it will hand out.
@@ -76,6 +111,30 @@ export function routerApi(state: PlatformState) {
         state.toDevice({ id: e.id, from: e.from, to: e.to, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
         accepted++;
       }
+      return reply.code(202).send(isBatch ? { accepted, rejected } : { accepted });
+    });
+
+    /*
+     * A message to every device of a user, Signal-Server's way: `{"id","from","to","envelopes":[{"device_id",
+     * "registration_id","type","body"}]}`, all or nothing. Single: 202 `{"accepted":1}`, or 404 unknown_recipient,
+     * 410 `{"error":"stale_devices","stale"}`, 409 `{"error":"mismatched_devices","missing","extra"}`, 403 an
+     * integrity refusal. Batch `{"messages":[...]}`: 400 on any malformed message (nothing taken), else 202
+     * `{"accepted":n,"rejected":[{"id","error",...details}]}`.
+     */
+    app.post('/v1/messages', async (req, reply) => {
+      notDown(state);
+      const body = req.body as Record<string, unknown> | undefined;
+      const isBatch = body !== null && typeof body === 'object' && 'messages' in body;
+      const messages: DeviceMessage[] = isBatch ? parseOr400(messageBatchSchema, body).messages : [parseOr400(messageSchema, body)];
+      const rejected: Record<string, unknown>[] = [];
+      for (const m of messages) {
+        const refusal = state.acceptMessage(m);
+        if (!refusal) continue;
+        if (!isBatch) return reply.code(refusal.status).send({ error: refusal.error, ...refusal.details });
+        const { to: _to, ...details } = refusal.details; // a batch names the message by id, as /v1/envelopes does
+        rejected.push({ id: m.id, error: refusal.error, ...details });
+      }
+      const accepted = messages.length - rejected.length;
       return reply.code(202).send(isBatch ? { accepted, rejected } : { accepted });
     });
 

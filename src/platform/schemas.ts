@@ -1,6 +1,7 @@
 /** Request validation of the platform's HTTP API: zod schemas and the one-line 4xx error they produce. */
 import { z } from 'zod';
 import { describeZodError } from '../signal/bundle.ts';
+import { MAX_DEVICE_ID } from '../signal/device-list.ts';
 
 /** A request the platform refuses; answered as `{"error": message}` with `status`, plus `extra` fields. */
 export class HttpError extends Error {
@@ -62,6 +63,42 @@ export const envelopeSchema = z.object({
 /** `POST /v1/envelopes` in its batch form `{"envelopes":[...]}`. */
 export const envelopeBatchSchema = z.object({ envelopes: z.array(envelopeSchema).min(1).max(MAX_BATCH) });
 
+/** A device id: 1 the phone, 2 and up its linked companions. */
+const deviceId = z.number().int().min(1).max(MAX_DEVICE_ID);
+/** A device id in a path or query string. */
+const deviceIdText = z.coerce.number<string>().int().min(1).max(MAX_DEVICE_ID);
+
+/** `GET /v1/keys/:address/:device_id` and the sim routes naming a device in their path. */
+export const deviceParamsSchema = z.object({ device_id: deviceIdText });
+
+/** `?device=N` on the sim routes that show one device (default 1, the phone). */
+export const deviceQuerySchema = z.object({ device: deviceIdText.default(1) });
+
+/** One device's envelope of a multi-device message (`POST /v1/messages`). */
+export const deviceEnvelopeSchema = z.object({
+  device_id: deviceId,
+  registration_id: z.number().int().min(1).max(0xffffffff),
+  type: z.union([z.literal(2), z.literal(3)], { error: 'type must be 2 (Whisper) or 3 (PreKey)' }),
+  body: base64,
+});
+
+/** `POST /v1/messages`: one message, an envelope per device of the recipient (Signal-Server's send). */
+export const messageSchema = z.object({
+  id: z.string().min(1).max(256),
+  from: address,
+  to: address,
+  envelopes: z.array(deviceEnvelopeSchema).min(1).max(MAX_DEVICE_ID).superRefine((envs, ctx) => {
+    const seen = new Set<number>();
+    for (const e of envs) {
+      if (seen.has(e.device_id)) ctx.addIssue({ code: 'custom', message: `device_id ${e.device_id} appears twice` });
+      seen.add(e.device_id);
+    }
+  }),
+});
+
+/** `POST /v1/messages` in its batch form `{"messages":[...]}`. */
+export const messageBatchSchema = z.object({ messages: z.array(messageSchema).min(1).max(MAX_BATCH) });
+
 /** `POST /v1/events/pull`; a larger `wait_ms` is capped at MAX_WAIT_MS. */
 export const pullSchema = z.object({
   max: z.number().int().min(1).max(1000).default(100),
@@ -94,10 +131,20 @@ export const userMessageSchema = z.looseObject({
    * router accepts: a real client makes a fresh `wamid.` id.
    */
   id: z.string().min(1).max(1000).optional(),
+  /** Which of the user's devices writes (1, the phone, by default): that device's session encrypts it. */
+  device: deviceId.default(1),
 });
 
-/** `POST /sim/devices/:wa_id/read`. */
-export const readSchema = z.object({ message_id: z.string().min(1) });
+/** `POST /sim/devices/:wa_id/read`: the user reads a message on one of their devices (default the phone). */
+export const readSchema = z.object({ message_id: z.string().min(1), device: deviceId.default(1) });
+
+/** `POST /sim/devices/:wa_id/linked` (and `.../linked/:device_id/reinstall`): the new device's one-time key batch. */
+export const linkSchema = z.strictObject({ prekeys: z.number().int().min(0).max(100).optional() });
+
+/** `POST /sim/devices/:wa_id/device-list-fault`: what the transport serves instead of the honest list (null: the honest one). */
+export const deviceListFaultSchema = z.strictObject({
+  kind: z.enum(['forged', 'rollback'], { error: 'kind must be "forged", "rollback" or null' }).nullable(),
+});
 
 /** `POST /sim/devices/:wa_id/report-spam`. */
 export const spamSchema = z.object({ from: z.string().min(1) });

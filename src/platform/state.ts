@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { IdentityKeyPair } from '@signalapp/libsignal-client';
 import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
+import { PRIMARY_DEVICE_ID } from '../signal/device-list.ts';
+import { Account, type DeviceKind } from './account.ts';
 import { Device } from './device.ts';
 import type { DeviceEnvelope } from './device-model.ts';
 import { KeyDirectory } from './directory.ts';
@@ -31,8 +34,25 @@ export interface RelayedEnvelope {
   id: string;
   from: string;
   to: string;
+  /** The recipient's device (1 when absent: `POST /v1/envelopes` reaches the phone only). */
+  deviceId?: number;
   type: 2 | 3;
   body: Uint8Array<ArrayBuffer>;
+}
+
+/** A multi-device message as `POST /v1/messages` takes it (validated). */
+export interface DeviceMessage {
+  id: string;
+  from: string;
+  to: string;
+  envelopes: { device_id: number; registration_id: number; type: 2 | 3; body: string }[];
+}
+
+/** Why the transport took none of a message's envelopes: the HTTP status, the error and its details. */
+export interface MessageRefusal {
+  status: 403 | 404 | 409 | 410;
+  error: string;
+  details: { to?: string; stale?: number[]; missing?: number[]; extra?: number[] };
 }
 
 /**
@@ -56,7 +76,9 @@ export class PlatformState {
   private blobBytes = 0;
   private readonly attachmentTtlMs: number;
   private readonly attachmentMaxBytes: number;
-  private readonly devices = new Map<string, Device>();
+  private readonly accounts = new Map<string, Account>();
+  /** The transport's own signing key (made on first use): what it would sign a forged device list with. */
+  private forger: IdentityKeyPair | undefined;
 
   constructor(opts: PlatformOptions = {}) {
     this.clock = opts.clock ?? Date.now;
@@ -66,7 +88,7 @@ export class PlatformState {
     this.faults = new Faults(opts.random, this.clock);
     this.relay = new Relay(this.faults);
     this.queue = new EventQueue(this.clock);
-    this.directory = new KeyDirectory((address, left) => this.devices.get(address)?.replenishIfLow(left));
+    this.directory = new KeyDirectory((address, deviceId, left) => this.accounts.get(address)?.device(deviceId)?.replenishIfLow(left));
     // The transport's own notices go straight to the router's queue (not across the faulty relay).
     this.integrity = new Integrity(this.clock, (c) => this.queue.push({
       kind: 'integrity', to: c.number, event: c.event, quality_rating: c.quality_rating, current_limit: c.current_limit, blocked: c.blocked,
@@ -75,31 +97,42 @@ export class PlatformState {
   }
 
   /**
-   * Registers the device for `waId`, or returns the existing one unchanged; `reinstall` gives an existing
-   * device a fresh identity. `prekeys` is the one-time key batch size.
+   * Registers the account for `waId` with its phone (device 1), or returns the existing one unchanged;
+   * `reinstall` gives an existing phone a fresh identity (and logs out its companions). `prekeys` is the
+   * one-time key batch size of each of the account's devices.
    */
   async registerDevice(waId: string, opts: { prekeys: number; reinstall: boolean; name?: string; autoReply?: boolean }): Promise<{ device: Device; created: boolean }> {
-    const existing = this.devices.get(waId);
+    const existing = this.accounts.get(waId);
     if (existing) {
-      if (opts.reinstall) await existing.reinstall(opts.prekeys);
-      return { device: existing, created: false };
+      if (opts.reinstall) await existing.reinstallPrimary(opts.prekeys);
+      return { device: existing.primary, created: false };
     }
-    const device = new Device(waId, opts.prekeys, {
+    const user = { name: opts.name ?? `User ${waId.slice(-4)}`, autoReply: !!opts.autoReply };
+    const deps = {
       directory: this.directory,
-      toRouter: (event) => this.toRouter(event),
-      blob: (pointer) => this.blob(pointer),
-      putBlob: (bytes) => this.putBlob(bytes),
+      toRouter: (event: RouterEvent) => this.toRouter(event),
+      blob: (pointer: string) => this.blob(pointer),
+      putBlob: (bytes: Buffer) => this.putBlob(bytes),
       clock: this.clock,
       log: this.log,
-    }, { name: opts.name ?? `User ${waId.slice(-4)}`, autoReply: !!opts.autoReply });
-    this.devices.set(waId, device);
+    };
+    // Only the phone answers automatically (demos); a companion replying too would answer every message twice.
+    const makeDevice = (deviceId: number, kind: DeviceKind, prekeys = opts.prekeys): Device =>
+      new Device(waId, deviceId, prekeys, deps, { ...user, autoReply: user.autoReply && kind === 'primary' });
+    const account = new Account(waId, { directory: this.directory, makeDevice, forgeKey: () => (this.forger ??= IdentityKeyPair.generate()), log: this.log });
+    this.accounts.set(waId, account);
     this.log.info({ wa_id: maskPhone(waId) }, 'device registered');
-    return { device, created: true };
+    return { device: account.primary, created: true };
   }
 
-  /** The device with this wa_id, if registered. */
-  device(waId: string): Device | undefined {
-    return this.devices.get(waId);
+  /** A device of the account with this wa_id (default: the phone), if registered and on the account. */
+  device(waId: string, deviceId = PRIMARY_DEVICE_ID): Device | undefined {
+    return this.accounts.get(waId)?.device(deviceId);
+  }
+
+  /** The account with this wa_id, if registered. */
+  account(waId: string): Account | undefined {
+    return this.accounts.get(waId);
   }
 
   /** Keeps an attachment's ciphertext until its TTL ends; answers its pointer. */
@@ -147,14 +180,17 @@ export class PlatformState {
     this.blobBytes -= size;
   }
 
-  /** Whether `to` is a registered device (envelopes to anything else are refused). */
+  /** Whether `to` is a registered account (envelopes to anything else are refused). */
   hasDevice(waId: string): boolean {
-    return this.devices.has(waId);
+    return this.accounts.has(waId);
   }
 
-  /** Carries an accepted envelope to its device across the faulty transport (after the HTTP answer). */
+  /**
+   * Carries an accepted envelope to its device across the faulty transport (after the HTTP answer); each
+   * device envelope of a multi-device message travels, and meets the faults, on its own.
+   */
   toDevice(env: RelayedEnvelope): void {
-    const device = this.devices.get(env.to);
+    const device = this.device(env.to, env.deviceId ?? PRIMARY_DEVICE_ID);
     if (!device) return;
     const acceptedAt = this.clock();
     this.relay.send(() => {
@@ -166,9 +202,29 @@ export class PlatformState {
       }
       const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body, acceptedAt };
       device.receive(delivery).catch((err: unknown) => {
-        this.log.error({ wa_id: maskPhone(env.to), envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
+        this.log.error({ wa_id: maskPhone(env.to), device: device.deviceId, envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
       });
     });
+  }
+
+  /**
+   * Takes a multi-device message, all or nothing, as Signal-Server does: an unknown recipient (404), a
+   * registration id that differs (410 `stale`, checked first), device ids other than the account's current
+   * ones, ghosts included (409 `missing`/`extra`), or an integrity refusal (403, decided per message id)
+   * deliver nothing; otherwise every device envelope is carried on its own. Null when taken.
+   */
+  acceptMessage(m: DeviceMessage): MessageRefusal | null {
+    const account = this.accounts.get(m.to);
+    if (!account) return { status: 404, error: 'unknown_recipient', details: { to: m.to } };
+    const mismatch = account.check(m.envelopes);
+    if (mismatch && 'stale' in mismatch) return { status: 410, error: 'stale_devices', details: mismatch };
+    if (mismatch) return { status: 409, error: 'mismatched_devices', details: mismatch };
+    const refusal = this.integrity.decide(m.id, m.from, m.to);
+    if (refusal) return { status: 403, error: refusal, details: { to: m.to } };
+    for (const e of m.envelopes) {
+      this.toDevice({ id: m.id, from: m.from, to: m.to, deviceId: e.device_id, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
+    }
+    return null;
   }
 
   /** Carries a device's event to the router's queue across the faulty transport. */
@@ -182,7 +238,7 @@ export class PlatformState {
    */
   async settled(): Promise<void> {
     for (;;) {
-      const busy = [...this.devices.values()].filter((d) => d.busy);
+      const busy = [...this.accounts.values()].flatMap((a) => a.all()).filter((d) => d.busy);
       if (this.relay.inFlight === 0 && busy.length === 0) return;
       if (busy.length > 0) await Promise.all(busy.map((d) => d.idle()));
       else await new Promise((r) => setTimeout(r, 1));

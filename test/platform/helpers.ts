@@ -36,7 +36,7 @@ export interface Answer<T = any> {
 }
 
 /** Calls the platform in-process. */
-export async function call<T = any>(app: FastifyInstance, method: 'GET' | 'POST' | 'PUT', url: string, body?: unknown): Promise<Answer<T>> {
+export async function call<T = any>(app: FastifyInstance, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown): Promise<Answer<T>> {
   const res = await app.inject({ method, url, ...(body === undefined ? {} : { payload: body as object }) });
   return { status: res.statusCode, json: res.body ? (res.json() as T) : (undefined as T) };
 }
@@ -69,12 +69,22 @@ export interface WireEnvelope {
   body: string;
 }
 
+/** One device's envelope of a multi-device message (`POST /v1/messages`). */
+export interface WireDeviceEnvelope {
+  device_id: number;
+  registration_id: number;
+  type: number;
+  body: string;
+}
+
 /** The business role: its own keys, sessions with devices, and a sequence counter per device. */
 export class TestBusiness {
   readonly address: ProtocolAddress;
   keys: GeneratedKeys;
   stores: PartyStores;
   private readonly seq = new Map<string, number>();
+  /** The seq a message id got on a device: a message sent again (after a 409 or 410) keeps it, as a router does. */
+  private readonly seqOf = new Map<string, number>();
   private n = 0;
 
   constructor(readonly name: string, oneTime = 5) {
@@ -88,35 +98,55 @@ export class TestBusiness {
     return keyUploadToWire(keyUploadFromRecords(this.keys));
   }
 
-  /** Fetches the device's bundle over HTTP and builds a session (PQXDH). */
-  async startSession(app: FastifyInstance, waId: string): Promise<void> {
-    const r = await call(app, 'GET', `/v1/keys/${waId}`);
+  /**
+   * Fetches a device's bundle over HTTP and builds a session (PQXDH): the phone's by `GET /v1/keys/{wa_id}`,
+   * another device's by `GET /v1/keys/{wa_id}/{device_id}`.
+   */
+  async startSession(app: FastifyInstance, waId: string, deviceId?: number): Promise<void> {
+    const r = await call(app, 'GET', deviceId === undefined ? `/v1/keys/${waId}` : `/v1/keys/${waId}/${deviceId}`);
     expect(r.status).toBe(200);
-    await processPreKeyBundle(bundleFromWire(r.json), this.device(waId), this.address, this.stores.sessions, this.stores.identities);
+    await processPreKeyBundle(bundleFromWire(r.json), this.device(waId, deviceId), this.address, this.stores.sessions, this.stores.identities);
   }
 
-  /** Encrypts a text message with the next seq for that device; returns the envelope to post. */
-  async text(waId: string, body: string, opts: { seq?: number; id?: string } = {}): Promise<WireEnvelope> {
-    const seq = opts.seq ?? (this.seq.get(waId) ?? 0) + 1;
-    this.seq.set(waId, Math.max(seq, this.seq.get(waId) ?? 0));
+  /** Encrypts a text message with the next seq for that device (seq counts per device); returns the envelope to post. */
+  async text(waId: string, body: string, opts: { seq?: number; id?: string; device?: number } = {}): Promise<WireEnvelope> {
+    const key = `${waId}.${opts.device ?? 1}`;
     const id = opts.id ?? `wamid.test-${randomBytes(6).toString('hex')}-${++this.n}`;
+    const seq = opts.seq ?? this.seqOf.get(`${key}:${id}`) ?? (this.seq.get(key) ?? 0) + 1;
+    this.seq.set(key, Math.max(seq, this.seq.get(key) ?? 0));
+    this.seqOf.set(`${key}:${id}`, seq);
     const content: MessageContent = {
       v: 1, kind: 'message', id, seq, from: this.name, timestamp: String(Math.floor(Date.now() / 1000)),
       message: { type: 'text', text: { body } },
     };
-    return this.envelope(waId, id, content);
+    return this.envelope(waId, id, content, opts.device);
   }
 
-  /** Encrypts any content as an envelope with the given id. */
-  async envelope(waId: string, id: string, content: Content): Promise<WireEnvelope> {
-    const ct = await signalEncrypt(new Uint8Array(encodeContent(content)), this.device(waId), this.address, this.stores.sessions, this.stores.identities);
+  /** Encrypts any content as an envelope with the given id (to the phone unless `deviceId` says otherwise). */
+  async envelope(waId: string, id: string, content: Content, deviceId?: number): Promise<WireEnvelope> {
+    const ct = await signalEncrypt(new Uint8Array(encodeContent(content)), this.device(waId, deviceId), this.address, this.stores.sessions, this.stores.identities);
     return { id, from: this.name, to: waId, type: ct.type(), body: b64(ct.serialize()) };
   }
 
-  /** Decrypts an `envelope` event from a device. */
-  async decrypt(event: { from: string; type: number; body: string }): Promise<Content> {
+  /**
+   * One message to several devices, as the router hands it over (`POST /v1/messages`): the same id, each
+   * device's envelope encrypted on its own session with its own seq, and the registration id the session has.
+   */
+  async message(waId: string, body: string, deviceIds: number[], opts: { id?: string } = {}): Promise<{ id: string; from: string; to: string; envelopes: WireDeviceEnvelope[] }> {
+    const id = opts.id ?? `wamid.test-${randomBytes(6).toString('hex')}-${++this.n}`;
+    const envelopes: WireDeviceEnvelope[] = [];
+    for (const device of deviceIds) {
+      const env = await this.text(waId, body, { id, device });
+      const session = await this.stores.sessions.getSession(this.device(waId, device));
+      envelopes.push({ device_id: device, registration_id: session!.remoteRegistrationId(), type: env.type, body: env.body });
+    }
+    return { id, from: this.name, to: waId, envelopes };
+  }
+
+  /** Decrypts an `envelope` event from a device (its `device_id` names the session; 1 when absent). */
+  async decrypt(event: { from: string; device_id?: number; type: number; body: string }): Promise<Content> {
     const s = this.stores;
-    const remote = this.device(event.from);
+    const remote = this.device(event.from, event.device_id);
     const pt =
       event.type === CiphertextMessageType.PreKey
         ? await signalDecryptPreKey(PreKeySignalMessage.deserialize(bytes(event.body)), remote, this.address,
@@ -125,9 +155,9 @@ export class TestBusiness {
     return decodeContent(pt);
   }
 
-  /** The libsignal address of a device. */
-  device(waId: string): ProtocolAddress {
-    return ProtocolAddress.new(waId, 1);
+  /** The libsignal address of a user's device (default the phone, device 1). */
+  device(waId: string, deviceId = 1): ProtocolAddress {
+    return ProtocolAddress.new(waId, deviceId);
   }
 }
 
