@@ -41,6 +41,7 @@ type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number 
 export class Mailboxes {
   /** Ready marks of one event-loop turn, one ZADD per shard (src/redis/coalesce.ts). */
   private readonly marks: Coalescer<ReadyMark>;
+  private lastAt = 0;
 
   constructor(
     private readonly stores: Stores,
@@ -71,7 +72,9 @@ export class Mailboxes {
    */
   async wake(conversationId: string, lane: 'events' | 'sends' = 'events'): Promise<void> {
     const region = await this.stores.regionOf(conversationId);
-    await this.marks.add(`${region ?? ''}|${shardOf(conversationId)}`, { conversationId, lane, at: Date.now() });
+    // Strictly increasing within this process (ties in the ready set go by id, not by arrival).
+    this.lastAt = Math.max(Date.now(), this.lastAt + 0.01);
+    await this.marks.add(`${region ?? ''}|${shardOf(conversationId)}`, { conversationId, lane, at: this.lastAt });
   }
 
   /** Adds the shard's wake-up job unless one already waits (the lane: as {@link wake}). */
