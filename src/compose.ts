@@ -78,6 +78,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   // Shards' wake-up jobs: each drains its shard's ready conversations, several at once.
   const runner = new ShardRunner(ctx.stores, keys, host, ctx.mailboxes, ctx.log.child({ component: 'shards' }), {
     leaseMs: config.leaseMs,
+    perShard: config.shardDrains,
     // A shard whose tick job was lost: its due timers fire from the sweep.
     onTimersDue: async (shard, region) => void (await shardTimers.fire(shard, region)),
   });

@@ -113,6 +113,11 @@ const schema = z.object({
    * longer loses it (its commit is refused) and, with it, its shard claims lapse.
    */
   leaseMs: z.coerce.number().int().min(1000).max(600_000).default(15_000),
+  /**
+   * Conversations one shard's wake-up job drains at once (docs/performance.md, "Shards"): more batch better
+   * under load, fewer give lower latency at moderate load.
+   */
+  shardDrains: z.coerce.number().int().min(1).max(64).default(8),
   webhookConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
   webhookBackoffBaseMs: z.coerce.number().int().min(1).default(1000),
   webhookBackoffMaxMs: z.coerce.number().int().min(1).default(3600e3),
@@ -211,6 +216,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Conf
     logLevel: env.LOG_LEVEL,
     workerConcurrency: env.SEALPOST_WORKER_CONCURRENCY,
     leaseMs: env.SEALPOST_LEASE_MS,
+    shardDrains: env.SEALPOST_SHARD_DRAINS,
     webhookConcurrency: env.SEALPOST_WEBHOOK_CONCURRENCY,
     webhookBackoffBaseMs: env.SEALPOST_WEBHOOK_BACKOFF_BASE_MS,
     webhookBackoffMaxMs: env.SEALPOST_WEBHOOK_BACKOFF_MAX_MS,
