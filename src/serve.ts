@@ -9,6 +9,7 @@ import { redisSettingsWarnings } from './redis/health.ts';
 import { metrics } from './ops/metrics.ts';
 import { conversationId } from './runtime/ids.ts';
 import { startTracing, stopTracing } from './ops/tracing.ts';
+import { graphEnvelope, newTraceId, toGraphError } from './runtime/graph-errors.ts';
 
 /** Which parts one process runs. */
 export interface ServeOptions {
@@ -100,6 +101,11 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
     const { default: Fastify } = await import('fastify');
     const { opsRoutes } = await import('./api/ops.ts');
     const m = Fastify({ logger: false });
+    // A wrong or missing admin token is a 401 (a disabled admin API too), in the Graph error envelope as on the API.
+    m.setErrorHandler((err, _req, reply) => {
+      const { graph } = toGraphError(err);
+      return reply.code(graph.httpStatus).send(graphEnvelope(graph, newTraceId()));
+    });
     await m.register(opsRoutes({ token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl }));
     const at = await m.listen({ host: config.host, port: config.metricsPort });
     closers.unshift(() => m.close());
