@@ -70,9 +70,8 @@ if pops > 0 then
   redis.call('LTRIM', mbox, pops, -1)
 end
 redis.call('DEL', outbox)
-for _, entry in ipairs(cjson.decode(ARGV[7])) do
-  redis.call('RPUSH', outbox, entry)
-end
+local entries = cjson.decode(ARGV[7])
+if #entries > 0 then redis.call('RPUSH', outbox, unpack(entries)) end
 if ARGV[15] ~= '' then
   redis.call('DEL', trace)
   if ARGV[15] ~= '-' then redis.call('RPUSH', trace, ARGV[15]) end
@@ -81,15 +80,16 @@ if ARGV[8] ~= '' then
   redis.call('RPUSH', trace, ARGV[8])
   redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
 end
-if redis.call('EXISTS', trace) == 1 then redis.call('PEXPIRE', trace, ttl) end
+-- (PEXPIRE on a key that does not exist does nothing.)
+redis.call('PEXPIRE', trace, ttl)
 for _, op in ipairs(cjson.decode(ARGV[12])) do
   local key = meta
   if op.k > 0 then key = KEYS[8 + op.k] end
   if op.drop then
     redis.call('DEL', key)
   else
-    if op.del then
-      for _, f in ipairs(op.del) do redis.call('HDEL', key, f) end
+    if op.del and #op.del > 0 then
+      redis.call('HDEL', key, unpack(op.del))
       -- A hash that once held a large field (content, ciphertext) keeps Redis's large encoding after the
       -- field is gone: rewriting what is left stores it compactly again (a delivered row: ~350 -> ~120 bytes).
       if not op.set then
@@ -103,20 +103,26 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
       end
     end
     if op.set then
-      for f, v in pairs(op.set) do redis.call('HSET', key, f, v) end
+      local fields = {}
+      for f, v in pairs(op.set) do
+        fields[#fields + 1] = f
+        fields[#fields + 1] = v
+      end
+      if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
       -- A row made here (a user's message) gets the backstop TTL too; an outbound row keeps the one it has.
       if op.k > 0 and redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
     end
   end
 end
+local adds = {}
 for _, e in ipairs(cjson.decode(ARGV[13])) do
-  redis.call('ZADD', ret, e[1], e[2])
+  adds[#adds + 1] = e[1]
+  adds[#adds + 1] = e[2]
 end
+if #adds > 0 then redis.call('ZADD', ret, unpack(adds)) end
 local rem = cjson.decode(ARGV[14])
 if #rem > 0 then redis.call('ZREM', ret, unpack(rem)) end
-if redis.call('EXISTS', ret) == 1 then redis.call('PEXPIRE', ret, ttl) end
-if redis.call('EXISTS', meta) == 1 then
-  redis.call('PEXPIRE', meta, ttl)
-end
+redis.call('PEXPIRE', ret, ttl)
+redis.call('PEXPIRE', meta, ttl)
 redis.call('PEXPIRE', lease, tonumber(ARGV[10]))
 return version
