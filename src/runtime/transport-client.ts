@@ -48,6 +48,41 @@ export class AttachmentTooLargeError extends Error {
   }
 }
 
+/** The transport knows the address but not this device of it (unlinked, or never on the list). */
+export class UnknownDeviceError extends Error {
+  constructor(readonly address: string, readonly deviceId: number) {
+    super(`unknown device ${deviceId}`);
+    this.name = 'UnknownDeviceError';
+  }
+}
+
+/** One message to every device of a user (`POST /v1/messages`): an envelope per device, bodies base64. */
+export interface OutgoingDeviceMessage {
+  id: string;
+  from: string;
+  to: string;
+  envelopes: { device_id: number; registration_id: number; type: number; body: string }[];
+}
+
+/**
+ * What the transport did with one message: took it for every device; refused it because the devices differ
+ * from the user's (`mismatch`: 409) or a session is stale (`stale`: 410), nothing delivered; refused it under
+ * its integrity rules (`code`: the Cloud API error code; 131000 for a refusal this client does not know); or
+ * does not know the recipient.
+ */
+export type MessageOutcome =
+  | { id: string; outcome: 'accepted' }
+  | { id: string; outcome: 'mismatch'; missing: number[]; extra: number[] }
+  | { id: string; outcome: 'stale'; stale: number[] }
+  | { id: string; outcome: 'refused'; code: number }
+  | { id: string; outcome: 'unknown_recipient' };
+
+/** Most messages in one `POST /v1/messages` batch (the transport's limit). */
+const MAX_MESSAGES_PER_REQUEST = 1000;
+
+/** Cloud API "Something went wrong": a refusal reason this client does not know. */
+const UNKNOWN_REFUSAL_CODE = 131000;
+
 /** One caller's envelopes waiting for the next batch, with how to answer it. */
 /**
  * What the transport said about envelopes it did not take: `unknown` recipients, and envelopes it `refused`
@@ -98,8 +133,9 @@ export class TransportClient {
   private async call(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs, traces?: string[]): Promise<{ status: number; json: any }> {
     if (!traces?.length && !spanActive()) return this.request(method, path, body, timeoutMs);
     const url = new URL(this.baseUrl.replace(/\/$/, '') + path);
-    // The path names no user (the keys routes' do: /v1/keys/{address}), so the route stands in for it.
-    url.pathname = url.pathname.replace(/^(.*\/v1\/keys\/)[^/]+/, '$1{address}');
+    // The path names no user (the keys and devices routes' do: /v1/keys/{address}, /v1/devices/{address}), so
+    // the route stands in for it.
+    url.pathname = url.pathname.replace(/^(.*\/v1\/(?:keys|devices)\/)[^/]+/, '$1{address}').replace(/(\/v1\/keys\/\{address\}\/)\d+/, '$1{device_id}');
     return inBatchRequest(method, url, traces ?? [], { parent: traces?.[0] }, async (span) => {
       const answer = await this.request(method, path, body, timeoutMs, injectTraceHeaders({}));
       span?.set({ 'http.response.status_code': answer.status });
@@ -262,6 +298,49 @@ export class TransportClient {
     } catch (e) {
       for (const p of batch) p.reject(e);
     }
+  }
+
+  /** Fetches a user's signed device list (`GET /v1/devices/{address}`), unverified: the wire JSON. */
+  async fetchDeviceList(address: string): Promise<unknown> {
+    const { status, json } = await this.call('GET', `/v1/devices/${encodeURIComponent(address)}`);
+    if (status === 404) throw new UnknownAddressError(address);
+    if (status !== 200) throw new TransportUnavailableError(`device list fetch answered ${status}`);
+    return json;
+  }
+
+  /** Fetches one device's prekey bundle; throws UnknownDeviceError when the address has no such device. */
+  async fetchDeviceBundle(address: string, deviceId: number): Promise<PreKeyBundle> {
+    const { status, json } = await this.call('GET', `/v1/keys/${encodeURIComponent(address)}/${deviceId}`);
+    if (status === 404) throw json?.error === 'unknown_device' ? new UnknownDeviceError(address, deviceId) : new UnknownAddressError(address);
+    if (status !== 200) throw new TransportUnavailableError(`bundle fetch answered ${status}`);
+    return bundleFromWire(json);
+  }
+
+  /**
+   * Hands messages to the transport, each with an envelope per device (`POST /v1/messages`, batch form, at
+   * most 1,000 a request); answers each message's outcome, in the order given. Ids must be distinct.
+   * `traces` (tracing on): the messages' trace contexts, which the requests link to.
+   */
+  async sendMessages(messages: OutgoingDeviceMessage[], traces?: string[]): Promise<MessageOutcome[]> {
+    if (new Set(messages.map((m) => m.id)).size !== messages.length) throw new Error('sendMessages: message ids must be distinct');
+    const out: MessageOutcome[] = [];
+    for (let i = 0; i < messages.length; i += MAX_MESSAGES_PER_REQUEST) {
+      const chunk = messages.slice(i, i + MAX_MESSAGES_PER_REQUEST);
+      const { status, json } = await this.call('POST', '/v1/messages', { messages: chunk }, this.timeoutMs, traces);
+      if (status === 400) throw new Error(`messages refused as malformed: ${json?.error ?? ''}`);
+      if (status !== 202 && status !== 200) throw new TransportUnavailableError(`messages answered ${status}`);
+      const rejected = new Map<string, { error: string; missing?: number[]; extra?: number[]; stale?: number[] }>();
+      for (const r of (json?.rejected ?? []) as { id: string; error: string }[]) rejected.set(r.id, r);
+      for (const m of chunk) {
+        const r = rejected.get(m.id);
+        if (!r) out.push({ id: m.id, outcome: 'accepted' });
+        else if (r.error === 'unknown_recipient') out.push({ id: m.id, outcome: 'unknown_recipient' });
+        else if (r.error === 'stale_devices') out.push({ id: m.id, outcome: 'stale', stale: r.stale ?? [] });
+        else if (r.error === 'mismatched_devices') out.push({ id: m.id, outcome: 'mismatch', missing: r.missing ?? [], extra: r.extra ?? [] });
+        else out.push({ id: m.id, outcome: 'refused', code: REFUSALS[r.error] ?? UNKNOWN_REFUSAL_CODE });
+      }
+    }
+    return out;
   }
 
   /** Long-polls the transport's events for the router. */
