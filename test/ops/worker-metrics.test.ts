@@ -32,7 +32,7 @@ describe('a worker process with SEALPOST_METRICS_PORT', () => {
 
   it('answers 401 with the Graph envelope to a missing or wrong token, and the series to the admin token', async () => {
     const url = await startWorker({ ...sys.childEnv(), SEALPOST_METRICS_PORT: '0' }, children);
-    for (const headers of [{}, { authorization: 'Bearer not-the-admin-token-at-all' }]) {
+    for (const headers of [{}, { authorization: 'Bearer not-the-admin-token-at-all' }] as Record<string, string>[]) {
       const res = await fetch(`${url}/metrics`, { headers });
       expect(res.status).toBe(401);
       expect(((await res.json()) as { error: { code: number } }).error.code).toBe(190);
@@ -43,7 +43,7 @@ describe('a worker process with SEALPOST_METRICS_PORT', () => {
   }, 60_000);
 
   it('says the admin API is disabled (401, not 500) when no admin token is configured', async () => {
-    const env = { ...sys.childEnv(), SEALPOST_METRICS_PORT: '0' };
+    const env: NodeJS.ProcessEnv = { ...sys.childEnv(), SEALPOST_METRICS_PORT: '0' };
     delete env.SEALPOST_ADMIN_TOKEN;
     const url = await startWorker(env, children);
     const res = await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer anything-at-all-here' } });
