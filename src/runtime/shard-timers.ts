@@ -21,7 +21,9 @@ export function tickBucket(at: number, now: number): number {
   const d = Math.max(0, at - now);
   let g = BUCKETS[0]!;
   for (const b of BUCKETS) if (b <= d / 10) g = b;
-  return Math.ceil(at / g) * g;
+  // Never a bucket already begun: a timer due now (or in the past, after a slow step) goes to the next one,
+  // whose tick is still to run (a bucket's tick that already ran would not fire it).
+  return Math.max(Math.ceil(at / g) * g, (Math.floor(now / BUCKETS[0]!) + 1) * BUCKETS[0]!);
 }
 
 /**
@@ -55,7 +57,8 @@ export class ShardTimers {
       .zadd(this.keys.shardTimers(shard), at, member)
       .hset(this.keys.shardTimerEvents(shard), member, JSON.stringify(event))
       .exec();
-    await this.tickAt(shard, region, tickBucket(at, Date.now()));
+    await this.tickAt(shard, region, at);
+
   }
 
   /** Cancels a timer (one already fired or never made is fine). */
@@ -68,8 +71,9 @@ export class ShardTimers {
       .exec();
   }
 
-  /** Makes sure a tick job runs for the shard at `bucket` (one per shard and bucket: the job id). */
-  private async tickAt(shard: number, region: string | null, bucket: number): Promise<void> {
+  /** Makes sure a tick job runs for the shard at the bucket of `at` (one per shard and bucket: the job id). */
+  private async tickAt(shard: number, region: string | null, at: number): Promise<void> {
+    const bucket = tickBucket(at, Date.now());
     const id = `${region ?? ''}|${shard}|${bucket}`;
     if (this.ticks.has(id)) return;
     await this.queue.add('tick', region ? { shard, region } : { shard }, {

@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDevice, deviceMessages, deviceStats, openWindows, sendText, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
+import { workerProcesses } from '../helpers/worker-processes.ts';
 
 const CONVERSATIONS = 30;
 const PER_CONVERSATION = 12;
@@ -13,21 +13,12 @@ const PER_CONVERSATION = 12;
  */
 describe('a worker paused while it holds leases', () => {
   let sys: TestSystem;
-  const children = new Set<ChildProcess>();
-  const spawnWorker = () => {
-    const w = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], { env: { ...sys.childEnv(), SEALPOST_LEASE_MS: '2000' }, stdio: 'ignore' });
-    children.add(w);
-    w.once('exit', () => children.delete(w));
-    return w;
-  };
+  const workers = workerProcesses(() => sys.childEnv());
+  // Short leases, so a dead or paused worker's claims and leases lapse quickly.
+  const spawnWorker = () => workers.spawn({ SEALPOST_LEASE_MS: '2000' });
 
   afterAll(async () => {
-    await Promise.all([...children].map((c) => new Promise<void>((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve();
-      c.once('exit', () => resolve());
-      c.kill('SIGCONT');
-      c.kill('SIGKILL');
-    })));
+    await workers.stopAll();
     await sys?.close();
   });
 

@@ -1,7 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SHARDS } from '../../src/runtime/shards.ts';
 import { createDevice, deviceMessages, deviceStats, openWindows, sendText, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
+import { workerProcesses } from '../helpers/worker-processes.ts';
 
 const CONVERSATIONS = 60;
 const PER_CONVERSATION = 5;
@@ -12,21 +12,12 @@ const PER_CONVERSATION = 5;
  */
 describe('a worker killed in the middle of a batch spanning many conversations', () => {
   let sys: TestSystem;
-  const children = new Set<ChildProcess>();
-  const spawnWorker = () => {
-    // Short leases, so the dead worker's claims and leases lapse quickly.
-    const w = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], { env: { ...sys.childEnv(), SEALPOST_LEASE_MS: '3000' }, stdio: 'ignore' });
-    children.add(w);
-    w.once('exit', () => children.delete(w));
-    return w;
-  };
+  const workers = workerProcesses(() => sys.childEnv());
+  // Short leases, so a dead or paused worker's claims and leases lapse quickly.
+  const spawnWorker = () => workers.spawn({ SEALPOST_LEASE_MS: '3000' });
 
   afterAll(async () => {
-    await Promise.all([...children].map((c) => new Promise<void>((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve();
-      c.once('exit', () => resolve());
-      c.kill('SIGKILL');
-    })));
+    await workers.stopAll();
     await sys?.close();
   });
 

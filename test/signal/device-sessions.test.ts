@@ -83,6 +83,15 @@ function business(): { own: NumberIdentity; stores: PartyStores; keys: ReturnTyp
 }
 
 /** Plays the host's send step: seq per device (a message sent again keeps its seq on each device). */
+/** A conversation's DeviceSessions with the user's list accepted and a session with every listed device. */
+async function readyToSend(waId: string): Promise<{ ds: DeviceSessions; sender: Sender }> {
+  const { own } = business();
+  const ds = new DeviceSessions(own, BIZ, waId);
+  ds.acceptList(await transport.fetchDeviceList(waId), waId);
+  await fetchBundles(ds, waId);
+  return { ds, sender: new Sender(ds, waId) };
+}
+
 class Sender {
   private readonly next = new Map<number, number>();
   private readonly seqOf = new Map<string, number>();
@@ -278,11 +287,7 @@ describe('DeviceSessions', () => {
 
   it('drops an unlinked companion\'s session; the old device set is refused as extra and nothing delivered', async () => {
     const waId = await user('+15558100005', 2);
-    const { own } = business();
-    const ds = new DeviceSessions(own, BIZ, waId);
-    ds.acceptList(await transport.fetchDeviceList(waId), waId);
-    await fetchBundles(ds, waId);
-    const sender = new Sender(ds, waId);
+    const { ds, sender } = await readyToSend(waId);
     expect((await sender.send('one', [1, 2, 3])).outcome.outcome).toBe('accepted');
 
     expect((await sim('DELETE', `/sim/devices/${waId}/linked/3`)).json).toEqual({ success: true });
@@ -300,11 +305,7 @@ describe('DeviceSessions', () => {
 
   it('a reinstalled companion is stale (410); the next list archives its session and its new bundle rebuilds it', async () => {
     const waId = await user('+15558100006', 1);
-    const { own } = business();
-    const ds = new DeviceSessions(own, BIZ, waId);
-    ds.acceptList(await transport.fetchDeviceList(waId), waId);
-    await fetchBundles(ds, waId);
-    const sender = new Sender(ds, waId);
+    const { ds, sender } = await readyToSend(waId);
     expect((await sender.send('one', [1, 2])).outcome.outcome).toBe('accepted');
 
     const before = ds.snapshot().devices.find((d) => d.deviceId === 2)!.listed!.registrationId;
@@ -371,11 +372,7 @@ describe('DeviceSessions', () => {
 
   it('a reinstalled phone: its new list is refused until device 1\'s fresh bundle re-pins the primary', async () => {
     const waId = await user('+15558100009', 1);
-    const { own } = business();
-    const ds = new DeviceSessions(own, BIZ, waId);
-    ds.acceptList(await transport.fetchDeviceList(waId), waId);
-    await fetchBundles(ds, waId);
-    const sender = new Sender(ds, waId);
+    const { ds, sender } = await readyToSend(waId);
     expect((await sender.send('one', [1, 2])).outcome.outcome).toBe('accepted');
     const oldHash = ds.remoteIdentityHash();
 
