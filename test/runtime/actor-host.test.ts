@@ -374,13 +374,13 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     await redis.del(keys.lease(conv));
     const originalSet = redis.set.bind(redis);
     let stolen = false;
-    (host as unknown as { transport: TransportClient }).transport.fetchBundle = (async (addr: string) => {
+    (host as unknown as { transport: TransportClient }).transport.fetchDeviceBundle = (async (addr: string, deviceId: number) => {
       if (!stolen) {
         stolen = true;
         await originalSet(keys.lease(conv), 'thief', 'PX', 5000);
       }
-      return TransportClient.prototype.fetchBundle.call(transport, addr);
-    }) as TransportClient['fetchBundle'];
+      return TransportClient.prototype.fetchDeviceBundle.call(transport, addr, deviceId);
+    }) as TransportClient['fetchDeviceBundle'];
     await expect(host.drain(conv)).rejects.toBeInstanceOf(CommitConflictError);
     expect(await redis.llen(keys.mailbox(conv))).toBe(1);
     expect(await redis.exists(keys.snapshot(conv))).toBe(0);

@@ -79,14 +79,14 @@ describe('shard runner', () => {
     for (const w of waIds) await createDevice(platform.url, `+${w}`);
     const [slow, ...others] = waIds as [string, ...string[]];
     // The transport answers this user's bundle request after 5 s; the others' at once.
-    const fetchBundle = world.transport.fetchBundle.bind(world.transport);
+    const fetchDeviceBundle = world.transport.fetchDeviceBundle.bind(world.transport);
     let slowAnswered = false;
-    world.transport.fetchBundle = async (address: string) => {
+    world.transport.fetchDeviceBundle = async (address: string, deviceId: number) => {
       if (address === slow) {
         await new Promise((r) => setTimeout(r, 5000));
         slowAnswered = true;
       }
-      return fetchBundle(address);
+      return fetchDeviceBundle(address, deviceId);
     };
     startWorker(new ShardRunner(world.stores, keys, host, world.mailboxes, log));
     await send(slow, 'slow one');

@@ -7,7 +7,7 @@ import { readLuaScript } from '../lua/read-script.ts';
 import { encodeSnapshot } from '../snapshot-codec.ts';
 import { keyTtlMs, type Loaded, type RowOp } from './loaded.ts';
 import type { HostParts } from './parts.ts';
-import { encodeSession } from './session-codec.ts';
+import { encodeDeviceSessions } from '../../signal/device-sessions.ts';
 
 const COMMIT_LUA = readLuaScript('commit.lua');
 
@@ -48,7 +48,7 @@ export async function commit(
   const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
   const sealedSnap = encodeSnapshot(c.dk, c.id, persisted, `${snapKey}:s`);
   let sealedSession: Buffer | string = '';
-  if (c.crypto.dirty) sealedSession = sealBinary(c.dk, encodeSession(c.crypto.snapshot()), `${h.keys.session(c.id)}:s`);
+  if (c.crypto.dirty) sealedSession = sealBinary(c.dk, Buffer.from(encodeDeviceSessions(c.crypto.snapshot())), `${h.keys.session(c.id)}:s`);
   const rowKeys = rows.map((r) => h.keys.message(c.id, r.wamid));
   const ops: Record<string, unknown>[] = rows.map((r, i) => ({
     k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}),

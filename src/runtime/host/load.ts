@@ -2,12 +2,11 @@ import type { Redis } from 'ioredis';
 import { initialTransition, type AnyMachineSnapshot } from 'xstate';
 import type { Command } from '../../../machines/commands.ts';
 import { conversationMachine, type ConversationInput } from '../../../machines/conversation.ts';
-import { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+import { DeviceSessions, decodeDeviceSessions } from '../../signal/device-sessions.ts';
 import { open, openBinary } from '../../store/sealer.ts';
 import { decodeSnapshot } from '../snapshot-codec.ts';
 import type { Loaded, Meta } from './loaded.ts';
 import type { HostParts } from './parts.ts';
-import { decodeSession } from './session-codec.ts';
 import type { WarmState } from './warm.ts';
 
 /** A conversation's keys as read at the start of a drain. */
@@ -83,7 +82,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
   const meta: Meta = { businessId: metaRow.business_id, phoneNumberId: metaRow.phone_number_id, waId, display: pn.display_phone_number };
   const retentionMs = await retentionOf(h, meta.businessId);
   let snapshot: AnyMachineSnapshot;
-  let crypto: ConversationCrypto;
+  let crypto: DeviceSessions;
   if (hit) {
     snapshot = warm.snapshot;
     crypto = warm.crypto;
@@ -95,11 +94,10 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     } else {
       [snapshot] = initialTransition(conversationMachine, inputOf(h, id, retentionMs)) as unknown as [AnyMachineSnapshot];
     }
-    let keys = { session: null as Uint8Array | null, remoteIdentity: null as Uint8Array | null };
     // Not read with the lease when a warm state was expected to serve: read now, still under the lease.
     const sess = state.sess === undefined ? await redis.getBuffer(h.keys.session(id)) : state.sess;
-    if (sess) keys = decodeSession(openBinary(dk, sess, `${h.keys.session(id)}:s`));
-    crypto = new ConversationCrypto(identity, meta.display, waId, keys);
+    // The stored Signal state of every device of the user (the single-device form written before reads as device 1).
+    crypto = new DeviceSessions(identity, meta.display, waId, sess ? decodeDeviceSessions(openBinary(dk, sess, `${h.keys.session(id)}:s`)) : undefined);
   }
   return {
     id,

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { AnyMachineSnapshot } from 'xstate';
 import type { Command } from '../../../machines/commands.ts';
-import type { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+import type { DeviceSessions } from '../../signal/device-sessions.ts';
 import type { NumberIdentity } from '../../store/businesses.ts';
 
 /** Who a conversation is between, as its meta hash says (the user's number opened). */
@@ -43,7 +43,7 @@ export interface Loaded {
   snapshot: AnyMachineSnapshot;
   version: string;
   traceSeq: number;
-  crypto: ConversationCrypto;
+  crypto: DeviceSessions;
   /** The sealed snapshot as stored now (read at load, then what each commit wrote); null before the first. */
   stored: Buffer | null;
   /** The meta hash's sealed user number (what `meta.waId` was opened from). */

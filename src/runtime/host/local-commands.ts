@@ -1,4 +1,7 @@
-import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent } from '@signalapp/libsignal-client';
+import { CiphertextMessageType, DecryptionErrorMessage, PlaintextContent, type PreKeyBundle } from '@signalapp/libsignal-client';
+import { DeviceListError } from '../../signal/device-list.ts';
+import { DeviceSessionError } from '../../signal/device-sessions.ts';
+import { maskNumbers } from '../../log.ts';
 import type { Command } from '../../../machines/commands.ts';
 import type { ConversationEvent } from '../../../machines/conversation.ts';
 import type { BusinessPreKeys } from '../../signal/business-prekeys.ts';
@@ -11,16 +14,45 @@ import { receiveAttachments } from './inbound-media.ts';
 import type { Loaded, RowOp } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 
-/** Fetches the user's prekey bundle and starts a session with it; the result is the machine's next event. */
+/**
+ * The user's device the router encrypts to and decrypts from today: the primary (device 1). Linked companions
+ * are on the verified list but not yet served (docs/multi-device.md, "The router").
+ */
+export const PRIMARY = 1;
+
+/**
+ * Fetches the user's device list and verifies it against the primary identity pinned for the conversation
+ * (first use pins it), then the prekey bundle of the primary if it has no usable session, and starts one;
+ * the result is the machine's next event. A list that does not verify is either forged (the primary's own
+ * bundle still has the pinned identity: refused, nothing is encrypted) or the phone's reinstall (a new
+ * identity in its bundle: re-pinned, reported to the business as an identity change, as for one device).
+ */
 export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<ConversationEvent> {
   try {
-    const bundle = await h.transport.fetchBundle(c.meta.waId);
-    const { identityChanged } = await c.crypto.processBundle(bundle, new Date(at));
+    const now = new Date(at);
+    const list = await h.transport.fetchDeviceList(c.meta.waId);
+    let identityChanged = false;
+    let primaryBundle: PreKeyBundle | undefined;
+    try {
+      c.crypto.acceptList(list);
+    } catch (e) {
+      if (!(e instanceof DeviceListError) || (e.reason !== 'bad_signature' && e.reason !== 'primary_mismatch')) throw e;
+      primaryBundle = await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY);
+      const pinned = c.crypto.primaryIdentity();
+      if (!pinned || pinned.equals(primaryBundle.identityKey())) throw e;
+      c.crypto.repin(primaryBundle.identityKey());
+      identityChanged = true;
+      c.crypto.acceptList(list);
+    }
+    if (c.crypto.needsBundle(now).includes(PRIMARY)) {
+      await c.crypto.processBundle(PRIMARY, primaryBundle ?? (await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY)), now);
+    }
     return { type: 'BUNDLE_FETCHED', at, ...(identityChanged ? { identityChanged } : {}) };
   } catch (e) {
     if (e instanceof UnknownAddressError) return { type: 'BUNDLE_FAILED', at, reason: 'unknown_recipient' };
     if (e instanceof TransportUnavailableError) return { type: 'BUNDLE_FAILED', at, reason: 'unavailable' };
-    h.log.warn({ conversation_id: c.id, failure: classifySignalError(e), err: (e as Error).message }, 'bundle rejected');
+    const reason = e instanceof DeviceListError ? `device_list_${e.reason}` : e instanceof DeviceSessionError ? `device_${e.reason}` : classifySignalError(e);
+    h.log.warn({ conversation_id: c.id, failure: reason, err: maskNumbers((e as Error).message) }, 'keys refused');
     return { type: 'BUNDLE_FAILED', at, reason: 'bad_bundle' };
   }
 }
@@ -41,14 +73,15 @@ export async function encrypt(h: HostParts, c: Loaded, cmd: Extract<Command, { t
     plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
   }
   try {
-    const ct = await c.crypto.encrypt(plaintext, new Date(at));
+    const ct = await c.crypto.encrypt(PRIMARY, plaintext, new Date(at));
     const body = Buffer.from(ct.body).toString('base64');
     c.ciphertexts.set(wamid, { type: ct.type, body });
     op.set = { ...op.set, ct: body, ty: String(ct.type) };
     return { type: 'ENCRYPTED', wamid, at, messageType: ct.type };
   } catch (e) {
-    const reason = classifySignalError(e);
-    if (reason === 'no_session' || reason === 'untrusted_identity') c.crypto.archive();
+    // No verified list or no session yet (a user who wrote first): the machine fetches the keys and retries.
+    const reason = e instanceof DeviceSessionError ? e.reason : classifySignalError(e);
+    if (reason === 'untrusted_identity') c.crypto.archive(PRIMARY);
     return { type: 'ENCRYPT_FAILED', wamid, at, reason };
   }
 }
@@ -61,7 +94,7 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
     // A retry request: the device could not decrypt message `id`; it is not encrypted (PlaintextContent).
     try {
       const dem = DecryptionErrorMessage.extractFromSerializedBody(PlaintextContent.deserialize(new Uint8Array(Buffer.from(env.body, 'base64'))).body());
-      return { type: 'RETRY_REQUESTED', wamid: id, at, ratchetMatches: c.crypto.ratchetKeyMatches(dem.ratchetKey()) };
+      return { type: 'RETRY_REQUESTED', wamid: id, at, ratchetMatches: c.crypto.ratchetKeyMatches(PRIMARY, dem.ratchetKey()) };
     } catch {
       return { type: 'DECRYPT_FAILED', id, at, reason: 'malformed' };
     }
@@ -72,10 +105,13 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
       prekeys = (await h.preKeysOf(c.meta.phoneNumberId)).stores();
       c.afterCommit.push(prekeys.commit);
     }
-    const bytes = await c.crypto.decrypt({ type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
+    const bytes = await c.crypto.decrypt(PRIMARY, { type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
     const content = decodeContent(bytes);
     if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
     if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
+    // A device that wrote first is believed only once the user's signed list names it with the identity it
+    // proved (a device the transport added on its own never is).
+    if (!c.crypto.verified(PRIMARY) && !(await verifyWriter(h, c))) return { type: 'DECRYPT_FAILED', id, at, reason: 'unverified_device' };
     // The id is the device's to choose: it must be the envelope's (what the transport routed and may be
     // asked about) and shaped like a user's message id, never like one Sealpost makes.
     if (content.id !== id || !isInboundMessageId(content.id)) return { type: 'DECRYPT_FAILED', id, at, reason: 'bad_message_id' };
@@ -97,4 +133,20 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
     if (reason === 'duplicate') return { type: 'MESSAGE_DUPLICATE', id, at };
     return { type: 'DECRYPT_FAILED', id, at, reason };
   }
+}
+
+/**
+ * Fetches and accepts the user's signed device list after a device wrote first; false when the list refuses
+ * it. With the transport unreachable the message is taken as today (trust on first use); the list is then
+ * checked before anything is encrypted to the device.
+ */
+async function verifyWriter(h: HostParts, c: Loaded): Promise<boolean> {
+  try {
+    c.crypto.acceptList(await h.transport.fetchDeviceList(c.meta.waId));
+  } catch (e) {
+    if (e instanceof TransportUnavailableError) return true;
+    h.log.warn({ conversation_id: c.id, err: maskNumbers((e as Error).message) }, 'device that wrote first is not on the user\'s list');
+    return false;
+  }
+  return c.crypto.verified(PRIMARY);
 }

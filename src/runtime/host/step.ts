@@ -6,7 +6,7 @@ import { SERVICE_WINDOW_MS } from '../ports.ts';
 import { commit } from './commit.ts';
 import { inputOf } from './load.ts';
 import { keyTtlMs, type Loaded, type RowOp, type StatusCommand } from './loaded.ts';
-import { decrypt, encrypt, fetchBundle } from './local-commands.ts';
+import { decrypt, encrypt, fetchBundle, PRIMARY } from './local-commands.ts';
 import type { HostParts } from './parts.ts';
 import { boundedTrace, prunedTrace } from './trace-compaction.ts';
 
@@ -103,7 +103,7 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
           results.push(await decrypt(h, c, cmd.id, event.at));
           break;
         case 'session.archive':
-          c.crypto.archive();
+          c.crypto.archive(PRIMARY);
           break;
         case 'message.forget': {
           const op = rowOp(cmd.wamid);

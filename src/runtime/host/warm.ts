@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { AnyMachineSnapshot } from 'xstate';
-import type { ConversationCrypto } from '../../signal/conversation-crypto.ts';
+import type { DeviceSessions } from '../../signal/device-sessions.ts';
 import type { NumberIdentity } from '../../store/businesses.ts';
 
 /**
@@ -18,7 +18,7 @@ export interface WarmState {
   display: string;
   identity: NumberIdentity;
   snapshot: AnyMachineSnapshot;
-  crypto: ConversationCrypto;
+  crypto: DeviceSessions;
 }
 
 /**
