@@ -16,8 +16,9 @@ export interface OutgoingEnvelope {
 
 /** An event the transport holds for the router. */
 export type TransportEvent =
-  | { event_id: string; kind: 'receipt'; status: 'delivered' | 'read'; id: string; from: string; to: string; timestamp: string }
-  | { event_id: string; kind: 'envelope'; id: string; from: string; to: string; type: number; body: string; timestamp: string }
+  /** `device_id`: which of the user's devices it comes from (1, the phone, when absent). */
+  | { event_id: string; kind: 'receipt'; status: 'delivered' | 'read'; id: string; from: string; to: string; timestamp: string; device_id?: number }
+  | { event_id: string; kind: 'envelope'; id: string; from: string; to: string; type: number; body: string; timestamp: string; device_id?: number }
   | { event_id: string; kind: 'spam_report'; from: string; to: string; timestamp: string }
   | {
     event_id: string; kind: 'integrity'; to: string; event: string; quality_rating: 'GREEN' | 'YELLOW' | 'RED'; current_limit: string; blocked: boolean;

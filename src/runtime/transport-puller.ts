@@ -119,7 +119,9 @@ export class TransportPuller {
       span?.set({ 'sealpost.business_id': pn.business_id, 'sealpost.phone_number_id': pn.phone_number_id, 'sealpost.conversation_id': conv });
       // A user may open the conversation: make sure it exists (idempotent) before its first event.
       await this.conversations.ensure(conv, pn.business_id, pn.phone_number_id, ev.from);
-      return { conversationId: conv, event: traced({ type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body }) };
+      // A linked companion's envelope names its device (the phone's, device 1, is left as it always was).
+      const device = Number.isInteger(ev.device_id) && ev.device_id! > 1 ? { device: ev.device_id! } : {};
+      return { conversationId: conv, event: traced({ type: 'ENVELOPE', id: ev.id, at, messageType: ev.type, body: ev.body, ...device }) };
     });
   }
 }

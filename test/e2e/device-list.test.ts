@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { readTraceLines } from '../../src/trace/store.ts';
-import { createDevice, deviceMessages, sendTemplate, startSystem, waitFor, type TestSystem } from '../helpers/system.ts';
+import { createDevice, deviceMessages, sendTemplate, sendText, startSystem, userWrites, waitFor, type TestSystem } from '../helpers/system.ts';
 
 const post = async (url: string, body: unknown) => {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -66,5 +66,27 @@ describe('signed device lists, end to end', () => {
       await post(`${sys.platformUrl}/sim/devices/${waId}/device-list-fault`, { kind: null });
       await delivered(wamid);
     }
+  });
+
+  it('a linked companion that writes first reaches the business from the user and opens the window; a ghost that writes reaches nobody', async () => {
+    const waId = await createDevice(sys.platformUrl, '+15558500003');
+    const companion = (await post(`${sys.platformUrl}/sim/devices/${waId}/linked`, {})).json.device_id as number;
+    const id = await userWrites(sys, waId, 'from the laptop', { device: companion });
+    const got = sys.receiver.messages().find((m) => m.id === id)!;
+    expect(got).toMatchObject({ from: waId, type: 'text', text: { body: 'from the laptop' } });
+    // The window is open: a free-form reply is accepted and reaches the phone.
+    const reply = await sendText(sys, waId, 'answer to the laptop');
+    await delivered(reply);
+    expect((await deviceMessages(sys.platformUrl, waId)).map((m) => m.text?.body)).toEqual(['answer to the laptop']);
+
+    // The transport adds a device of its own and writes from it: the list it serves does not verify.
+    const ghost = (await post(`${sys.platformUrl}/sim/devices/${waId}/ghost`, {})).json.device_id as number;
+    const res = await post(`${sys.platformUrl}/sim/devices/${waId}/messages`, { to: sys.business.display_phone_number, text: 'ghost writing', device: ghost });
+    expect(res.status).toBe(200);
+    const ghostId = res.json.id as string;
+    const conv = conversationOfWamid(reply)!;
+    await waitFor(async () => (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conv), conv)).some((l) => l.includes('unverified_device')),
+      'the ghost\'s message refused', 30_000, 50);
+    expect(sys.receiver.messages().some((m) => m.id === ghostId)).toBe(false);
   });
 });

@@ -115,7 +115,7 @@ async function run(h: HostParts, redis: Redis, conversationId: string, token: st
 function toMachineEvent(c: Loaded, traced: MailboxEvent): ConversationEvent {
   const e = untraced(traced);
   if (e.type === 'ENVELOPE') {
-    c.envelopes.set(e.id, { messageType: e.messageType, body: e.body });
+    c.envelopes.set(e.id, { messageType: e.messageType, body: e.body, ...(e.device ? { device: e.device } : {}) });
     return { type: 'ENVELOPE', id: e.id, at: e.at, messageType: e.messageType };
   }
   return e;

@@ -56,7 +56,7 @@ export interface Loaded {
   /** Ciphertexts made in this drain, so a send needs no read-back. */
   ciphertexts: Map<string, { type: number; body: string }>;
   /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */
-  envelopes: Map<string, { messageType: number; body: string }>;
+  envelopes: Map<string, { messageType: number; body: string; device?: number }>;
   /** Inbound messages decrypted in this drain, until stored and forwarded. */
   inbound: Map<string, InboundRow>;
   /** Prekey consumption to apply after the next commit (PreKey messages from the user). */

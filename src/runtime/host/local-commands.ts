@@ -90,7 +90,12 @@ export async function encrypt(h: HostParts, c: Loaded, cmd: Extract<Command, { t
 export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): Promise<ConversationEvent> {
   const env = c.envelopes.get(id);
   if (!env) return { type: 'DECRYPT_FAILED', id, at, reason: 'envelope_missing' };
+  // Which of the user's devices wrote: its own session (a companion's only once its list names it).
+  const device = env.device ?? PRIMARY;
   if (env.messageType === CiphertextMessageType.Plaintext) {
+    // Companions get no messages from the router yet (docs/multi-device.md): a retry request from one is not
+    // about anything sent.
+    if (device !== PRIMARY) return { type: 'DECRYPT_FAILED', id, at, reason: 'companion_retry' };
     // A retry request: the device could not decrypt message `id`; it is not encrypted (PlaintextContent).
     try {
       const dem = DecryptionErrorMessage.extractFromSerializedBody(PlaintextContent.deserialize(new Uint8Array(Buffer.from(env.body, 'base64'))).body());
@@ -105,13 +110,13 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
       prekeys = (await h.preKeysOf(c.meta.phoneNumberId)).stores();
       c.afterCommit.push(prekeys.commit);
     }
-    const bytes = await c.crypto.decrypt(PRIMARY, { type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
+    const bytes = await c.crypto.decrypt(device, { type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
     const content = decodeContent(bytes);
     if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
     if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
     // A device that wrote first is believed only once the user's signed list names it with the identity it
     // proved (a device the transport added on its own never is).
-    if (!c.crypto.verified(PRIMARY) && !(await verifyWriter(h, c))) return { type: 'DECRYPT_FAILED', id, at, reason: 'unverified_device' };
+    if (!c.crypto.verified(device) && !(await verifyWriter(h, c, device))) return { type: 'DECRYPT_FAILED', id, at, reason: 'unverified_device' };
     // The id is the device's to choose: it must be the envelope's (what the transport routed and may be
     // asked about) and shaped like a user's message id, never like one Sealpost makes.
     if (content.id !== id || !isInboundMessageId(content.id)) return { type: 'DECRYPT_FAILED', id, at, reason: 'bad_message_id' };
@@ -137,16 +142,20 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
 
 /**
  * Fetches and accepts the user's signed device list after a device wrote first; false when the list refuses
- * it. With the transport unreachable the message is taken as today (trust on first use); the list is then
- * checked before anything is encrypted to the device.
+ * it.
  */
-async function verifyWriter(h: HostParts, c: Loaded): Promise<boolean> {
+async function verifyWriter(h: HostParts, c: Loaded, device: number): Promise<boolean> {
   try {
     c.crypto.acceptList(await h.transport.fetchDeviceList(c.meta.waId));
   } catch (e) {
-    if (e instanceof TransportUnavailableError) return true;
+    // The phone, as before lists: trust on first use, the list checked before any reply. A companion waits
+    // for the list (the drain fails and is retried; nothing was committed).
+    if (e instanceof TransportUnavailableError) {
+      if (device === PRIMARY) return true;
+      throw e;
+    }
     h.log.warn({ conversation_id: c.id, err: maskNumbers((e as Error).message) }, 'device that wrote first is not on the user\'s list');
     return false;
   }
-  return c.crypto.verified(PRIMARY);
+  return c.crypto.verified(device);
 }
