@@ -7,6 +7,8 @@ import type { Keys } from '../store/keys.ts';
 import type { DataKeys } from '../store/sealer.ts';
 import type { Stores } from '../store/stores.ts';
 import { readTraceLines } from '../trace/store.ts';
+import { decodeDeviceSessions } from '../signal/device-sessions.ts';
+import { openBinary } from '../store/sealer.ts';
 import { activeIds, chartOf, renderChart, type Chart } from './statechart.ts';
 
 /** What the inspector reads: the stores, never the API's business data. */
@@ -42,6 +44,15 @@ export interface MessageState {
   next_attempt_at: number | null;
 }
 
+/** One of the user's devices as the conversation knows it: numbers and flags only (no keys). */
+export interface DeviceState {
+  device_id: number;
+  /** On the last device list accepted (signed by the pinned primary). */
+  listed: boolean;
+  /** The router holds a session with it. */
+  session: boolean;
+}
+
 export interface Inspection {
   conversation_id: string;
   business_id: string | null;
@@ -53,6 +64,10 @@ export interface Inspection {
   last_inbound_at: number | null;
   retention_until: number | null;
   timer: { id: string; at: number } | null;
+  /** The user's devices: those on the accepted list and those the router has a session with. */
+  devices: DeviceState[];
+  /** The counter of the last device list accepted; null before the first. */
+  device_list_counter: number | null;
   messages: MessageState[];
   trace: TimelineStep[];
 }
@@ -82,6 +97,8 @@ export async function inspect(deps: InspectorDeps, id: string): Promise<Inspecti
   if (!meta.business_id && !traceLines.length) return null;
   const dk = meta.business_id ? await deps.dataKeys.get(meta.business_id) : null;
   const persisted = dk ? ((await readPersistedSnapshot(redis, deps.keys.snapshot(conv), dk, conv)) as { value: unknown; status: string; context: ConversationContext } | null) : null;
+  const sess = dk ? await redis.getBuffer(deps.keys.session(conv)) : null;
+  const keys = sess && dk ? decodeDeviceSessions(openBinary(dk, sess, `${deps.keys.session(conv)}:s`)) : null;
 
   const trace: TimelineStep[] = traceLines.map((l) => {
     const t = JSON.parse(l) as { seq: number; at?: number; event: Record<string, unknown>; state: unknown; commands: Record<string, unknown>[] };
@@ -131,6 +148,8 @@ export async function inspect(deps: InspectorDeps, id: string): Promise<Inspecti
     last_inbound_at: persisted?.context.lastInboundAt ?? null,
     retention_until: persisted?.context.retentionUntil ?? null,
     timer: persisted?.context.timer ?? null,
+    devices: (keys?.devices ?? []).map((d) => ({ device_id: d.deviceId, listed: d.listed !== null, session: d.session !== null })),
+    device_list_counter: keys?.listCounter ?? null,
     messages,
     trace,
   };
@@ -176,6 +195,7 @@ export function inspectorPage(data: Inspection): string {
   const rows = data.messages.map((m) => `<tr data-wamid="${esc(m.wamid)}"><td><code>${esc(m.wamid)}</code></td><td>${m.direction}</td><td>${esc(m.state)}</td>`
     + `<td class="status-${esc(m.status ?? 'none')}">${esc(m.status ?? '—')}${m.error_code ? ` (${m.error_code})` : ''}</td><td>${m.seq ?? '—'}</td><td>${m.attempts ?? '—'}</td>`
     + `<td>${time(m.accepted_at)}</td><td>${time(m.next_attempt_at)}</td><td>${time(m.expires_at)}</td></tr>`).join('');
+  const devices = data.devices.map((d) => `<tr data-device="${d.device_id}"><td>${d.device_id}${d.device_id === 1 ? ' (phone)' : ''}</td><td>${d.listed ? 'yes' : 'no'}</td><td>${d.session ? 'yes' : 'no'}</td></tr>`).join('');
   const steps = data.trace.map((s) => `<tr class="step" data-seq="${s.seq}"><td>${s.seq}</td><td>${time(s.at)}</td><td><b>${esc(s.event.type)}</b> <code>${esc(eventDetail(s.event))}</code></td>`
     + `<td>${esc(typeof s.state === 'string' ? s.state : JSON.stringify(s.state))}</td><td class="cmds">${s.commands.map((c) => `<span>${esc(commandLabel(c))}</span>`).join(' ')}</td></tr>`).join('');
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Conversation ${esc(data.conversation_id)} · Sealpost</title><style>${STYLE}</style></head><body>
@@ -185,6 +205,9 @@ export function inspectorPage(data: Inspection): string {
 <div><b>last inbound</b>${time(data.last_inbound_at)}</div><div><b>retention until</b>${time(data.retention_until)}</div>
 <div><b>timer</b>${data.timer ? `${esc(data.timer.id)} at ${time(data.timer.at)}` : '—'}</div></div>
 <h2>Statechart</h2><div class="chart">${svg}</div>
+<h2>Devices (${data.devices.length})</h2>
+<p>Device list counter: ${data.device_list_counter ?? '—'}</p>
+<table id="devices"><thead><tr><th>device</th><th>on the signed list</th><th>session</th></tr></thead><tbody>${devices}</tbody></table>
 <h2>Messages (${data.messages.length})</h2>
 <table id="messages"><thead><tr><th>wamid</th><th>direction</th><th>state</th><th>last status</th><th>seq</th><th>attempts</th><th>accepted</th><th>next attempt</th><th>expires</th></tr></thead><tbody>${rows}</tbody></table>
 <h2>Trace (${data.trace.length} steps)</h2>

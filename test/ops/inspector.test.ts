@@ -64,6 +64,9 @@ describe('the conversation inspector', () => {
     const types = data.trace.map((s: any) => s.event.type);
     expect(types).toEqual(expect.arrayContaining(['MESSAGE_RECEIVED', 'SEND', 'ENCRYPTED', 'TRANSPORT_ACCEPTED', 'DELIVERED']));
     expect(data.trace.map((s: any) => s.seq)).toEqual(data.trace.map((_: unknown, i: number) => i + 1));
+    // The user's devices: the phone, on the verified list, with a session (numbers and flags, no keys).
+    expect(data.devices).toEqual([{ device_id: 1, listed: true, session: true }]);
+    expect(data.device_list_counter).toBe(1);
 
     const byWamid = (await (await get(`/admin/conversations/${wamid}?format=json`, admin())).json()) as Record<string, unknown>;
     expect(byWamid.conversation_id).toBe(conv);
@@ -74,6 +77,7 @@ describe('the conversation inspector', () => {
     const html = await page.text();
     expect(html).toMatch(/<g class="state active" data-state="conversation\.established"/);
     expect(html).toContain(`data-wamid="${wamid}"`);
+    expect(html).toMatch(/<tr data-device="1"><td>1 \(phone\)<\/td><td>yes<\/td><td>yes<\/td><\/tr>/);
     for (const text of [JSON.stringify(data), html]) {
       expect(text).not.toContain(canary);
       expect(text).not.toContain('15557300001');
