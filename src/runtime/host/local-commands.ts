@@ -30,10 +30,6 @@ export const PRIMARY = 1;
 export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<ConversationEvent> {
   try {
     const now = new Date(at);
-    // Without a session with the phone its bundle will be needed: asked for together with the list (one round
-    // trip instead of two; used only once the list verifies).
-    const early = c.crypto.hasSession(PRIMARY, now) ? undefined : h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY);
-    early?.catch(() => undefined);
     const list = await h.transport.fetchDeviceList(c.meta.waId);
     let identityChanged = false;
     let primaryBundle: PreKeyBundle | undefined;
@@ -41,7 +37,7 @@ export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<
       c.crypto.acceptList(list);
     } catch (e) {
       if (!(e instanceof DeviceListError) || (e.reason !== 'bad_signature' && e.reason !== 'primary_mismatch')) throw e;
-      primaryBundle = await (early ?? h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY));
+      primaryBundle = await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY);
       const pinned = c.crypto.primaryIdentity();
       if (!pinned || pinned.equals(primaryBundle.identityKey())) throw e;
       c.crypto.repin(primaryBundle.identityKey());
@@ -49,7 +45,7 @@ export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<
       c.crypto.acceptList(list);
     }
     if (c.crypto.needsBundle(now).includes(PRIMARY)) {
-      await c.crypto.processBundle(PRIMARY, primaryBundle ?? (await (early ?? h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY))), now);
+      await c.crypto.processBundle(PRIMARY, primaryBundle ?? (await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY)), now);
     }
     return { type: 'BUNDLE_FETCHED', at, ...(identityChanged ? { identityChanged } : {}) };
   } catch (e) {
