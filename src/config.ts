@@ -117,7 +117,7 @@ const schema = z.object({
    * Conversations one shard's wake-up job drains at once (docs/performance.md, "Shards"): more batch better
    * under load, fewer give lower latency at moderate load.
    */
-  shardDrains: z.coerce.number().int().min(1).max(64).default(8),
+  shardDrains: z.coerce.number().int().min(1).max(64).default(4),
   webhookConcurrency: z.coerce.number().int().min(1).max(1000).default(32),
   webhookBackoffBaseMs: z.coerce.number().int().min(1).default(1000),
   webhookBackoffMaxMs: z.coerce.number().int().min(1).default(3600e3),

@@ -77,7 +77,7 @@ export class ShardRunner {
     private readonly log: Logger,
     private readonly opts: ShardRunnerOptions = {},
   ) {
-    this.perShard = opts.perShard ?? 8;
+    this.perShard = opts.perShard ?? 4;
     this.budgetMs = opts.budgetMs ?? 2000;
     this.slowMs = opts.slowMs ?? 200;
     this.leaseMs = opts.leaseMs ?? 15_000;

@@ -41,8 +41,8 @@ describe('SEALPOST_TRUST_PROXY', () => {
 });
 
 describe('shard drains and the lease', () => {
-  it('default to 8 conversations a shard job and a 15 s lease, and refuse values out of range with the setting named', () => {
-    expect(loadConfig({}).shardDrains).toBe(8);
+  it('default to 4 conversations a shard job and a 15 s lease, and refuse values out of range with the setting named', () => {
+    expect(loadConfig({}).shardDrains).toBe(4);
     expect(loadConfig({}).leaseMs).toBe(15_000);
     expect(loadConfig({ SEALPOST_SHARD_DRAINS: '1', SEALPOST_LEASE_MS: '3000' })).toMatchObject({ shardDrains: 1, leaseMs: 3000 });
     expect(() => loadConfig({ SEALPOST_SHARD_DRAINS: '0' })).toThrow(/shardDrains/);
