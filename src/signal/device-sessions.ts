@@ -25,7 +25,7 @@
  *   and the host confirms through the bundle as above.
  *
  * Stored form (`encodeDeviceSessions`; `decodeDeviceSessions` also reads today's single-device form of
- * src/runtime/host/session-codec.ts, binary `u16 len | identity | record` or JSON `{s, i}`, as device 1 with
+ * the host before linked devices, binary `u16 len | identity | record` or JSON `{s, i}`, as device 1 with
  * its identity pinned and no list accepted yet):
  * ```
  * 0x44 0x53 0x01                  magic "DS", version 1 (today's form starts 0x00 or '{': never confused)

@@ -12,7 +12,6 @@ import { tracingSettings } from '../../src/config.ts';
 import { inSpan, startTracing, stopTracing } from '../../src/ops/tracing.ts';
 import { PartyStores } from '../../src/platform/device-stores.ts';
 import { startPlatform, type RunningPlatform } from '../../src/platform/server.ts';
-import { encodeSession } from '../../src/runtime/host/session-codec.ts';
 import {
   TransportClient,
   UnknownAddressError,
@@ -211,7 +210,10 @@ describe('DeviceSessions', () => {
     expect(await view(waId, 1)).toEqual([['before', 1]]);
 
     const keys = legacy.snapshot();
-    const fromBinary = decodeDeviceSessions(encodeSession(keys));
+    // The single-session form stored before: u16 identity length, the identity, the session record.
+    const head = Buffer.alloc(2);
+    head.writeUInt16BE(keys.remoteIdentity!.length);
+    const fromBinary = decodeDeviceSessions(Buffer.concat([head, keys.remoteIdentity!, keys.session!]));
     const fromJson = decodeDeviceSessions(Buffer.from(JSON.stringify({ s: b64(keys.session!), i: b64(keys.remoteIdentity!) })));
     expect(fromBinary).toEqual(fromConversationKeys(keys));
     expect(fromJson).toEqual(fromBinary);
