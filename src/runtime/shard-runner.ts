@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { maskNumbers } from '../log.ts';
 import { metrics } from '../ops/metrics.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stores } from '../store/stores.ts';
@@ -158,12 +159,12 @@ export class ShardRunner {
         const n = (this.attempts.get(conv) ?? 0) + 1;
         if (n >= this.maxAttempts) {
           this.attempts.delete(conv);
-          this.log.error({ conversation_id: conv, attempts: n, err: (e as Error).message }, 'conversation drain failed; left until its next event');
+          this.log.error({ conversation_id: conv, attempts: n, err: maskNumbers((e as Error).message) }, 'conversation drain failed; left until its next event');
         } else {
           this.attempts.set(conv, n);
           mode = 'retry';
           lapse = Date.now() + Math.min(30_000, 200 * 2 ** (n - 1));
-          if (!isConflict(e)) this.log.warn({ conversation_id: conv, attempt: n, err: (e as Error).message }, 'conversation drain failed; retrying');
+          if (!isConflict(e)) this.log.warn({ conversation_id: conv, attempt: n, err: maskNumbers((e as Error).message) }, 'conversation drain failed; retrying');
         }
         metrics.jobFailures.inc({ queue: 'conversations' });
       }
