@@ -12,7 +12,9 @@ export type Command =
   | { type: 'bundle.fetch' }
   /**
    * Encrypt the stored message (or, with `skip`, a notice that `seq` will never come; with `read`, a read
-   * receipt for inbound messages) under the current session; answers ENCRYPTED or ENCRYPT_FAILED.
+   * receipt for inbound messages) for every device of the user; answers ENCRYPTED or ENCRYPT_FAILED. The
+   * message's `dseq` (companions' seqs given before) and `redo` (devices to encrypt afresh) are read from the
+   * context the transition left, so the command (and every recorded trace) stays what it was.
    */
   | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true; read?: string[] }
   /** Store the inbound message just decrypted (sealed) and open the customer-service window. */
@@ -27,8 +29,8 @@ export type Command =
   | { type: 'timer.schedule'; id: string; at: number; event: 'BUNDLE_RETRY_DUE' | 'RETRANSMIT_DUE' }
   /** The timer `id` is no longer needed. */
   | { type: 'timer.cancel'; id: string }
-  /** Archive the current Signal session (a retry request named it): the next send needs a fresh bundle. */
-  | { type: 'session.archive' }
+  /** Archive the device's (default 1) current Signal session (a retry request named it): the next send needs a fresh bundle. */
+  | { type: 'session.archive'; device?: number }
   /** Tell the business the user's identity key changed (a `system` message webhook, as the Cloud API does). */
   | { type: 'webhook.identity_changed'; at: number }
   /** Decrypt the envelope the host holds for `id`; answers SESSION_ACK, RETRY_REQUESTED (a device's retry request) or DECRYPT_FAILED. */

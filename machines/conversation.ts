@@ -27,6 +27,18 @@ export interface OutboundMessage {
   skip?: true;
   /** A read receipt for these inbound message ids (the business read them); seq 0; no webhooks. */
   read?: string[];
+  /**
+   * The user's devices it was encrypted for that have not acknowledged it yet (docs/multi-device.md): it is
+   * handed over again until this is empty, the TTL ends or they leave the list. Absent before the first
+   * encryption (and in state made before linked devices: then one receipt settles it).
+   */
+  owed?: number[];
+  /** The sequence number each companion got for it (device 1 shows `seq`); keys are device ids. */
+  dseq?: Record<string, number>;
+  /** Reported `delivered` already (the first device's receipt); kept while other devices still owe a receipt. */
+  delivered?: true;
+  /** Devices to encrypt it for afresh at its next encryption (a device asked for it again). */
+  redo?: number[];
 }
 
 /** Timing settings, fixed when the conversation is created (they travel in the trace's input). */
@@ -61,7 +73,17 @@ export interface ConversationContext {
    * one later is not reported (statuses never go from failed to read). Absent until the first failure.
    */
   failed?: string[];
+  /** The most recent messages reported `read` (at most {@link FAILED_KEPT}): a second device's read is not reported again. */
+  readDone?: string[];
+  /**
+   * Sends refused in a row because the devices did not match the user's (409/410), each answered by fetching
+   * the list and keys again; past {@link MAX_DEVICE_MISMATCHES} the fetch backs off like a failed one.
+   */
+  deviceMismatches?: number;
 }
+
+/** Device-mismatch refusals in a row answered at once; then the key fetch backs off. */
+export const MAX_DEVICE_MISMATCHES = 3;
 
 /** How many recent failures a conversation remembers to ignore late read receipts for them. */
 export const FAILED_KEPT = 32;
@@ -82,18 +104,26 @@ export type ConversationEvent =
   | { type: 'BUNDLE_FETCHED'; at: number; identityChanged?: boolean }
   | { type: 'BUNDLE_FAILED'; at: number; reason: 'unknown_recipient' | 'unavailable' | 'bad_bundle' }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
-  | { type: 'ENCRYPTED'; wamid: string; at: number; messageType: number }
-  | { type: 'ENCRYPT_FAILED'; wamid: string; at: number; reason: string }
+  /**
+   * `devices`: every device the message now has a ciphertext for; `added`: those that had none before;
+   * `seqs`: companions' sequence numbers given in this encryption. Absent (state before linked devices): device 1.
+   */
+  | { type: 'ENCRYPTED'; wamid: string; at: number; messageType: number; devices?: number[]; added?: number[]; seqs?: Record<string, number> }
+  /** `seqs`: companions' sequence numbers taken before it failed (the message keeps them). */
+  | { type: 'ENCRYPT_FAILED'; wamid: string; at: number; reason: string; seqs?: Record<string, number> }
   | { type: 'TRANSPORT_ACCEPTED'; wamid: string; at: number }
   | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'unknown_recipient' | 'unavailable' }
   /** The transport refused the message under its integrity rules (limits, blocks, policy): `code` is the Cloud API error. */
   | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'refused'; code: number }
+  /** The envelopes did not match the user's devices (409 `missing`/`extra`, 410 `stale`): nothing was delivered. */
+  | { type: 'TRANSPORT_REJECTED'; wamid: string; at: number; reason: 'devices'; missing?: number[]; extra?: number[]; stale?: number[] }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
-  | { type: 'DELIVERED'; wamid: string; at: number }
-  | { type: 'READ'; wamid: string; at: number }
+  /** `device`: which of the user's devices acknowledged (absent: device 1). */
+  | { type: 'DELIVERED'; wamid: string; at: number; device?: number }
+  | { type: 'READ'; wamid: string; at: number; device?: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number }
   | { type: 'SESSION_ACK'; at: number }
-  | { type: 'RETRY_REQUESTED'; wamid: string; at: number; ratchetMatches: boolean }
+  | { type: 'RETRY_REQUESTED'; wamid: string; at: number; ratchetMatches: boolean; device?: number }
   | { type: 'MESSAGE_RECEIVED'; id: string; at: number; seq: number; messageType: string }
   | { type: 'MESSAGE_DUPLICATE'; id: string; at: number }
   | { type: 'MARK_READ'; id: string; at: number }
@@ -116,6 +146,17 @@ type Args = { context: Ctx; event: Ev };
 type Msg = OutboundMessage;
 
 const wamidOf = (e: Ev): string => ('wamid' in e ? e.wamid : '');
+/** The device an event comes from (receipts, retry requests): 1, the phone, when it names none. */
+const deviceOf = (e: Ev): number => ('device' in e && e.device) || 1;
+/**
+ * The devices still owing a receipt for `m` once `device` acknowledged it; null when none does (the message
+ * is done). A message without `owed` (encrypted before linked devices) is done at its first receipt.
+ */
+function owedAfter(m: Msg, device: number): number[] | null {
+  if (!m.owed) return null;
+  const left = m.owed.filter((d) => d !== device);
+  return left.length ? left : null;
+}
 const isControl = (m: Msg) => !!m.skip || !!m.read;
 const find = (c: Ctx, wamid: string) => c.messages.find((m) => m.wamid === wamid);
 const update = (c: Ctx, pred: (m: Msg) => boolean, patch: (m: Msg) => Partial<Msg>) =>
@@ -125,6 +166,13 @@ const isExpired = (m: Msg, at: number) => at >= m.expiresAt;
 function withFailed(c: Ctx, wamids: string[]): string[] | undefined {
   if (!wamids.length) return c.failed;
   return [...(c.failed ?? []), ...wamids].slice(-FAILED_KEPT);
+}
+/** After an encryption: the devices still owing a receipt (those that left the list no longer do). */
+function owedAfterEncryption(m: Msg, e: Ev): number[] | undefined {
+  if (e.type !== 'ENCRYPTED' || !e.devices) return m.owed;
+  if (!m.owed) return [...e.devices];
+  const added = (e.added ?? []).filter((d) => !m.owed!.includes(d));
+  return [...m.owed.filter((d) => e.devices!.includes(d)), ...added].sort((a, b) => a - b);
 }
 
 const isInFlight = (m: Msg | undefined) => m?.state === 'encrypted' || m?.state === 'sent';
@@ -166,16 +214,25 @@ function reportSent({ context, event }: Args): CommandBatch {
   return { list: [{ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at }] };
 }
 
+/**
+ * A device acknowledged a message: `delivered` at the first device (WhatsApp's double tick), the content
+ * forgotten once every device it was encrypted for has acknowledged it.
+ */
 function reportDelivered({ context, event }: Args): CommandBatch {
   const m = find(context, wamidOf(event));
   if (!m) return { list: [] };
   const list: Command[] = [];
-  if (!isControl(m)) {
+  if (!isControl(m) && !m.delivered) {
     if (!m.sentReported) list.push({ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at });
     list.push({ type: 'webhook.status', wamid: m.wamid, status: 'delivered', at: event.at });
   }
-  list.push({ type: 'message.forget', wamid: m.wamid });
+  if (!owedAfter(m, deviceOf(event))) list.push({ type: 'message.forget', wamid: m.wamid });
   return { list };
+}
+
+/** An encryption left no device owing a receipt (the rest acknowledged, the others left the list): done. */
+function forgetSettled({ event }: Args): CommandBatch {
+  return { list: [{ type: 'message.forget', wamid: wamidOf(event) }] };
 }
 
 function reportRead({ context, event }: Args): CommandBatch {
@@ -186,7 +243,8 @@ function reportRead({ context, event }: Args): CommandBatch {
 }
 
 const failure = (m: Msg, at: number): Command[] => [
-  ...(isControl(m) ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: m.failCode ?? UNDELIVERABLE } as Command]),
+  // Delivered to a device already: no `failed` after `delivered`; the devices still owing it get a skip notice.
+  ...(isControl(m) || m.delivered ? [] : [{ type: 'webhook.status', wamid: m.wamid, status: 'failed', at, errorCode: m.failCode ?? UNDELIVERABLE } as Command]),
   { type: 'message.forget', wamid: m.wamid },
 ];
 
@@ -265,7 +323,11 @@ function identityNotice({ event }: Args): CommandBatch {
 }
 
 const FETCH: CommandBatch = { list: [{ type: 'bundle.fetch' }] };
-const ARCHIVE: CommandBatch = { list: [{ type: 'session.archive' }] };
+
+function archiveSession({ event }: Args): CommandBatch {
+  const device = deviceOf(event);
+  return { list: [{ type: 'session.archive', ...(device !== 1 ? { device } : {}) }] };
+}
 
 /**
  * One conversation (business phone number × user device): key negotiation, send, retransmission until the
@@ -288,6 +350,13 @@ export const conversationMachine = setup({
     isEncrypting: ({ context, event }) => find(context, wamidOf(event))?.state === 'encrypting',
     isInFlight: ({ context, event }) => isInFlight(find(context, wamidOf(event))),
     isOutstanding: ({ context, event }) => !!find(context, wamidOf(event)),
+    // The encryption left no device owing a receipt (see owedAfterEncryption).
+    settledByEncryption: ({ context, event }) => {
+      const m = find(context, wamidOf(event));
+      return m?.state === 'encrypting' && !!m.owed && owedAfterEncryption(m, event)?.length === 0;
+    },
+    deviceMismatch: ({ event }) => event.type === 'TRANSPORT_REJECTED' && event.reason === 'devices',
+    mismatchesLeft: ({ context }) => (context.deviceMismatches ?? 0) < MAX_DEVICE_MISMATCHES,
     // Over when the newest message's retention has ended and nothing is owed but notices about expired ones.
     conversationOver: ({ context, event }) =>
       context.retentionUntil !== null && event.at >= context.retentionUntil && context.messages.every(isControl),
@@ -302,6 +371,8 @@ export const conversationMachine = setup({
     ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
     hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
     notFailed: ({ context, event }) => !(context.failed ?? []).includes(wamidOf(event)),
+    // Not failed, and not reported read already (the user read it on another device before).
+    readNotReported: ({ context, event }) => !(context.failed ?? []).includes(wamidOf(event)) && !(context.readDone ?? []).includes(wamidOf(event)),
   },
   actions: {
     /** The transition's commands; the host executes them (a no-op inside the machine). */
@@ -319,7 +390,28 @@ export const conversationMachine = setup({
       ],
     }),
     markQueuedEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'queued', () => ({ state: 'encrypting' })) }),
-    markEncrypted: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ state: 'encrypted' })) }),
+    markEncrypted: assign({
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => {
+        const seqs = event.type === 'ENCRYPTED' && event.seqs && Object.keys(event.seqs).length ? { dseq: { ...m.dseq, ...event.seqs } } : {};
+        const owed = owedAfterEncryption(m, event);
+        return { state: 'encrypted' as const, redo: undefined, ...(owed ? { owed } : {}), ...seqs };
+      }),
+    }),
+    /** A device acknowledged the event's message: it owes no receipt now; the message goes when none does. */
+    acknowledge: assign({
+      messages: ({ context, event }) => context.messages.flatMap((m) => {
+        if (m.wamid !== wamidOf(event)) return [m];
+        const left = owedAfter(m, deviceOf(event));
+        return left ? [{ ...m, owed: left, ...(isControl(m) ? {} : { delivered: true as const, sentReported: true }) }] : [];
+      }),
+    }),
+    noteRead: assign({ readDone: ({ context, event }) => [...(context.readDone ?? []), wamidOf(event)].slice(-FAILED_KEPT) }),
+    /** Refused for mismatched devices: everything handed over is encrypted again (for the devices the list names now). */
+    requeueInFlight: assign({
+      messages: ({ context }) => update(context, (m) => isInFlight(m), () => ({ state: 'queued', nextAttemptAt: null })),
+      deviceMismatches: ({ context }) => (context.deviceMismatches ?? 0) + 1,
+    }),
+    resetMismatches: assign({ deviceMismatches: () => undefined }),
     markSent: assign({
       messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => {
         const sent = { ...m, state: 'sent' as const, sentReported: !isControl(m), attempts: m.attempts + 1 };
@@ -343,7 +435,7 @@ export const conversationMachine = setup({
         () => ({ nextAttemptAt: null })),
     }),
     expire: assign({
-      failed: ({ context, event }) => withFailed(context, context.messages.filter((m) => isExpired(m, event.at) && !isControl(m)).map((m) => m.wamid)),
+      failed: ({ context, event }) => withFailed(context, context.messages.filter((m) => isExpired(m, event.at) && !isControl(m) && !m.delivered).map((m) => m.wamid)),
       // Expired messages leave; each one the device may be waiting for is replaced by a skip notice.
       messages: ({ context, event }) => {
         const kept = context.messages.filter((m) => !isExpired(m, event.at));
@@ -352,15 +444,23 @@ export const conversationMachine = setup({
           .map((m): Msg => ({
             wamid: derivedWamid(context.conversationId, `skip:${m.wamid}`), seq: m.seq, state: 'queued', acceptedAt: event.at,
             expiresAt: event.at + context.settings.ttlMs, attempts: 0, nextAttemptAt: null, sentReported: false, skip: true,
+            ...(m.dseq ? { dseq: m.dseq } : {}),
           }));
         return [...kept, ...notices];
       },
     }),
     requeueForRepair: assign({
-      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({ state: 'queued', nextAttemptAt: null, repairs: (m.repairs ?? 0) + 1 })),
+      messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({
+        state: 'queued', nextAttemptAt: null, repairs: (m.repairs ?? 0) + 1, redo: [...new Set([...(m.redo ?? []), deviceOf(event)])],
+      })),
     }),
     expireNow: assign({ messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), () => ({ expiresAt: event.at })) }),
-    requeueEncrypting: assign({ messages: ({ context }) => update(context, (m) => m.state === 'encrypting', () => ({ state: 'queued' })) }),
+    requeueEncrypting: assign({
+      messages: ({ context, event }) => update(context, (m) => m.state === 'encrypting', (m) => ({
+        state: 'queued',
+        ...(event.type === 'ENCRYPT_FAILED' && event.seqs && m.wamid === event.wamid ? { dseq: { ...m.dseq, ...event.seqs } } : {}),
+      })),
+    }),
     remove: assign({ messages: ({ context, event }) => context.messages.filter((m) => m.wamid !== wamidOf(event)) }),
     /** The event's message failed: remembered (see `failed`), then removed. */
     removeFailed: assign({
@@ -421,11 +521,18 @@ export const conversationMachine = setup({
   // Receipts, transport answers and timers are handled the same whatever the session state. Every change to
   // what the conversation owes ends with `plan` (emit the timer commands) and `replan` (remember the timer).
   on: {
-    DELIVERED: { guard: 'isOutstanding', actions: [{ type: 'emitCommands', params: reportDelivered }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
-    // A read receipt for a message reported failed is not reported (failed is final).
-    READ: { guard: 'notFailed', actions: [{ type: 'emitCommands', params: reportRead }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
-    TRANSPORT_ACCEPTED: { guard: 'isInFlight', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    DELIVERED: { guard: 'isOutstanding', actions: [{ type: 'emitCommands', params: reportDelivered }, 'acknowledge', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    // A read receipt for a message reported failed is not reported (failed is final), nor one the user read
+    // on another device already.
+    READ: { guard: 'readNotReported', actions: [{ type: 'emitCommands', params: reportRead }, 'acknowledge', 'noteRead', { type: 'emitCommands', params: planTimer }, 'replan'] },
+    TRANSPORT_ACCEPTED: { guard: 'isInFlight', actions: [{ type: 'emitCommands', params: reportSent }, 'markSent', 'resetMismatches', { type: 'emitCommands', params: planTimer }, 'replan'] },
     TRANSPORT_REJECTED: [
+      // The user's devices changed (a companion linked, unlinked or reinstalled): as Signal clients do, fetch
+      // the signed list and the new devices' keys, encrypt what was handed over again, send again; after
+      // MAX_DEVICE_MISMATCHES in a row the fetch backs off (a transport insisting on a device no list names).
+      { guard: and(['deviceMismatch', 'isInFlight', 'mismatchesLeft']), target: '.negotiating', actions: ['requeueInFlight', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: and(['deviceMismatch', 'isInFlight']), target: '.noSession', actions: ['requeueInFlight', 'countBundleFailure', { type: 'emitCommands', params: scheduleBundleRetry }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'deviceMismatch' },
       { guard: 'recipientUnknown', actions: [{ type: 'emitCommands', params: failOne }, 'removeFailed', { type: 'emitCommands', params: planTimer }, 'replan'] },
       // Refused (limits, a block, policy): failed with the transport's code, a skip notice in its place.
       { guard: 'refusedInFlight', actions: ['markRefused', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'] },
@@ -434,7 +541,10 @@ export const conversationMachine = setup({
     RETRANSMIT_DUE: {
       actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'],
     },
-    ENCRYPTED: { guard: 'isEncrypting', actions: ['markEncrypted', { type: 'emitCommands', params: sendOne }] },
+    ENCRYPTED: [
+      { guard: 'settledByEncryption', actions: [{ type: 'emitCommands', params: forgetSettled }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'isEncrypting', actions: ['markEncrypted', { type: 'emitCommands', params: sendOne }] },
+    ],
     ENVELOPE: { actions: { type: 'emitCommands', params: decryptEnvelope } },
     // A device could not decrypt a message: re-encrypt it (in a fresh session when the request names the
     // current one), at most MAX_REPAIRS times; then it fails like an expired message.
@@ -514,7 +624,7 @@ export const conversationMachine = setup({
         RETRY_REQUESTED: [
           { guard: 'repairsExhausted', actions: ['expireNow', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
             { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
-          { guard: and(['isOutstanding', 'ratchetMatches']), target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: ARCHIVE }, { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { guard: and(['isOutstanding', 'ratchetMatches']), target: 'negotiating', actions: ['requeueForRepair', { type: 'emitCommands', params: archiveSession }, { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
           { guard: 'isOutstanding', actions: ['requeueForRepair', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
         ],
       },

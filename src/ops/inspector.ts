@@ -7,7 +7,7 @@ import type { Keys } from '../store/keys.ts';
 import type { DataKeys } from '../store/sealer.ts';
 import type { Stores } from '../store/stores.ts';
 import { readTraceLines } from '../trace/store.ts';
-import { decodeDeviceSessions } from '../signal/device-sessions.ts';
+import { decodeDeviceSessions } from '../signal/device-sessions-codec.ts';
 import { openBinary } from '../store/sealer.ts';
 import { activeIds, chartOf, renderChart, type Chart } from './statechart.ts';
 

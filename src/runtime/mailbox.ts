@@ -11,7 +11,7 @@ import type { Keys } from '../store/keys.ts';
  */
 export type MailboxEvent = (
   | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
-  | { type: 'DELIVERED' | 'READ'; wamid: string; at: number }
+  | { type: 'DELIVERED' | 'READ'; wamid: string; at: number; device?: number }
   | { type: 'ENVELOPE'; id: string; at: number; messageType: number; body: string; device?: number }
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }

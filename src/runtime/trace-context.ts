@@ -3,7 +3,7 @@ import { activeTraceparent, annotateActiveSpan, injectTraceHeaders, inSpan, star
 import type { FetchLike } from '../webhook/delivery.ts';
 import type { Loaded } from './host/loaded.ts';
 import type { MailboxEvent } from './mailbox.ts';
-import type { OutgoingEnvelope, SendResult } from './transport-client.ts';
+import type { MessageOutcome, OutgoingDeviceMessage } from './transport-client.ts';
 
 /**
  * How one message's trace crosses the batches Sealpost makes (see docs/operations.md, Tracing). A message's
@@ -110,20 +110,23 @@ export function traceFailure(wamid: string, trace: string | undefined, code: num
 }
 
 /**
- * Hands envelopes to the transport with a `transport send` span per message (parented to the message's
- * trace), whose contexts the transport client's batched HTTP request links to. A rejected envelope's span
- * carries the rejection's error code.
+ * Hands messages to the transport with a `transport send` span per message (parented to the message's
+ * trace; `sealpost.devices`: how many device envelopes it carries), whose contexts the transport client's
+ * batched HTTP request links to. A refused message's span carries the refusal: its Cloud API error code, or
+ * `DevicesMismatched` for a 409/410.
  */
-export async function tracedSend(envelopes: OutgoingEnvelope[], send: (traces: string[] | undefined) => Promise<SendResult>): Promise<SendResult> {
+export async function tracedSend(messages: OutgoingDeviceMessage[], send: (traces: string[] | undefined) => Promise<MessageOutcome[]>): Promise<MessageOutcome[]> {
   if (!tracingOn()) return send(undefined);
-  const spans = envelopes.map((e) => startSpan('transport send', {
-    kind: 'producer', parent: messageTrace(e.id) ?? activeTraceparent(), attributes: { 'sealpost.wamid': e.id, 'messaging.system': 'sealpost.transport', 'messaging.operation.type': 'send' },
+  const spans = messages.map((m) => startSpan('transport send', {
+    kind: 'producer', parent: messageTrace(m.id) ?? activeTraceparent(),
+    attributes: { 'sealpost.wamid': m.id, 'sealpost.devices': m.envelopes.length, 'messaging.system': 'sealpost.transport', 'messaging.operation.type': 'send' },
   }));
   try {
     const result = await send(spans.flatMap((s) => (s?.traceparent ? [s.traceparent] : [])));
-    for (const [i, e] of envelopes.entries()) {
-      const code = result.unknown.has(e.id) ? 131026 : result.refused.get(e.id);
-      if (code !== undefined) spans[i]?.fail({ name: 'TransportRejected', code });
+    for (const [i, r] of result.entries()) {
+      if (r.outcome === 'unknown_recipient') spans[i]?.fail({ name: 'TransportRejected', code: 131026 });
+      else if (r.outcome === 'refused') spans[i]?.fail({ name: 'TransportRejected', code: r.code });
+      else if (r.outcome === 'mismatch' || r.outcome === 'stale') spans[i]?.fail({ name: 'DevicesMismatched' });
     }
     return result;
   } catch (e) {

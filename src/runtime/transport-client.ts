@@ -5,15 +5,6 @@ import { MAX_ATTACHMENT_CIPHERTEXT_BYTES } from '../media/limits.ts';
 import { injectTraceHeaders, spanActive } from '../ops/tracing.ts';
 import { inBatchRequest } from './trace-context.ts';
 
-/** An envelope handed to the transport: ids, addresses and ciphertext only. */
-export interface OutgoingEnvelope {
-  id: string;
-  from: string;
-  to: string;
-  type: number;
-  body: string;
-}
-
 /** An event the transport holds for the router. */
 export type TransportEvent =
   /** `device_id`: which of the user's devices it comes from (1, the phone, when absent). */
@@ -84,24 +75,15 @@ const MAX_MESSAGES_PER_REQUEST = 1000;
 /** Cloud API "Something went wrong": a refusal reason this client does not know. */
 const UNKNOWN_REFUSAL_CODE = 131000;
 
-/** One caller's envelopes waiting for the next batch, with how to answer it. */
-/**
- * What the transport said about envelopes it did not take: `unknown` recipients, and envelopes it `refused`
- * under its integrity rules, with the Cloud API error code the refusal means.
- */
-export interface SendResult {
-  unknown: Set<string>;
-  refused: Map<string, number>;
-}
-
 /** The transport's refusal reasons and their Cloud API codes (src/platform/integrity.ts). */
 const REFUSALS: Record<string, number> = { spam_limit: 131048, ecosystem_limit: 131049, policy_blocked: 368, user_blocked: 131026 };
 
+/** One caller's messages waiting for the next batch, with how to answer it. */
 interface PendingSend {
-  envelopes: OutgoingEnvelope[];
+  messages: OutgoingDeviceMessage[];
   /** Tracing on: the trace contexts of the messages' `transport send` spans (the request links to them). */
   traces?: string[];
-  resolve: (r: SendResult) => void;
+  resolve: (r: MessageOutcome[]) => void;
   reject: (e: unknown) => void;
 }
 
@@ -236,13 +218,14 @@ export class TransportClient {
   }
 
   /**
-   * Hands envelopes to the transport; returns the ids it rejected as unknown recipients. `traces` (tracing on):
-   * the messages' trace contexts, which the batch's request links to.
+   * Hands messages to the transport, each with an envelope per device (`POST /v1/messages`), sharing requests
+   * with whatever else this process sends meanwhile; answers each message's outcome, in the order given.
+   * `traces` (tracing on): the messages' trace contexts, which the batch's request links to.
    */
-  send(envelopes: OutgoingEnvelope[], traces?: string[]): Promise<SendResult> {
-    if (!envelopes.length) return Promise.resolve({ unknown: new Set<string>(), refused: new Map() });
+  send(messages: OutgoingDeviceMessage[], traces?: string[]): Promise<MessageOutcome[]> {
+    if (!messages.length) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
-      this.waiting.push({ envelopes, resolve, reject, ...(traces?.length ? { traces } : {}) });
+      this.waiting.push({ messages, resolve, reject, ...(traces?.length ? { traces } : {}) });
       this.schedule();
     });
   }
@@ -261,10 +244,10 @@ export class TransportClient {
     while (this.inFlight < this.maxInFlight && this.waiting.length) {
       const batch: PendingSend[] = [];
       let n = 0;
-      while (this.waiting.length && (n === 0 || n + this.waiting[0]!.envelopes.length <= this.maxBatch)) {
+      while (this.waiting.length && (n === 0 || n + this.waiting[0]!.messages.length <= this.maxBatch)) {
         const p = this.waiting.shift()!;
         batch.push(p);
-        n += p.envelopes.length;
+        n += p.messages.length;
       }
       this.inFlight++;
       void this.sendBatch(batch).finally(() => {
@@ -276,25 +259,14 @@ export class TransportClient {
 
   private async sendBatch(batch: PendingSend[]): Promise<void> {
     try {
-      const envelopes = batch.flatMap((p) => p.envelopes);
+      // Ids are distinct across callers: a wamid belongs to one conversation, whose drains run one at a time.
+      const messages = batch.flatMap((p) => p.messages);
       const traces = batch.flatMap((p) => p.traces ?? []);
-      const { status, json } = await this.call('POST', '/v1/envelopes', { envelopes }, this.timeoutMs, traces);
-      if (status === 404) {
-        for (const p of batch) p.resolve({ unknown: new Set(p.envelopes.map((e) => e.id)), refused: new Map() });
-        return;
-      }
-      if (status !== 202 && status !== 200) throw new TransportUnavailableError(`envelopes answered ${status}`);
-      const unknown = new Set<string>();
-      const refused = new Map<string, number>();
-      for (const r of (json?.rejected ?? []) as { id: string; error: string }[]) {
-        if (r.error === 'unknown_recipient') unknown.add(r.id);
-        else if (REFUSALS[r.error]) refused.set(r.id, REFUSALS[r.error]!);
-      }
+      const outcomes = await this.post(messages, traces);
+      let i = 0;
       for (const p of batch) {
-        p.resolve({
-          unknown: new Set(p.envelopes.filter((e) => unknown.has(e.id)).map((e) => e.id)),
-          refused: new Map(p.envelopes.filter((e) => refused.has(e.id)).map((e) => [e.id, refused.get(e.id)!])),
-        });
+        p.resolve(outcomes.slice(i, i + p.messages.length));
+        i += p.messages.length;
       }
     } catch (e) {
       for (const p of batch) p.reject(e);
@@ -324,6 +296,10 @@ export class TransportClient {
    */
   async sendMessages(messages: OutgoingDeviceMessage[], traces?: string[]): Promise<MessageOutcome[]> {
     if (new Set(messages.map((m) => m.id)).size !== messages.length) throw new Error('sendMessages: message ids must be distinct');
+    return this.post(messages, traces);
+  }
+
+  private async post(messages: OutgoingDeviceMessage[], traces?: string[]): Promise<MessageOutcome[]> {
     const out: MessageOutcome[] = [];
     for (let i = 0; i < messages.length; i += MAX_MESSAGES_PER_REQUEST) {
       const chunk = messages.slice(i, i + MAX_MESSAGES_PER_REQUEST);

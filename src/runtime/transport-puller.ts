@@ -92,7 +92,9 @@ export class TransportPuller {
         this.log.warn({ from: maskPhone(ev.from), to: maskPhone(ev.to) }, 'receipt for a message of another conversation dropped');
         return null;
       }
-      return { conversationId: conv, event: { type: ev.status === 'read' ? 'READ' : 'DELIVERED', wamid: ev.id, at } };
+      // A companion's receipt names its device (the phone's, device 1, is left as it always was).
+      const device = Number.isInteger(ev.device_id) && ev.device_id! > 1 ? { device: ev.device_id! } : {};
+      return { conversationId: conv, event: { type: ev.status === 'read' ? 'READ' : 'DELIVERED', wamid: ev.id, at, ...device } };
     }
     if (ev.kind === 'envelope') return this.routeEnvelope(ev, at);
     if (ev.kind === 'integrity') await this.onIntegrity?.(ev);

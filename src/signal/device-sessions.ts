@@ -3,6 +3,7 @@
  * device, the devices the primary signed onto its list, the pinned primary identity and the last accepted
  * list's counter. Built like ConversationCrypto (buffered stores, committed by the host with the snapshot);
  * libsignal does no locking, so calls on one instance must be sequential (the host runs one event at a time).
+ * Its stored form: device-sessions-codec.ts.
  *
  * Trust:
  * - Pin (trust on first use): the primary's identity is pinned from the first of today's single-device state
@@ -23,19 +24,6 @@
  *   the next list signed by the new key is then accepted (`identityChanged` true). A PreKey message from
  *   device 1 under another key does not re-pin: device 1 turns unverified, `identityChangedOnReceive` is set,
  *   and the host confirms through the bundle as above.
- *
- * Stored form (`encodeDeviceSessions`; `decodeDeviceSessions` also reads today's single-device form of
- * the host before linked devices, binary `u16 len | identity | record` or JSON `{s, i}`, as device 1 with
- * its identity pinned and no list accepted yet):
- * ```
- * 0x44 0x53 0x01                  magic "DS", version 1 (today's form starts 0x00 or '{': never confused)
- * u8 flags                        bit 0 pinned primary present, bit 1 list counter present
- * [u8 len | primary key] [u64 BE last accepted counter]
- * u8 devices, then per device by id ascending:
- *   u8 device_id | u8 flags       bit 0 listed, bit 1 session identity present, bit 2 session identity is the
- *                                 listed one (not repeated), bit 3 session record present
- *   [u32 BE registration_id | u8 len | listed identity] [u8 len | session identity] [u32 BE len | record]
- * ```
  */
 import { createHash } from 'node:crypto';
 import {
@@ -44,7 +32,7 @@ import {
   type KyberPreKeyStore, type PreKeyBundle, type PreKeyStore, type SignedPreKeyStore,
 } from '@signalapp/libsignal-client';
 import type { NumberIdentity } from '../store/businesses.ts';
-import type { Ciphertext, ConversationKeys } from './conversation-crypto.ts';
+import type { Ciphertext } from './conversation-crypto.ts';
 import { DeviceListError, MAX_DEVICE_ID, PRIMARY_DEVICE_ID, parseDeviceList, verifyDeviceList } from './device-list.ts';
 
 /** One device's state as persisted (bytes as libsignal serializes them). */
@@ -55,6 +43,11 @@ export interface DeviceSnapshot {
   identity: Uint8Array | null;
   /** How the last accepted list names the device; null when it is on no accepted list. */
   listed: { identity: Uint8Array; registrationId: number } | null;
+  /**
+   * The last sequence number a message to this companion got (its own count: a device shows messages in seq
+   * order from 1, docs/multi-device.md); absent before the first one. Device 1 uses the conversation's.
+   */
+  lastSeq?: number;
 }
 
 /** The persisted state of a conversation's sessions with all of a user's devices. */
@@ -102,6 +95,7 @@ interface Device {
   parsed: SessionRecord | null;
   identity: PublicKey | null;
   listed: { identity: PublicKey; registrationId: number } | null;
+  lastSeq: number;
 }
 
 const key = (b: Uint8Array): PublicKey => PublicKey.deserialize(new Uint8Array(b));
@@ -115,7 +109,7 @@ const attempt = (f: () => boolean): boolean => {
 };
 const same = (a: PublicKey | null | undefined, b: PublicKey | null | undefined): boolean => !!a && !!b && a.equals(b);
 
-function checkId(deviceId: number): void {
+export function checkId(deviceId: number): void {
   if (!Number.isInteger(deviceId) || deviceId < 1 || deviceId > MAX_DEVICE_ID) throw new DeviceSessionError('bad_device', null, `device id must be 1..${MAX_DEVICE_ID}`);
 }
 
@@ -147,6 +141,7 @@ export class DeviceSessions {
         parsed: null,
         identity: d.identity ? key(d.identity) : null,
         listed: d.listed ? { identity: key(d.listed.identity), registrationId: d.listed.registrationId } : null,
+        lastSeq: d.lastSeq ?? 0,
       });
     }
     const self = this;
@@ -189,7 +184,7 @@ export class DeviceSessions {
 
   private entry(deviceId: number): Device {
     let d = this.devices.get(deviceId);
-    if (!d) this.devices.set(deviceId, (d = { bytes: null, parsed: null, identity: null, listed: null }));
+    if (!d) this.devices.set(deviceId, (d = { bytes: null, parsed: null, identity: null, listed: null, lastSeq: 0 }));
     return d;
   }
 
@@ -275,6 +270,11 @@ export class DeviceSessions {
     return !!d?.listed && (d.identity === null || d.identity.equals(d.listed.identity));
   }
 
+  /** The registration id the accepted list names for the device, or null when it is not on it. */
+  registrationId(deviceId: number): number | null {
+    return this.devices.get(deviceId)?.listed?.registrationId ?? null;
+  }
+
   /** The devices on the accepted list, ascending (empty before any list is accepted or after a re-pin). */
   listedDevices(): number[] {
     return [...this.devices.entries()].filter(([, d]) => d.listed).map(([id]) => id).sort((a, b) => a - b);
@@ -328,6 +328,17 @@ export class DeviceSessions {
         this.identityStore, prekeys.preKeys, prekeys.signedPreKeys, prekeys.kyberPreKeys);
     }
     return signalDecrypt(SignalMessage.deserialize(body), remote, this.local, this.sessionStore, this.identityStore);
+  }
+
+  /**
+   * The next sequence number of a companion (1 for the first message encrypted to it); committed with the
+   * sessions, so a number is never given twice. Device 1 counts with the conversation instead.
+   */
+  takeSeq(deviceId: number): number {
+    const d = this.entry(deviceId);
+    d.lastSeq += 1;
+    this.stateDirty = true;
+    return d.lastSeq;
   }
 
   /** True when `ratchetKey` (from a retry request) is the device's current session's. */
@@ -398,6 +409,7 @@ export class DeviceSessions {
         session: d.bytes,
         identity: d.identity ? d.identity.serialize() : null,
         listed: d.listed ? { identity: d.listed.identity.serialize(), registrationId: d.listed.registrationId } : null,
+        ...(d.lastSeq ? { lastSeq: d.lastSeq } : {}),
       };
     });
     return { primary: this.primary ? this.primary.serialize() : null, listCounter: this.listCounter, devices };
@@ -406,88 +418,3 @@ export class DeviceSessions {
 
 /** The state of a conversation with no device yet. */
 export const emptyState = (): DeviceSessionsState => ({ primary: null, listCounter: null, devices: [] });
-
-/** Today's single-device state as device 1: its identity pinned as the primary, no list accepted yet. */
-export function fromConversationKeys(k: ConversationKeys): DeviceSessionsState {
-  if (!k.session && !k.remoteIdentity) return emptyState();
-  const device1 = { deviceId: PRIMARY_DEVICE_ID, session: k.session, identity: k.remoteIdentity, listed: null };
-  return { primary: k.remoteIdentity, listCounter: null, devices: [device1] };
-}
-
-const MAGIC = [0x44, 0x53] as const;
-const VERSION = 1;
-
-/** Encodes the state in its stored form (before sealing): see the module comment. */
-export function encodeDeviceSessions(s: DeviceSessionsState): Uint8Array<ArrayBuffer> {
-  const parts: Uint8Array[] = [Uint8Array.of(...MAGIC, VERSION, (s.primary ? 1 : 0) | (s.listCounter !== null ? 2 : 0))];
-  const short = (b: Uint8Array): void => {
-    if (b.length > 255) throw new DeviceSessionError('malformed_state', null, 'identity key too long');
-    parts.push(Uint8Array.of(b.length), b);
-  };
-  const int = (n: number | bigint, size: 4 | 8): void => {
-    const b = Buffer.alloc(size);
-    if (size === 4) b.writeUInt32BE(Number(n));
-    else b.writeBigUInt64BE(BigInt(n));
-    parts.push(b);
-  };
-  if (s.primary) short(s.primary);
-  if (s.listCounter !== null) int(s.listCounter, 8);
-  const devices = [...s.devices].sort((x, y) => x.deviceId - y.deviceId);
-  if (devices.length > MAX_DEVICE_ID) throw new DeviceSessionError('malformed_state', null, 'too many devices');
-  parts.push(Uint8Array.of(devices.length));
-  for (const d of devices) {
-    checkId(d.deviceId);
-    const sameIdentity = !!d.listed && !!d.identity && Buffer.compare(d.listed.identity, d.identity) === 0;
-    parts.push(Uint8Array.of(d.deviceId, (d.listed ? 1 : 0) | (d.identity ? 2 : 0) | (sameIdentity ? 4 : 0) | (d.session ? 8 : 0)));
-    if (d.listed) { int(d.listed.registrationId, 4); short(d.listed.identity); }
-    if (d.identity && !sameIdentity) short(d.identity);
-    if (d.session) { int(d.session.length, 4); parts.push(d.session); }
-  }
-  return new Uint8Array(Buffer.concat(parts));
-}
-
-/**
- * Decodes a stored state (after opening): this module's form, or today's single-device form (binary or JSON)
- * as device 1. Throws DeviceSessionError `malformed_state` on bytes that are neither.
- */
-export function decodeDeviceSessions(raw: Uint8Array): DeviceSessionsState {
-  const buf = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-  if (buf.length === 0) return emptyState();
-  if (buf[0] === 0x7b) {
-    const j = JSON.parse(buf.toString()) as { s?: string; i?: string };
-    return fromConversationKeys({
-      session: j.s ? new Uint8Array(Buffer.from(j.s, 'base64')) : null,
-      remoteIdentity: j.i ? new Uint8Array(Buffer.from(j.i, 'base64')) : null,
-    });
-  }
-  if (buf[0] === 0x00) {
-    if (buf.length < 2) throw new DeviceSessionError('malformed_state', null, 'truncated single-device state');
-    const n = buf.readUInt16BE(0);
-    if (buf.length < 2 + n) throw new DeviceSessionError('malformed_state', null, 'truncated single-device state');
-    const session = buf.subarray(2 + n);
-    return fromConversationKeys({ remoteIdentity: n ? new Uint8Array(buf.subarray(2, 2 + n)) : null, session: session.length ? new Uint8Array(session) : null });
-  }
-  if (buf[0] !== MAGIC[0] || buf[1] !== MAGIC[1]) throw new DeviceSessionError('malformed_state', null, 'not a device sessions state');
-  if (buf[2] !== VERSION) throw new DeviceSessionError('malformed_state', null, `unknown version ${buf[2]}`);
-  let at = 3;
-  const need = (n: number): void => {
-    if (at + n > buf.length) throw new DeviceSessionError('malformed_state', null, 'truncated');
-  };
-  const u8 = (): number => (need(1), buf[at++]!);
-  const u32 = (): number => (need(4), (at += 4), buf.readUInt32BE(at - 4));
-  const bytes = (n: number): Uint8Array => (need(n), (at += n), new Uint8Array(buf.subarray(at - n, at)));
-  const flags = u8();
-  const primary = flags & 1 ? bytes(u8()) : null;
-  const listCounter = flags & 2 ? (need(8), (at += 8), Number(buf.readBigUInt64BE(at - 8))) : null;
-  const devices: DeviceSnapshot[] = [];
-  for (let n = u8(); n > 0; n--) {
-    const deviceId = u8();
-    const f = u8();
-    const listed = f & 1 ? { registrationId: u32(), identity: bytes(u8()) } : null;
-    const identity = f & 2 ? (f & 4 && listed ? listed.identity : bytes(u8())) : null;
-    const session = f & 8 ? bytes(u32()) : null;
-    devices.push({ deviceId, session, identity, listed });
-  }
-  if (at !== buf.length) throw new DeviceSessionError('malformed_state', null, 'trailing bytes');
-  return { primary, listCounter, devices };
-}

@@ -18,7 +18,10 @@ describe('privacy: canaries through every path', () => {
     captureLogs();
     sys = await startSystem({
       env: { SEALPOST_RETENTION: '15s', SEALPOST_RETRANSMIT_BASE_MS: '200', SEALPOST_RETRANSMIT_MAX_MS: '500' },
-      platformTap: (method, url, body) => traffic.push(`${method} ${url} ${JSON.stringify(body ?? null)}`),
+      // What the router sends the transport (`/v1`); `/sim` is the simulated users typing and reading.
+      platformTap: (method, url, body) => {
+        if (url.startsWith('/v1/')) traffic.push(`${method} ${url} ${JSON.stringify(body ?? null)}`);
+      },
     });
   });
   afterAll(async () => sys?.close());
@@ -29,12 +32,17 @@ describe('privacy: canaries through every path', () => {
     const phones = ['+15553000001', '+15553000002', '+15553000003', '+15553000004'];
     const [a, b, c, lost] = await Promise.all(phones.map((p) => createDevice(sys.platformUrl, p)));
     const texts: string[] = [];
+    // b reads on a linked laptop too: every message to b is encrypted for it as well, and it writes a canary.
+    const laptop = ((await (await fetch(`${sys.platformUrl}/sim/devices/${b!}/linked`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).json()) as { device_id: number }).device_id;
 
     // Inbound (the users open the window), with a non-ASCII canary.
     const inboundCanary = `${canary()} héllo ✓`;
     texts.push(inboundCanary);
     await userWrites(sys, a!, inboundCanary);
     await openWindows(sys, [b!, c!, lost!]);
+    const fromLaptop = `${canary()} from the laptop`;
+    texts.push(fromLaptop);
+    await userWrites(sys, b!, fromLaptop, { device: laptop });
 
     // Outbound, clean.
     const out1 = canary();
@@ -50,6 +58,8 @@ describe('privacy: canaries through every path', () => {
     const lossyIds: string[] = [];
     for (const t of lossy) lossyIds.push(await sendText(sys, b!, t));
     await waitFor(() => lossyIds.every((id) => sys.receiver.statuses().some((s) => s.id === id && s.status === 'delivered')), 'lossy messages delivered');
+    await waitFor(async () => (await deviceMessages(sys.platformUrl, b!, laptop)).length === lossy.length, 'the laptop to show the lossy messages');
+    expect((await deviceMessages(sys.platformUrl, b!, laptop)).map((m) => m.text?.body)).toEqual(lossy);
     // A trace taken now (the short retention may delete the conversation before the final scan).
     const { conversationOfWamid } = await import('../../src/runtime/ids.ts');
     const traceText = (await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conversationOfWamid(lossyIds[0]!)!), conversationOfWamid(lossyIds[0]!)!)).join('\n');
@@ -87,6 +97,6 @@ describe('privacy: canaries through every path', () => {
       expect(keysContaining(dump, digitsOf(p)), `Redis holding ${p}`).toEqual([]);
       expect(capturedLogs.filter((l) => l.includes(digitsOf(p))), `logs holding ${p}`).toEqual([]);
     }
-    expect(traffic.some((r) => r.startsWith('POST /v1/envelopes'))).toBe(true);
+    expect(traffic.some((r) => r.startsWith('POST /v1/messages'))).toBe(true);
   }, 120_000);
 });

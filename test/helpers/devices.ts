@@ -5,15 +5,15 @@ export async function createDevice(platformUrl: string, phone: string): Promise<
   return ((await res.json()) as { wa_id: string }).wa_id;
 }
 
-/** What a device shows its user. */
-export async function deviceMessages(platformUrl: string, waId: string): Promise<{ id: string; text?: { body: string }; arrivals: number }[]> {
-  const res = await fetch(`${platformUrl}/sim/devices/${waId}/messages`);
+/** What a device shows its user (`device`: 1, the phone, or a linked companion's id). */
+export async function deviceMessages(platformUrl: string, waId: string, device = 1): Promise<{ id: string; text?: { body: string }; arrivals: number }[]> {
+  const res = await fetch(`${platformUrl}/sim/devices/${waId}/messages?device=${device}`);
   return ((await res.json()) as { messages: { id: string; text?: { body: string }; arrivals: number }[] }).messages;
 }
 
 /** A device's decryption statistics. */
-export async function deviceStats(platformUrl: string, waId: string): Promise<{ decrypted: number; duplicates: number; key_reuse: number; failures: Record<string, number>; held: number; identity_changes: number }> {
-  const res = await fetch(`${platformUrl}/sim/devices/${waId}/stats`);
+export async function deviceStats(platformUrl: string, waId: string, device = 1): Promise<{ decrypted: number; duplicates: number; key_reuse: number; failures: Record<string, number>; held: number; identity_changes: number }> {
+  const res = await fetch(`${platformUrl}/sim/devices/${waId}/stats?device=${device}`);
   return (await res.json()) as never;
 }
 

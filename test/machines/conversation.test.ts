@@ -187,6 +187,7 @@ describe('conversation machine', () => {
     expect(matching.s.context.messages[0].repairs).toBe(1);
     const stale = run([{ type: 'RETRY_REQUESTED', wamid: 'w1', at: 10, ratchetMatches: false }], sent.s);
     expect(noTimers(stale.emitted[0]!)).toEqual([{ type: 'message.encrypt', wamid: 'w1', seq: 1 }]);
+    expect(stale.s.context.messages[0].redo).toEqual([1]);
     expect(stale.s.value).toBe('established');
     const unknown = run([{ type: 'RETRY_REQUESTED', wamid: 'nope', at: 10, ratchetMatches: true }], sent.s);
     expect(noTimers(unknown.all)).toEqual([]);

@@ -86,6 +86,31 @@ const inbound = (s: Snap): ConversationEvent[] => [
   ...(s.context.lastInboundAt !== null ? [{ type: 'MARK_READ', id: 'i1', at: NOW } as ConversationEvent] : []),
 ];
 
+/**
+ * A user with a phone and a linked companion (docs/multi-device.md): encryptions for both devices or, after the
+ * companion was unlinked, for the phone alone; receipts from either device; the transport refusing a send
+ * because the devices changed (409/410).
+ */
+function twoDevices(s: Snap): ConversationEvent[] {
+  const out: ConversationEvent[] = [];
+  for (const m of s.context.messages) {
+    const w = m.wamid;
+    if (m.state === 'encrypting') {
+      out.push({ type: 'ENCRYPTED', wamid: w, at: NOW, messageType: 3, devices: [1, 2], ...(m.owed ? {} : { seqs: { 2: m.seq } }) });
+      if (m.owed) out.push({ type: 'ENCRYPTED', wamid: w, at: NOW, messageType: 2, devices: [1] });
+    }
+    // A late refusal (the message was encrypted again meanwhile) changes nothing.
+    if (m.state === 'queued') out.push({ type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'devices', extra: [2], missing: [] });
+    if (m.state === 'encrypted' || m.state === 'sent') {
+      out.push({ type: 'TRANSPORT_ACCEPTED', wamid: w, at: NOW });
+      out.push({ type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'devices', missing: [2], extra: [] }, { type: 'TRANSPORT_REJECTED', wamid: w, at: NOW, reason: 'devices', stale: [2] });
+      for (const device of m.owed ?? []) out.push({ type: 'DELIVERED', wamid: w, at: NOW, ...(device > 1 ? { device } : {}) });
+      if (!m.skip && !m.read) out.push({ type: 'READ', wamid: w, at: NOW, device: 2 });
+    }
+  }
+  return out;
+}
+
 const ending = (s: Snap): ConversationEvent[] => [
   { type: 'ERASE', at: NOW },
   ...(s.context.retentionUntil !== null ? [{ type: 'PURGE_DUE', at: s.context.retentionUntil } as ConversationEvent, { type: 'PURGE_DUE', at: NOW } as ConversationEvent] : []),
@@ -106,6 +131,7 @@ export const ALPHABETS: Record<string, { events: Alphabet; limit?: number }> = {
   'stale answers after a session change': {
     events: (s) => [...sends(2)(s), bundle[0]!, bundle[2]!, ...perMessage(s, ['encrypt', 'repair']).filter((e) => e.type !== 'RETRY_REQUESTED' || (e as { ratchetMatches: boolean }).ratchetMatches), ...perMessage(s, ['transport', 'refusal']).filter((e) => e.type === 'TRANSPORT_ACCEPTED' || (e as { reason?: string }).reason === 'refused')],
   },
+  'linked devices': { events: (s) => [...sends(1)(s), bundle[0]!, bundle[2]!, bundle[4]!, ...twoDevices(s), ...timerEvents(s), ...lateReceipts(s)] },
   'retention and erasure': { events: (s) => [...sends(1)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'receipt']), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED'), ...ending(s), ...timerEvents(s)] },
 };
 
@@ -114,7 +140,8 @@ export function serialize(s: AnyMachineSnapshot): string {
   const c = (s as Snap).context;
   return JSON.stringify([
     s.value, s.status, Math.min(c.nextSeq, 4), Math.min(c.bundleFailures, 2), c.lastInboundAt !== null, c.timer !== null,
-    c.messages.map((m: Msg) => [m.wamid.slice(0, 12), m.state, Math.min(m.attempts, 2), m.sentReported, m.repairs ?? 0, !!m.skip, !!m.read, m.expiresAt > NOW + 1]),
+    c.messages.map((m: Msg) => [m.wamid.slice(0, 12), m.state, Math.min(m.attempts, 2), m.sentReported, m.repairs ?? 0, !!m.skip, !!m.read, m.expiresAt > NOW + 1, m.owed ?? null, !!m.delivered]),
+    Math.min(c.deviceMismatches ?? 0, 4), (c.readDone ?? []).length > 0,
   ]);
 }
 

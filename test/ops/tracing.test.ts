@@ -177,7 +177,7 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
     // Drain → transport: the hand-over of this wamid and the HTTP request that carried it.
     const handOver = one((s) => s.name === 'transport send', 'transport hand-over');
     expect(handOver).toMatchObject({ kind: PRODUCER, parentSpanId: send.spanId, attributes: { 'sealpost.wamid': wamid } });
-    const request = one((s) => s.kind === CLIENT && String(s.attributes['url.full']).endsWith('/v1/envelopes'), 'HTTP request to the transport');
+    const request = one((s) => s.kind === CLIENT && String(s.attributes['url.full']).endsWith('/v1/messages'), 'HTTP request to the transport');
     expect(request).toMatchObject({ name: 'POST', parentSpanId: handOver.spanId, attributes: { 'http.request.method': 'POST', 'http.response.status_code': 202, 'server.address': '127.0.0.1' } });
     // Statuses → webhook: `sent` from the same drain (under its SEND), `delivered` from a later drain (then under
     // the request, the context kept in the message row) or from the same one, when the device's receipt was in

@@ -129,11 +129,11 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const { wamid } = await send(waId, 'forget me');
     const conv = conversationOfWamid(wamid)!;
     await host.drain(conv);
-    expect(await redis.hexists(keys.message(conv, wamid), 'ct')).toBe(1);
+    expect(await redis.hexists(keys.message(conv, wamid), 'cd')).toBe(1);
     await pullUntil(() => true);
     await host.drain(conv);
     expect(statuses.map((s) => s.status)).toContain('delivered');
-    expect(await redis.hmget(keys.message(conv, wamid), 'c', 'ct', 'ty')).toEqual([null, null, null]);
+    expect(await redis.hmget(keys.message(conv, wamid), 'c', 'cd', 'ct', 'ty')).toEqual([null, null, null, null]);
   });
 
   it('stores compactly: a delivered row shrinks back to a small hash, the snapshot is sealed deflated bytes', async () => {

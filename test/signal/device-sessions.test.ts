@@ -23,13 +23,8 @@ import { keyUploadFromRecords, keyUploadToWire } from '../../src/signal/bundle.t
 import { decodeContent, encodeContent, type MessageContent } from '../../src/signal/content.ts';
 import { ConversationCrypto } from '../../src/signal/conversation-crypto.ts';
 import { DeviceListError } from '../../src/signal/device-list.ts';
-import {
-  DeviceSessionError,
-  DeviceSessions,
-  decodeDeviceSessions,
-  encodeDeviceSessions,
-  fromConversationKeys,
-} from '../../src/signal/device-sessions.ts';
+import { DeviceSessionError, DeviceSessions } from '../../src/signal/device-sessions.ts';
+import { decodeDeviceSessions, encodeDeviceSessions, fromConversationKeys } from '../../src/signal/device-sessions-codec.ts';
 import { generateKeys } from '../../src/signal/prekeys.ts';
 import type { NumberIdentity } from '../../src/store/businesses.ts';
 
@@ -162,12 +157,16 @@ describe('DeviceSessions', () => {
     expect(await transport.sendMessages([one])).toEqual([{ id: one.id, outcome: 'accepted' }]);
     for (const d of [1, 2, 3]) expect(await view(waId, d)).toEqual([['one', 1]]);
 
+    // Companions count their own sequence numbers, kept with the sessions (never given twice).
+    expect([ds.takeSeq(2), ds.takeSeq(2), ds.takeSeq(3)]).toEqual([1, 2, 1]);
     // Stored and loaded: the same sessions continue (no bundle needed, the devices keep decrypting).
     const stored = encodeDeviceSessions(ds.snapshot());
     expect([...stored.subarray(0, 3)]).toEqual([0x44, 0x53, 0x01]);
     expect(decodeDeviceSessions(stored)).toEqual(ds.snapshot());
     const loaded = new DeviceSessions(own, BIZ, waId, decodeDeviceSessions(stored));
     expect([loaded.dirty, loaded.needsBundle(), loaded.listedDevices(), loaded.lastListCounter()]).toEqual([false, [], [1, 2, 3], 3]);
+    expect(decodeDeviceSessions(stored).devices.map((d) => d.lastSeq)).toEqual([undefined, 2, 1]);
+    expect(new DeviceSessions(own, BIZ, waId, decodeDeviceSessions(stored)).takeSeq(2)).toBe(3);
     expect(loaded.remoteIdentityHash()).toBe(ds.remoteIdentityHash());
     const sender = new Sender(loaded, waId);
     (sender as unknown as { next: Map<number, number> }).next = new Map([[1, 1], [2, 1], [3, 1]]);
@@ -206,7 +205,9 @@ describe('DeviceSessions', () => {
     await legacy.processBundle(await transport.fetchBundle(waId), new Date());
     const first: MessageContent = { v: 1, kind: 'message', id: 'wamid.legacy-1', seq: 1, from: BIZ, timestamp: '1', message: { type: 'text', text: { body: 'before' } } };
     const c = await legacy.encrypt(encodeContent(first), new Date());
-    expect(await transport.send([{ id: first.id, from: BIZ, to: waId, type: c.type, body: b64(c.body) }])).toEqual({ unknown: new Set(), refused: new Map() });
+    const phone = (await sim('GET', `/sim/devices/${waId}`)).json as { registration_id: number };
+    const envelope = { device_id: 1, registration_id: phone.registration_id, type: c.type, body: b64(c.body) };
+    expect(await transport.send([{ id: first.id, from: BIZ, to: waId, envelopes: [envelope] }])).toEqual([{ id: first.id, outcome: 'accepted' }]);
     expect(await view(waId, 1)).toEqual([['before', 1]]);
 
     const keys = legacy.snapshot();

@@ -7,7 +7,7 @@ import { readLuaScript } from '../lua/read-script.ts';
 import { encodeSnapshot } from '../snapshot-codec.ts';
 import { keyTtlMs, type Loaded, type RowOp } from './loaded.ts';
 import type { HostParts } from './parts.ts';
-import { encodeDeviceSessions } from '../../signal/device-sessions.ts';
+import { encodeDeviceSessions } from '../../signal/device-sessions-codec.ts';
 
 const COMMIT_LUA = readLuaScript('commit.lua');
 

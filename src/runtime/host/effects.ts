@@ -5,7 +5,8 @@ import { open } from '../../store/sealer.ts';
 import { identityChangedValue, inboundMessageValue, statusValue, type ChangeValue } from '../../webhook/envelope.ts';
 import type { MailboxEvent } from '../mailbox.ts';
 import { messageTrace, noteState, traceFailure, tracedSend } from '../trace-context.ts';
-import { TransportUnavailableError, type OutgoingEnvelope } from '../transport-client.ts';
+import { TransportUnavailableError, type OutgoingDeviceMessage } from '../transport-client.ts';
+import { outgoing, readCiphertexts } from './device-envelopes.ts';
 import type { InboundRow, Loaded, StatusCommand } from './loaded.ts';
 import type { HostParts, StatusUpdate } from './parts.ts';
 
@@ -15,7 +16,7 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
   if (!effects.length) return [];
   const results: ConversationEvent[] = [];
   const now = Date.now();
-  const sends: OutgoingEnvelope[] = [];
+  const sends: OutgoingDeviceMessage[] = [];
   const statuses: StatusUpdate[] = [];
   const values: ChangeValue[] = [];
   const opaque = new Map<string, string | undefined>();
@@ -26,15 +27,17 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
   for (const cmd of effects) {
     if (cmd.type === 'transport.send') {
       const fresh = c.ciphertexts.get(cmd.wamid);
-      const ct = fresh ?? (await readCiphertext(h, c, cmd.wamid));
-      if (!ct) continue;
+      const cts = fresh ?? (await readCiphertexts(h, c, cmd.wamid))?.cts;
+      if (!cts) continue;
       // A ciphertext made in an earlier drain is going out again: a retransmission.
       if (!fresh) {
         metrics.retransmissions.inc();
         h.log.debug({ conversation_id: c.id, wamid: cmd.wamid }, 'retransmission');
       }
       metrics.sent.inc();
-      sends.push({ id: cmd.wamid, from: c.meta.display, to: c.meta.waId, type: ct.type, body: ct.body });
+      const message = outgoing(c, cmd.wamid, cts);
+      metrics.deviceEnvelopes.inc(message.envelopes.length);
+      sends.push(message);
     } else if (cmd.type === 'webhook.status') {
       if (!opaque.has(cmd.wamid)) {
         const { bo, kind, acceptedAt, tp } = await readOpaque(h, c, cmd.wamid, (cmd as StatusCommand).row);
@@ -92,14 +95,21 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
   if (values.length) await h.sinks.webhook(c.meta.businessId, c.meta.phoneNumberId, values, [...traces].filter((t) => t !== undefined));
   if (sends.length) {
     try {
-      const { unknown, refused } = await tracedSend(sends, (sendTraces) => h.transport.send(sends, sendTraces));
-      for (const s of sends) {
-        const code = refused.get(s.id);
-        results.push(unknown.has(s.id)
-          ? { type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'unknown_recipient' }
-          : code !== undefined
-            ? { type: 'TRANSPORT_REJECTED', wamid: s.id, at: now, reason: 'refused', code }
-            : { type: 'TRANSPORT_ACCEPTED', wamid: s.id, at: now });
+      const outcomes = await tracedSend(sends, (sendTraces) => h.transport.send(sends, sendTraces));
+      for (const r of outcomes) {
+        const wamid = r.id;
+        if (r.outcome === 'accepted') results.push({ type: 'TRANSPORT_ACCEPTED', wamid, at: now });
+        else if (r.outcome === 'unknown_recipient') results.push({ type: 'TRANSPORT_REJECTED', wamid, at: now, reason: 'unknown_recipient' });
+        else if (r.outcome === 'refused') results.push({ type: 'TRANSPORT_REJECTED', wamid, at: now, reason: 'refused', code: r.code });
+        else {
+          // The user's devices are not the ones the message was encrypted for (409) or a session is stale (410).
+          metrics.deviceMismatches.inc({ kind: r.outcome });
+          h.log.info({ conversation_id: c.id, wamid, ...(r.outcome === 'stale' ? { stale: r.stale } : { missing: r.missing, extra: r.extra }) }, 'devices changed');
+          results.push({
+            type: 'TRANSPORT_REJECTED', wamid, at: now, reason: 'devices',
+            ...(r.outcome === 'stale' ? { stale: r.stale } : { missing: r.missing, extra: r.extra }),
+          });
+        }
       }
     } catch (e) {
       if (!(e instanceof TransportUnavailableError)) throw e;
@@ -128,12 +138,6 @@ export async function applyTimers(h: HostParts, c: Loaded): Promise<void> {
   }
   c.timerOps = [];
   c.outbox = [];
-}
-
-/** A ciphertext made in an earlier drain, as its message row keeps it for retransmissions. */
-async function readCiphertext(h: HostParts, c: Loaded, wamid: string): Promise<{ type: number; body: string } | null> {
-  const [body, type] = await c.redis.hmget(h.keys.message(c.id, wamid), 'ct', 'ty');
-  return body && type ? { type: Number(type), body } : null;
 }
 
 /** An inbound message stored in an earlier drain (its webhook effect replayed from the outbox). */

@@ -3,6 +3,7 @@ import type { AnyMachineSnapshot } from 'xstate';
 import type { Command } from '../../../machines/commands.ts';
 import type { DeviceSessions } from '../../signal/device-sessions.ts';
 import type { NumberIdentity } from '../../store/businesses.ts';
+import type { DeviceCiphertexts } from './device-envelopes.ts';
 
 /** Who a conversation is between, as its meta hash says (the user's number opened). */
 export interface Meta {
@@ -53,8 +54,8 @@ export interface Loaded {
   /** True when this drain started from the process's warm state (warm.ts) instead of opening the stored one. */
   warm: boolean;
   outbox: Command[];
-  /** Ciphertexts made in this drain, so a send needs no read-back. */
-  ciphertexts: Map<string, { type: number; body: string }>;
+  /** Ciphertexts made in this drain (one per device), so a send needs no read-back. */
+  ciphertexts: Map<string, DeviceCiphertexts>;
   /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */
   envelopes: Map<string, { messageType: number; body: string; device?: number }>;
   /** Inbound messages decrypted in this drain, until stored and forwarded. */

@@ -3,27 +3,27 @@ import { DeviceListError } from '../../signal/device-list.ts';
 import { DeviceSessionError } from '../../signal/device-sessions.ts';
 import { maskNumbers } from '../../log.ts';
 import type { Command } from '../../../machines/commands.ts';
-import type { ConversationEvent } from '../../../machines/conversation.ts';
+import type { ConversationEvent, OutboundMessage } from '../../../machines/conversation.ts';
 import type { BusinessPreKeys } from '../../signal/business-prekeys.ts';
 import { classifySignalError } from '../../signal/classify.ts';
 import { decodeContent, encodeContent } from '../../signal/content.ts';
 import { open } from '../../store/sealer.ts';
 import { isInboundMessageId } from '../ids.ts';
-import { TransportUnavailableError, UnknownAddressError } from '../transport-client.ts';
+import { TransportUnavailableError, UnknownAddressError, UnknownDeviceError } from '../transport-client.ts';
+import { CIPHERTEXT_FIELDS, readCiphertexts, type DeviceCiphertexts } from './device-envelopes.ts';
 import { receiveAttachments } from './inbound-media.ts';
 import type { Loaded, RowOp } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 
-/**
- * The user's device the router encrypts to and decrypts from today: the primary (device 1). Linked companions
- * are on the verified list but not yet served (docs/multi-device.md, "The router").
- */
+/** The user's phone, the primary device (1): its list signs the others in, its identity is pinned. */
 export const PRIMARY = 1;
 
 /**
  * Fetches the user's device list and verifies it against the primary identity pinned for the conversation
- * (first use pins it), then the prekey bundle of the primary if it has no usable session, and starts one;
- * the result is the machine's next event. A list that does not verify is either forged (the primary's own
+ * (first use pins it), then the prekey bundle of every listed device without a usable session, and starts
+ * those sessions; the result is the machine's next event. A companion whose bundle cannot be had (unlinked
+ * meanwhile, or a bundle that is not the listed device's) is left without a session: the message goes to the
+ * others, and the transport's 409 brings the router back here. A list that does not verify is either forged (the primary's own
  * bundle still has the pinned identity: refused, nothing is encrypted) or the phone's reinstall (a new
  * identity in its bundle: re-pinned, reported to the business as an identity change, as for one device).
  */
@@ -44,8 +44,17 @@ export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<
       identityChanged = true;
       c.crypto.acceptList(list);
     }
-    if (c.crypto.needsBundle(now).includes(PRIMARY)) {
-      await c.crypto.processBundle(PRIMARY, primaryBundle ?? (await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY)), now);
+    for (const device of c.crypto.needsBundle(now)) {
+      if (device === PRIMARY) {
+        await c.crypto.processBundle(PRIMARY, primaryBundle ?? (await h.transport.fetchDeviceBundle(c.meta.waId, PRIMARY)), now);
+        continue;
+      }
+      try {
+        await c.crypto.processBundle(device, await h.transport.fetchDeviceBundle(c.meta.waId, device), now);
+      } catch (e) {
+        if (!(e instanceof UnknownDeviceError) && !(e instanceof DeviceSessionError)) throw e;
+        h.log.warn({ conversation_id: c.id, device, failure: e instanceof DeviceSessionError ? `device_${e.reason}` : 'unknown_device' }, 'companion keys not usable');
+      }
     }
     return { type: 'BUNDLE_FETCHED', at, ...(identityChanged ? { identityChanged } : {}) };
   } catch (e) {
@@ -57,33 +66,71 @@ export async function fetchBundle(h: HostParts, c: Loaded, at: number): Promise<
   }
 }
 
-/** Encrypts a message (or a skip, or a read receipt) for the user; the ciphertext goes into the row via `op`. */
-export async function encrypt(h: HostParts, c: Loaded, cmd: Extract<Command, { type: 'message.encrypt' }>, at: number, op: RowOp): Promise<ConversationEvent> {
+/**
+ * Encrypts a message (or a skip, or a read receipt) for every device of the user the accepted list names and
+ * a session reaches; the ciphertexts go into the row via `op`. A device that has one for it already keeps it
+ * (a retransmission after a 409 is the same bytes for them), unless `redo` names it or its registration id
+ * changed. Device 1 shows the conversation's sequence number; a companion gets its own, taken once per
+ * message (`m.dseq` keeps those given before), so each device sees 1, 2, 3... whenever it was linked.
+ */
+export async function encrypt(
+  h: HostParts, c: Loaded, cmd: Extract<Command, { type: 'message.encrypt' }>, at: number, op: RowOp, m: Pick<OutboundMessage, 'dseq' | 'redo'> = {},
+): Promise<ConversationEvent> {
   const { wamid, seq } = cmd;
-  let plaintext: Uint8Array;
-  if (cmd.skip) {
-    plaintext = encodeContent({ v: 1, kind: 'skip', seq });
-  } else if (cmd.read) {
-    plaintext = encodeContent({ v: 1, kind: 'receipt', status: 'read', ids: cmd.read });
-  } else {
+  const now = new Date(at);
+  let message: { message: Record<string, unknown> & { type: string }; ts: string } | null = null;
+  if (!cmd.skip && !cmd.read) {
     const rowKey = h.keys.message(c.id, wamid);
     const sealed = await c.redis.hget(rowKey, 'c');
     if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
-    const stored = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as { message: Record<string, unknown> & { type: string }; ts: string };
-    plaintext = encodeContent({ v: 1, kind: 'message', id: wamid, seq, from: c.meta.display, timestamp: stored.ts, message: stored.message });
+    message = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as typeof message;
   }
+  const plaintext = (deviceSeq: number): Uint8Array => {
+    if (cmd.skip) return encodeContent({ v: 1, kind: 'skip', seq: deviceSeq });
+    if (cmd.read) return encodeContent({ v: 1, kind: 'receipt', status: 'read', ids: cmd.read });
+    return encodeContent({ v: 1, kind: 'message', id: wamid, seq: deviceSeq, from: c.meta.display, timestamp: message!.ts, message: message!.message });
+  };
+  // No verified list or no session with the phone yet (a user who wrote first): the machine fetches the keys
+  // and tries again.
+  if (!c.crypto.hasSession(PRIMARY, now)) {
+    return { type: 'ENCRYPT_FAILED', wamid, at, reason: c.crypto.verified(PRIMARY) ? 'no_session' : 'not_listed' };
+  }
+  const kept = c.ciphertexts.has(wamid) ? { cts: c.ciphertexts.get(wamid)!, legacy: false } : await readCiphertexts(h, c, wamid);
+  const before = kept?.cts ?? {};
+  const cts: DeviceCiphertexts = {};
+  const added: number[] = [];
+  const seqs: Record<string, number> = {};
+  let current = PRIMARY;
   try {
-    const ct = await c.crypto.encrypt(PRIMARY, plaintext, new Date(at));
-    const body = Buffer.from(ct.body).toString('base64');
-    c.ciphertexts.set(wamid, { type: ct.type, body });
-    op.set = { ...op.set, ct: body, ty: String(ct.type) };
-    return { type: 'ENCRYPTED', wamid, at, messageType: ct.type };
+    for (const device of c.crypto.listedDevices()) {
+      current = device;
+      if (!c.crypto.hasSession(device, now)) continue;
+      const had = before[device];
+      if (had && !m.redo?.includes(device) && had[1] === c.crypto.registrationId(device)) {
+        cts[device] = had;
+        continue;
+      }
+      if (!had) added.push(device);
+      // A skip names the seq this device got for the message it replaces (0, ignored, for one that got none);
+      // a new message takes the device's next one.
+      let deviceSeq = device === PRIMARY ? seq : m.dseq?.[device];
+      if (deviceSeq === undefined) deviceSeq = cmd.skip || cmd.read ? 0 : (seqs[device] = c.crypto.takeSeq(device));
+      const ct = await c.crypto.encrypt(device, plaintext(deviceSeq), now);
+      cts[device] = [ct.type, ct.registrationId, Buffer.from(ct.body).toString('base64')];
+    }
   } catch (e) {
-    // No verified list or no session yet (a user who wrote first): the machine fetches the keys and retries.
     const reason = e instanceof DeviceSessionError ? e.reason : classifySignalError(e);
-    if (reason === 'untrusted_identity') c.crypto.archive(PRIMARY);
-    return { type: 'ENCRYPT_FAILED', wamid, at, reason };
+    if (reason === 'untrusted_identity') c.crypto.archive(current);
+    // Sequence numbers taken are the message's from now on (a device must never see one twice or miss one).
+    return { type: 'ENCRYPT_FAILED', wamid, at, reason, ...(Object.keys(seqs).length ? { seqs } : {}) };
   }
+  c.ciphertexts.set(wamid, cts);
+  op.set = { ...op.set, cd: JSON.stringify(cts) };
+  if (kept?.legacy) op.del = [...new Set([...(op.del ?? []), ...CIPHERTEXT_FIELDS.filter((f) => f !== 'cd')])];
+  return {
+    type: 'ENCRYPTED', wamid, at, messageType: cts[PRIMARY]![0], devices: Object.keys(cts).map(Number),
+    ...(added.length && Object.keys(before).length ? { added } : {}), ...(Object.keys(seqs).length ? { seqs } : {}),
+  };
 }
 
 /** Decrypts an envelope from the user (a message, a session ack, or a retry request); the result is the next event. */
@@ -93,13 +140,12 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
   // Which of the user's devices wrote: its own session (a companion's only once its list names it).
   const device = env.device ?? PRIMARY;
   if (env.messageType === CiphertextMessageType.Plaintext) {
-    // Companions get no messages from the router yet (docs/multi-device.md): a retry request from one is not
-    // about anything sent.
-    if (device !== PRIMARY) return { type: 'DECRYPT_FAILED', id, at, reason: 'companion_retry' };
-    // A retry request: the device could not decrypt message `id`; it is not encrypted (PlaintextContent).
+    // A retry request: the device could not decrypt message `id`; it is not encrypted (PlaintextContent). Only
+    // a device on the accepted list is answered (one the transport made up gets nothing encrypted to it).
+    if (device !== PRIMARY && !c.crypto.verified(device)) return { type: 'DECRYPT_FAILED', id, at, reason: 'unverified_device' };
     try {
       const dem = DecryptionErrorMessage.extractFromSerializedBody(PlaintextContent.deserialize(new Uint8Array(Buffer.from(env.body, 'base64'))).body());
-      return { type: 'RETRY_REQUESTED', wamid: id, at, ratchetMatches: c.crypto.ratchetKeyMatches(PRIMARY, dem.ratchetKey()) };
+      return { type: 'RETRY_REQUESTED', wamid: id, at, ratchetMatches: c.crypto.ratchetKeyMatches(device, dem.ratchetKey()), ...(device !== PRIMARY ? { device } : {}) };
     } catch {
       return { type: 'DECRYPT_FAILED', id, at, reason: 'malformed' };
     }

@@ -9,6 +9,7 @@ import { keyTtlMs, type Loaded, type RowOp, type StatusCommand } from './loaded.
 import { decrypt, encrypt, fetchBundle, PRIMARY } from './local-commands.ts';
 import type { HostParts } from './parts.ts';
 import { boundedTrace, prunedTrace } from './trace-compaction.ts';
+import { CIPHERTEXT_FIELDS } from './device-envelopes.ts';
 
 const commandsOf = (actions: { type: string; params?: unknown }[]): Command[] =>
   actions.filter((a) => a.type === 'emitCommands').flatMap((a) => (a.params as CommandBatch).list);
@@ -39,8 +40,13 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
   let eraseWindow = false;
   const untilBefore = (c.snapshot.context as ConversationContext).retentionUntil;
   const seqBefore = c.traceSeq;
+  // Messages encrypted in this step: a 409/410 that answers a send made before that encryption is stale (the
+  // first such refusal in a batch of results has every message encrypted again for the devices the list names
+  // now), and is not the machine's concern.
+  const encryptedHere = new Set<string>();
   while (queue.length) {
     const event = queue.shift()!;
+    if (event.type === 'TRANSPORT_REJECTED' && event.reason === 'devices' && encryptedHere.has(event.wamid)) continue;
     const [next, actions] = h.transition(c.snapshot, event);
     c.snapshot = next;
     const commands = commandsOf(actions);
@@ -63,7 +69,8 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
           results.push(await fetchBundle(h, c, event.at));
           break;
         case 'message.encrypt':
-          results.push(await encrypt(h, c, cmd, event.at, rowOp(cmd.wamid)));
+          encryptedHere.add(cmd.wamid);
+          results.push(await encrypt(h, c, cmd, event.at, rowOp(cmd.wamid), (c.snapshot.context as ConversationContext).messages.find((m) => m.wamid === cmd.wamid)));
           break;
         case 'inbound.store': {
           const row = c.inbound.get(cmd.id);
@@ -103,11 +110,13 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
           results.push(await decrypt(h, c, cmd.id, event.at));
           break;
         case 'session.archive':
-          c.crypto.archive(PRIMARY);
+          c.crypto.archive(cmd.device ?? PRIMARY);
           break;
         case 'message.forget': {
           const op = rowOp(cmd.wamid);
-          op.del = ['c', 'ct', 'ty'];
+          op.del = ['c', ...CIPHERTEXT_FIELDS];
+          // Ciphertexts made earlier in this step are not written at all.
+          if (op.set) for (const f of CIPHERTEXT_FIELDS) delete op.set[f];
           c.ciphertexts.delete(cmd.wamid);
           break;
         }
