@@ -142,6 +142,10 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
     });
     devices.push(((await res.json()) as { wa_id: string }).wa_id);
   }
+  // Ada also reads on a laptop, a linked companion with its own identity key and session: every message to her
+  // is encrypted for both devices (docs/multi-device.md).
+  const linked = await fetch(`${platformUrl}/sim/devices/${devices[0]}/linked`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  const laptop = ((await linked.json()) as { device_id: number }).device_id;
   // Each demo user writes first: their message reaches the business by webhook and opens the 24-hour
   // customer-service window, so the printed curl (a free-form text) is allowed.
   const greeted = await Promise.all(devices.map(async (waId) => {
@@ -159,15 +163,16 @@ async function provisionDemo(ctx: ReturnType<typeof createRouterContext>, apiUrl
   out(`  display_phone_number ${created.display_phone_number}`);
   out(`  access_token         ${created.access_token}`);
   out(`  admin token          ${adminToken}`);
-  out(`  demo devices         ${devices.join(', ')} (the last one answers every message)`);
+  out(`  demo users           ${devices.join(', ')} (the first reads on a linked laptop too, device ${laptop}; the last one answers every message)`);
   out(`  webhook receiver     ${receiver.url} (prints every status it gets)`);
   out('');
   out('Send a message:');
   out(`  curl -s -X POST ${apiUrl}/v23.0/${created.phone_number_id}/messages \\`);
   out(`    -H 'Authorization: Bearer ${created.access_token}' -H 'Content-Type: application/json' \\`);
   out(`    -d '${body}'`);
-  out('See what the device received and decrypted:');
+  out("See what Ada's phone received and decrypted, then her linked laptop:");
   out(`  curl -s ${platformUrl}/sim/devices/${devices[0]}/messages`);
+  out(`  curl -s '${platformUrl}/sim/devices/${devices[0]}/messages?device=${laptop}'`);
   out("Today's statistics of the business (aggregates only):");
   out(`  curl -s -H 'Authorization: Bearer ${adminToken}' ${apiUrl}/admin/businesses/${created.business_id}/stats`);
   out('');

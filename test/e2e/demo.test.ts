@@ -20,7 +20,7 @@ describe('npm start (serve --demo)', () => {
     child.stdout!.on('data', (d) => (out += String(d)));
     child.stderr!.on('data', (d) => (out += String(d)));
     try {
-      await waitFor(() => out.includes('See what the device received'), 'the demo instructions', 60_000);
+      await waitFor(() => out.includes('then her linked laptop:'), 'the demo instructions', 60_000);
       expect(out).toContain(`generated a master key in ${dataDir}/master.key`);
       expect(out).not.toMatch(/^\{"level"/m); // a person reads this screen: no JSON log lines at the default level
       const token = /access_token\s+(\S+)/.exec(out)![1]!;
@@ -39,6 +39,10 @@ describe('npm start (serve --demo)', () => {
       const deviceUrl = /^ {2}curl -s (http\S+\/messages)$/m.exec(out)![1]!;
       await waitFor(async () => ((await (await fetch(deviceUrl)).json()) as { messages: unknown[] }).messages.length === 1, 'the device to show the text');
       expect(((await (await fetch(deviceUrl)).json()) as { messages: { id: string; text: { body: string } }[] }).messages[0]).toMatchObject({ id: wamid, text: { body: 'Hello from Sealpost' } });
+      // Ada's linked laptop shows it too (its own session: the message was encrypted for each device).
+      const laptopUrl = /^ {2}curl -s '(http\S+\/messages\?device=\d+)'$/m.exec(out)![1]!;
+      await waitFor(async () => ((await (await fetch(laptopUrl)).json()) as { messages: unknown[] }).messages.length === 1, 'the laptop to show the text');
+      expect(((await (await fetch(laptopUrl)).json()) as { messages: { id: string; text: { body: string } }[] }).messages[0]).toMatchObject({ id: wamid, text: { body: 'Hello from Sealpost' } });
       await waitFor(() => out.includes(`webhook status delivered ${wamid}`), 'the receiver to print delivered');
       expect(out).toContain(`webhook status sent ${wamid}`);
 
