@@ -42,6 +42,8 @@ export interface MessageState {
   accepted_at: number | null;
   expires_at: number | null;
   next_attempt_at: number | null;
+  /** Outbound and still owed: the user's devices that have not acknowledged it yet (null: not encrypted yet, or done). */
+  awaiting_devices: number[] | null;
 }
 
 /** One of the user's devices as the conversation knows it: numbers and flags only (no keys). */
@@ -122,7 +124,7 @@ export async function inspect(deps: InspectorDeps, id: string): Promise<Inspecti
     const r = reported.get(m.wamid);
     messages.push({
       wamid: m.wamid, direction: 'outbound', state: m.state, status: r?.status ?? null, error_code: r?.code ?? null, seq: m.seq,
-      attempts: m.attempts, accepted_at: m.acceptedAt, expires_at: m.expiresAt, next_attempt_at: m.nextAttemptAt,
+      attempts: m.attempts, accepted_at: m.acceptedAt, expires_at: m.expiresAt, next_attempt_at: m.nextAttemptAt, awaiting_devices: m.owed ?? null,
     });
   }
   // Messages no longer owed (delivered, read, failed) or received: from the retention index and the trace.
@@ -132,7 +134,7 @@ export async function inspect(deps: InspectorDeps, id: string): Promise<Inspecti
     const isIn = inbound.has(wamid);
     messages.push({
       wamid, direction: isIn ? 'inbound' : 'outbound', state: isIn ? 'received' : (r?.status ?? 'unknown'), status: r?.status ?? null,
-      error_code: r?.code ?? null, seq: null, attempts: null, accepted_at: null, expires_at: null, next_attempt_at: null,
+      error_code: r?.code ?? null, seq: null, attempts: null, accepted_at: null, expires_at: null, next_attempt_at: null, awaiting_devices: null,
     });
   }
 
@@ -194,7 +196,7 @@ export function inspectorPage(data: Inspection): string {
   const svg = renderChart(conversationChart(), data.active_states);
   const rows = data.messages.map((m) => `<tr data-wamid="${esc(m.wamid)}"><td><code>${esc(m.wamid)}</code></td><td>${m.direction}</td><td>${esc(m.state)}</td>`
     + `<td class="status-${esc(m.status ?? 'none')}">${esc(m.status ?? '—')}${m.error_code ? ` (${m.error_code})` : ''}</td><td>${m.seq ?? '—'}</td><td>${m.attempts ?? '—'}</td>`
-    + `<td>${time(m.accepted_at)}</td><td>${time(m.next_attempt_at)}</td><td>${time(m.expires_at)}</td></tr>`).join('');
+    + `<td>${time(m.accepted_at)}</td><td>${time(m.next_attempt_at)}</td><td>${time(m.expires_at)}</td><td>${m.awaiting_devices?.join(', ') ?? '—'}</td></tr>`).join('');
   const devices = data.devices.map((d) => `<tr data-device="${d.device_id}"><td>${d.device_id}${d.device_id === 1 ? ' (phone)' : ''}</td><td>${d.listed ? 'yes' : 'no'}</td><td>${d.session ? 'yes' : 'no'}</td></tr>`).join('');
   const steps = data.trace.map((s) => `<tr class="step" data-seq="${s.seq}"><td>${s.seq}</td><td>${time(s.at)}</td><td><b>${esc(s.event.type)}</b> <code>${esc(eventDetail(s.event))}</code></td>`
     + `<td>${esc(typeof s.state === 'string' ? s.state : JSON.stringify(s.state))}</td><td class="cmds">${s.commands.map((c) => `<span>${esc(commandLabel(c))}</span>`).join(' ')}</td></tr>`).join('');
@@ -209,7 +211,7 @@ export function inspectorPage(data: Inspection): string {
 <p>Device list counter: ${data.device_list_counter ?? '—'}</p>
 <table id="devices"><thead><tr><th>device</th><th>on the signed list</th><th>session</th></tr></thead><tbody>${devices}</tbody></table>
 <h2>Messages (${data.messages.length})</h2>
-<table id="messages"><thead><tr><th>wamid</th><th>direction</th><th>state</th><th>last status</th><th>seq</th><th>attempts</th><th>accepted</th><th>next attempt</th><th>expires</th></tr></thead><tbody>${rows}</tbody></table>
+<table id="messages"><thead><tr><th>wamid</th><th>direction</th><th>state</th><th>last status</th><th>seq</th><th>attempts</th><th>accepted</th><th>next attempt</th><th>expires</th><th>awaiting devices</th></tr></thead><tbody>${rows}</tbody></table>
 <h2>Trace (${data.trace.length} steps)</h2>
 <table id="timeline"><thead><tr><th>seq</th><th>time (UTC)</th><th>event</th><th>state after</th><th>commands</th></tr></thead><tbody>${steps}</tbody></table>
 </body></html>`;

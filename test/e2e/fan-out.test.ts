@@ -61,6 +61,11 @@ describe('fan-out to every device of a user', () => {
     // phone wrote first, and fetched their keys once the transport asked for them.)
     const encrypted = (await traceEvents(sys, wamids[0]!)).findLast((e) => e.type === 'ENCRYPTED' && e.wamid === wamids[0]);
     expect(encrypted?.devices).toEqual([1, laptop, tablet]);
+    // The inspector shows the three devices, each listed with a session, and no message still awaiting one.
+    const inspected = await fetch(`${sys.apiUrl}/admin/conversations/${conversationOfWamid(wamids[0]!)}`, { headers: { authorization: `Bearer ${sys.adminToken}` } });
+    const data = (await inspected.json()) as { devices: unknown[]; messages: { wamid: string; awaiting_devices: number[] | null }[] };
+    expect(data.devices).toEqual([1, laptop, tablet].map((device_id) => ({ device_id, listed: true, session: true })));
+    for (const w of wamids) expect(data.messages.find((m) => m.wamid === w)?.awaiting_devices ?? null).toBeNull();
 
     // Read on the laptop: `read` once, and again on the phone: nothing more.
     expect((await json(`${sys.platformUrl}/sim/devices/${waId}/read`, 'POST', { message_id: wamids[0], device: laptop })).status).toBe(200);
@@ -156,7 +161,11 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
 
   it('three devices per user each show every message once, in order', async () => {
     redis = await startOwnRedisServer();
-    sys = await startSystem({ workers: false, redisUrl: redis.url, env: { SEALPOST_RETRANSMIT_BASE_MS: '400', SEALPOST_RETRANSMIT_MAX_MS: '1500', SEALPOST_BUNDLE_RETRY_MS: '300' } });
+    // A killed worker's claims lapse with its lease: 3 s here instead of 15 (what the conversations it held wait).
+    sys = await startSystem({
+      workers: false, redisUrl: redis.url,
+      env: { SEALPOST_RETRANSMIT_BASE_MS: '400', SEALPOST_RETRANSMIT_MAX_MS: '1500', SEALPOST_BUNDLE_RETRY_MS: '300', SEALPOST_LEASE_MS: '3000' },
+    });
     const s = sys;
     const spawnWorker = () => {
       const w = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], { env: s.childEnv(), stdio: 'ignore' });
@@ -170,13 +179,14 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
     for (const u of users) devices.set(u, [1, await link(s, u), await link(s, u)]);
     await openWindows(s, users);
     let kills = 0;
+    // The oldest worker is killed every 2.5 s, five times, while messages are being sent and retransmitted.
     killer = setInterval(() => {
       const victim = [...workers][0];
-      if (!victim) return;
+      if (!victim || kills >= 5) return;
       victim.kill('SIGKILL');
       kills++;
       spawnWorker();
-    }, 1500);
+    }, 2500);
     await faults(s, { drop: 0.2, duplicate: 0.1, reorder: true });
     const sent = new Map<string, string[]>();
     const wamids: string[] = [];
