@@ -140,6 +140,25 @@ describe('fan-out to every device of a user', () => {
     expect(statusesOf(second)).toEqual(['sent', 'delivered']);
     expect((await deviceStats(sys.platformUrl, waId, laptop)).key_reuse).toBe(0);
   });
+
+  it('a ghost added after first contact: the transport refuses messages that leave it out, the router never encrypts to it, and no status is reported', async () => {
+    const waId = await createDevice(sys.platformUrl, '+15558600004');
+    const laptop = await link(sys, waId);
+    await openWindows(sys, [waId]);
+    const first = await sendText(sys, waId, 'c0');
+    await waitFor(async () => (await bodies(sys, waId, laptop)).length === 1 && statusesOf(first).includes('delivered'), 'c0 on both devices');
+    const ghost = (await json(`${sys.platformUrl}/sim/devices/${waId}/ghost`, 'POST', {})).json.device_id as number;
+    const second = await sendText(sys, waId, 'c1');
+    // 409 (the ghost is missing), the list fetched again does not verify (the ghost is not signed in): the keys
+    // are refused, again and again with the backoff.
+    await waitFor(async () => (await traceEvents(sys, second)).filter((e) => e.type === 'BUNDLE_FAILED').length >= 2, 'the keys refused twice', 30_000);
+    const events = await traceEvents(sys, second);
+    expect(events.some((e) => e.type === 'TRANSPORT_REJECTED' && e.reason === 'devices' && ((e.missing ?? []) as number[]).includes(ghost))).toBe(true);
+    expect(events.filter((e) => e.type === 'ENCRYPTED').every((e) => !(e.devices as number[]).includes(ghost))).toBe(true);
+    expect(await bodies(sys, waId, ghost)).toEqual([]);
+    expect(await bodies(sys, waId, 1)).toEqual(['c0']);
+    expect(statusesOf(second)).toEqual([]);
+  });
 });
 
 describe('fan-out through a lossy transport and workers killed with SIGKILL', () => {
