@@ -155,6 +155,27 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     expect(Number(meta.t)).toBeGreaterThan(1);
   });
 
+  it('renews the keys\' TTL backstops at the first commit and then at most hourly, a new retention index included', async () => {
+    const waId = await createDevice(platform.url, '+15557770009');
+    const { wamid } = await send(waId, 'ttl');
+    const conv = conversationOfWamid(wamid)!;
+    await host.drain(conv);
+    const renewedAt = Number(await redis.hget(keys.meta(conv), 'x'));
+    expect(renewedAt).toBeGreaterThan(Date.now() - 60_000);
+    // Shortened by hand: a commit within the hour leaves the backstops alone...
+    for (const k of [keys.meta(conv), keys.trace(conv), keys.retention(conv)]) await redis.pexpire(k, 20_000_000);
+    await pullUntil(() => true);
+    await host.drain(conv);
+    expect(Number(await redis.hget(keys.meta(conv), 'x'))).toBe(renewedAt);
+    for (const k of [keys.meta(conv), keys.trace(conv), keys.retention(conv)]) expect(await redis.pttl(k), k).toBeLessThanOrEqual(20_000_000);
+    // ...and one after it renews them all (the business's retention and a day).
+    await redis.hset(keys.meta(conv), 'x', String(renewedAt - 3_600_001));
+    await send(waId, 'ttl again');
+    await host.drain(conv);
+    expect(Number(await redis.hget(keys.meta(conv), 'x'))).toBeGreaterThan(renewedAt);
+    for (const k of [keys.meta(conv), keys.trace(conv), keys.retention(conv)]) expect(await redis.pttl(k), k).toBeGreaterThan(20_000_000);
+  });
+
   it('continues a conversation whose snapshot is still in the hash form written before', async () => {
     const waId = await createDevice(platform.url, '+15557770004');
     const { wamid } = await send(waId, 'before');

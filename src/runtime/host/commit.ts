@@ -11,6 +11,9 @@ import { encodeDeviceSessions } from '../../signal/device-sessions-codec.ts';
 
 const COMMIT_LUA = readLuaScript('commit.lua');
 
+/** How often a conversation's key TTLs are renewed by its commits (well under the day they exceed retention by). */
+export const TTL_RENEW_MS = 3_600_000;
+
 /** The lease was lost or the snapshot changed under us: nothing was committed; the job is retried. */
 export class CommitConflictError extends Error {
   constructor(reason: string) {
@@ -45,6 +48,10 @@ export async function commit(
   extra: CommitExtra = {},
 ): Promise<void> {
   const snapKey = h.keys.snapshot(c.id);
+  // The keys' TTL backstops (retention and a day) are renewed at most hourly: they then end at least 23 hours
+  // after the deletion jobs would, and a commit spares three PEXPIREs (docs/performance.md).
+  const now = Date.now();
+  const renew = now - c.ttlRenewedAt >= TTL_RENEW_MS;
   const persisted = conversationMachine.getPersistedSnapshot(c.snapshot as never);
   const sealedSnap = encodeSnapshot(c.dk, c.id, persisted, `${snapKey}:s`);
   let sealedSession: Buffer | string = '';
@@ -65,6 +72,7 @@ export async function commit(
     JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
     extra.traceReset ? (extra.traceReset.length ? encodeTraceChunk(c.id, extra.traceReset) : '-') : '',
     extra.deleteAll ? '1' : '',
+    renew ? String(now) : '',
   ];
   try {
     c.version = (await (c.redis as any).sealpostCommit(keys.length, ...keys, ...args)) as string;
@@ -74,6 +82,7 @@ export async function commit(
     throw e;
   }
   c.crypto.markClean();
+  if (renew) c.ttlRenewedAt = now;
   c.outbox = outbox;
   c.stored = extra.deleteAll ? null : sealedSnap;
 }

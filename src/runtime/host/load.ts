@@ -109,6 +109,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     version,
     retentionMs,
     deleted: false,
+    ttlRenewedAt: Number(metaRow.x ?? 0),
     traceSeq: Number(metaRow.t ?? (snapRow && !Buffer.isBuffer(snapRow) ? snapRow.t : undefined) ?? 0),
     crypto,
     stored: Buffer.isBuffer(snapRow) ? snapRow : null,

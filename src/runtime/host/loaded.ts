@@ -64,6 +64,8 @@ export interface Loaded {
   afterCommit: (() => Promise<void>)[];
   /** The business's retention, fixed for this drain. */
   retentionMs: number;
+  /** When the conversation's key TTLs were last renewed (the meta hash's `x`; 0: never). */
+  ttlRenewedAt: number;
   /** Set once the conversation was deleted (its retention ended). */
   deleted: boolean;
   /**

@@ -30,6 +30,8 @@
     ARGV[14] retention members to remove, JSON: [member, ...]
     ARGV[15] the whole trace to keep before appending, as one entry ('' = keep it as it is, '-' = empty it)
     ARGV[16] '1' to delete the conversation: every key above (rows given in KEYS) instead of writing
+    ARGV[17] now (ms) when the keys' TTL backstops are due for renewal ('' = not due: renewed less than an hour
+             ago, when the backstop is a day longer than retention; keys this step creates get theirs anyway)
 
   Output:
     the new version ('0' after a delete), or an error reply 'LEASE_LOST' / 'VERSION_CONFLICT' / 'MAILBOX_MOVED'
@@ -62,7 +64,12 @@ end
 local ttl = tonumber(ARGV[11])
 local version = tostring(tonumber(current) + 1)
 redis.call('SET', snap, ARGV[3], 'PX', ttl)
-redis.call('HSET', meta, 'v', version, 't', ARGV[4])
+local renew = ARGV[17] ~= ''
+if renew then
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'x', ARGV[17])
+else
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4])
+end
 if ARGV[5] ~= '' then
   redis.call('SET', sess, ARGV[5], 'PX', ttl)
 end
@@ -80,8 +87,8 @@ if ARGV[8] ~= '' then
   redis.call('RPUSH', trace, ARGV[8])
   redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
 end
--- (PEXPIRE on a key that does not exist does nothing.)
-redis.call('PEXPIRE', trace, ttl)
+-- (PEXPIRE on a key that does not exist does nothing.) A trace rewritten here is a new key.
+if renew or ARGV[15] ~= '' then redis.call('PEXPIRE', trace, ttl) end
 for _, op in ipairs(cjson.decode(ARGV[12])) do
   local key = meta
   if op.k > 0 then key = KEYS[8 + op.k] end
@@ -122,7 +129,12 @@ end
 if #adds > 0 then redis.call('ZADD', ret, unpack(adds)) end
 local rem = cjson.decode(ARGV[14])
 if #rem > 0 then redis.call('ZREM', ret, unpack(rem)) end
-redis.call('PEXPIRE', ret, ttl)
-redis.call('PEXPIRE', meta, ttl)
+if renew then
+  redis.call('PEXPIRE', ret, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+elseif #adds > 0 and redis.call('PTTL', ret) == -1 then
+  -- The index was emptied (and so deleted) since the last renewal: made again here, without a TTL.
+  redis.call('PEXPIRE', ret, ttl)
+end
 redis.call('PEXPIRE', lease, tonumber(ARGV[10]))
 return version
