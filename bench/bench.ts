@@ -16,7 +16,8 @@ import { conversationOfWamid } from '../src/runtime/ids.ts';
 import { HttpJsonClient } from '../src/runtime/http-json.ts';
 import { deleteByPrefix } from '../src/redis/prefix.ts';
 import { bullConnection, connectRedis, scanEach } from '../src/redis/connect.ts';
-import { procCpuMs, procRssMb, redisCalls, redisCpuMs, RSS_CHECKPOINTS, spawnApi, spawnPlatform, startOtlpSink, topCommands } from './measure.ts';
+import { procCpuMs, procRssMb, redisCalls, redisCpuMs, RSS_CHECKPOINTS, spawnApi, spawnPlatform, startOtlpSink, topCommands, waitCpuQuiet } from './measure.ts';
+import { devicesShow, linkCompanions, pool } from './devices.ts';
 
 /** What `bench --json` prints (CONTRACT.md names the required fields). */
 export interface BenchResult {
@@ -81,6 +82,20 @@ export interface BenchResult {
   worker_rss_mb_by_conversations: Record<string, number>;
   /** Sends the API answered with 130429/131056 (the number's throughput or the pair limit) and the bench resent. */
   sends_resent_after_limits: number;
+  /** `--devices-per-user`: each bench user's devices, the phone plus `devices_per_user - 1` linked companions. */
+  devices_per_user: number;
+  /**
+   * Device envelopes delivered per second in the throughput phase: counted on the devices (each device's view,
+   * `GET /sim/devices/{wa_id}/messages?device=N`: the phase's messages it shows), over the phase's time, which
+   * with companions runs until every device of every user shows every message.
+   */
+  envelopes_per_s: number;
+  /**
+   * The router's CPU (workers + Redis) per device envelope in the throughput phase: `router_cpu_ms_per_message`
+   * divided by the envelopes per message the devices showed (= `devices_per_user`, since the phase waits for
+   * every device to show every message).
+   */
+  router_cpu_ms_per_envelope: number;
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -152,8 +167,12 @@ export async function runBench(opts: {
   platformInline?: boolean;
   /** Tracing on in the API and worker processes: every span sampled, exported over OTLP to a sink that discards. */
   tracing?: boolean;
+  /** Devices of each user (1 to 5): the phone plus this many minus one companions linked before the phases. */
+  devicesPerUser?: number;
 }): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
+  const devicesPerUser = opts.devicesPerUser ?? 1;
+  if (!(Number.isInteger(devicesPerUser) && devicesPerUser >= 1 && devicesPerUser <= 5)) throw new Error('devicesPerUser must be 1 to 5');
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   const masterKey = randomBytes(32);
@@ -190,6 +209,8 @@ export async function runBench(opts: {
       }
     },
   });
+  // The platform's simulation routes, for linking companions and reading what each device shows.
+  const sim = new HttpJsonClient(platform.url, 32);
   try {
     const biz = await ctx.businesses.create({ name: 'Bench', webhookUrl: receiver.url, appSecret: 'bench-secret', verifyToken: 'v', throughputMps: 1000 });
     await ctx.publisher.ensure(biz.phone_number_id);
@@ -205,6 +226,9 @@ export async function runBench(opts: {
       users.push(((await res.json()) as { wa_id: string }).wa_id);
       if ((i + 1) % 20_000 === 0) log(`${i + 1}/${opts.conversations} devices registered`);
     }
+    // `--devices-per-user n`: every user links n - 1 companions (own identity, registration id and prekeys; the
+    // phone signs a new device list each time) before any message, so the router meets all of them at first contact.
+    const devicesOf = devicesPerUser > 1 ? await linkCompanions(sim, users, devicesPerUser, log) : new Map(users.map((u) => [u, [1]]));
     // The business backend: a keep-alive HTTP client (as a load generator would be), not fetch, whose own
     // cost would be counted against the router on this one machine.
     const api = new HttpJsonClient(apiUrl, 128);
@@ -248,6 +272,16 @@ export async function runBench(opts: {
         }
       }
     };
+    const waitDevicesShow = (sent: { wamid: string; to: string }[], what: string): Promise<number> => devicesShow(sim, devicesOf, devicesPerUser, sent, what, log);
+    const workersCpu = () => children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0);
+    // With companions, the router still takes their receipts after the devices show a message: the CPU of a
+    // phase is read once the worker processes are idle again (at most 10 s), so it holds that work.
+    const settle = async (what: string) => {
+      if (devicesPerUser === 1 || children.length === 0) return;
+      const t = Date.now();
+      const quiet = await waitCpuQuiet(workersCpu, 10_000);
+      log(`${what}: workers idle ${Date.now() - t} ms after every device showed every message${quiet ? '' : ' (not idle within 10 s)'}`);
+    };
     // First contact: bundle fetch, PQXDH, the first PreKey message, for every conversation.
     log(`first contact with ${opts.conversations} users…`);
     const workersRss = () => Math.round(children.reduce((a, c) => a + procRssMb(c.pid ?? 0), 0) * 10) / 10;
@@ -264,6 +298,8 @@ export async function runBench(opts: {
     try {
       const firsts = await pool(users, 256, send);
       await waitDelivered(firsts.map((f) => f.wamid), 'first contact');
+      // With companions, first contact ends when each of them shows its first message too (a session each).
+      if (devicesPerUser > 1) await waitDevicesShow(firsts.map((f, i) => ({ wamid: f.wamid, to: users[i]! })), 'first contact on every device');
     } catch (e) {
       // Printed when the phase fails too, so a long run that stalls still reports what it measured.
       log(`worker RSS (MB) by delivered first contacts, so far: ${JSON.stringify(rssByConversations)}`);
@@ -274,6 +310,7 @@ export async function runBench(opts: {
     for (const n of RSS_CHECKPOINTS) if (opts.conversations >= n && !(n in rssByConversations)) rssByConversations[n] = workersRss();
     log(`worker RSS (MB) by established conversations: ${JSON.stringify(rssByConversations)}`);
     const firstContactPerS = opts.conversations / ((Date.now() - t0) / 1000);
+    await settle('first contact');
     const fcCpu = process.cpuUsage(fcCpu0);
     const firstContactCpu = {
       bench_process: Number((((fcCpu.user + fcCpu.system) / 1000) / opts.conversations).toFixed(2)),
@@ -294,7 +331,17 @@ export async function runBench(opts: {
     const targets = Array.from({ length: opts.messages }, (_, i) => users[i % users.length]!);
     const sent = await pool(targets, 256, send);
     await waitDelivered(sent.map((s) => s.wamid), 'delivery');
+    // `delivered` is the first device's receipt: with companions the phase ends when every device of every user
+    // shows every message (their views asked only from here on, so the asking does not load the phase before).
+    const delivery = sent.map((s, i) => ({ wamid: s.wamid, to: targets[i]! }));
+    let envelopes = 0;
+    if (devicesPerUser > 1) {
+      const t = Date.now();
+      envelopes = await waitDevicesShow(delivery, 'delivery to every device');
+      log(`every device showed every message ${Date.now() - t} ms after the last delivered webhook`);
+    }
     const elapsed = (Date.now() - t0) / 1000;
+    await settle('delivery');
     const cpu = process.cpuUsage(cpu0);
     const workerCpu = children.reduce((a, c) => a + procCpuMs(c.pid ?? 0), 0) - workerCpu0;
     const platformCpu = platform.cpuMs() - platformCpu0;
@@ -303,6 +350,9 @@ export async function runBench(opts: {
     const calls1 = await redisCalls(r);
     const saturated = sent.map((s) => delivered.get(s.wamid)! - s.at);
     const msgsPerS = opts.messages / elapsed;
+    // One device: `delivered` is the phone's receipt, so the phase's time stands as before; the phone's view
+    // is counted after it, outside the measured time.
+    if (devicesPerUser === 1) envelopes = await waitDevicesShow(delivery, 'delivery to every device');
 
     // Latency at half the measured throughput: an open-loop sender at that rate, so queues stay short.
     const rate = opts.latencyRate ?? Math.max(1, Math.round(msgsPerS / 2));
@@ -377,6 +427,9 @@ export async function runBench(opts: {
       worker_rss_mb: workersRss(),
       worker_rss_mb_by_conversations: rssByConversations,
       sends_resent_after_limits: throttled,
+      devices_per_user: devicesPerUser,
+      envelopes_per_s: Math.round(envelopes / elapsed),
+      router_cpu_ms_per_envelope: Number(((workerCpu + redisCpu) / envelopes).toFixed(3)),
       tracing: !!sink,
       // What the processes had exported by the end of the run (their last batches are flushed at shutdown).
       ...(sink ? { otlp_bytes_per_message: Math.round(sink.stats().bytes / opts.messages), otlp_exports: sink.stats().exports } : {}),
@@ -387,21 +440,9 @@ export async function runBench(opts: {
     await inProcess?.close();
     await ctx.close();
     await receiver.close();
+    sim.close();
     await platform.close();
     await sink?.close();
     await deleteByPrefix(opts.redisUrl, prefix);
   }
-}
-
-/** Runs `fn` over `items` with at most `width` in flight, keeping the results in order. */
-async function pool<T, R>(items: T[], width: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  }));
-  return out;
 }

@@ -124,6 +124,24 @@ export async function redisCpuMs(r: Redis): Promise<number> {
   return ms;
 }
 
+/**
+ * Waits until a process group is idle: `cpuMs` (their CPU so far, in 10 ms ticks from /proc) grows by at most
+ * 10 % of one core over each of two consecutive 250 ms windows. False when that did not happen within `maxMs`.
+ */
+export async function waitCpuQuiet(cpuMs: () => number, maxMs: number): Promise<boolean> {
+  const windowMs = 250;
+  const deadline = Date.now() + maxMs;
+  let quietWindows = 0;
+  let last = cpuMs();
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, windowMs));
+    const now = cpuMs();
+    quietWindows = now - last <= windowMs * 0.1 ? quietWindows + 1 : 0;
+    last = now;
+    if (quietWindows >= 2) return true;
+  }
+  return false;
+}
 
 /**
  * An OTLP/HTTP endpoint that takes trace exports and discards them (`bench --tracing`): the router pays for

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { CliError, common, config, redisFor, type CommonOpts } from './common.ts';
 
 type BenchOpts = CommonOpts & {
-  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean; tracing?: boolean;
+  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean; tracing?: boolean; devicesPerUser: string;
 };
 
 /** `bench`: the end-to-end benchmark, with the crypto and BullMQ ceilings measured in the same run. */
@@ -20,6 +20,7 @@ export function benchCommand(program: Command): void {
     .option('--out <file>', 'where --matrix writes its Markdown table', 'docs/bench-results.md')
     .option('--platform-inline', 'run the platform (transport, devices) in the bench process instead of a process of its own')
     .option('--tracing', 'trace every message (sampler at 100 %) in the API and worker processes, exporting over OTLP to a sink that discards')
+    .option('--devices-per-user <n>', 'devices of each bench user, 1 to 5: the phone plus n - 1 linked companions, each sent every message', '1')
     .action(runBenchCommand);
 }
 
@@ -31,6 +32,10 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
     throw new CliError('--messages and --conversations must be positive (conversations at most 100000), --workers/--matrix 0 to 16, --runs 1 to 20');
   }
   if (opts.tracing && matrix.includes(0)) throw new CliError('--tracing traces the worker processes: give --workers 1 or more');
+  if (!/^[1-5]$/.test(opts.devicesPerUser.trim())) {
+    throw new CliError(`--devices-per-user must be an integer from 1 to 5 (the phone plus up to 4 linked companions), not ${JSON.stringify(opts.devicesPerUser)}`);
+  }
+  const devicesPerUser = Number(opts.devicesPerUser);
   // Loaded only here: the bench pulls in the platform and the measuring code, which no other command needs.
   const { runBench } = await import('../../bench/bench.ts');
   const { medianOf, writeReport } = await import('../../bench/report.ts');
@@ -42,12 +47,12 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
     const results = [];
     for (let i = 0; i < runs; i++) {
       log(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
-      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, tracing: !!opts.tracing, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, tracing: !!opts.tracing, devicesPerUser, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
     }
     byWorkers.set(w, results);
   }
   if (opts.matrix) {
-    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}${opts.tracing ? ' --tracing' : ''}`;
+    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}${opts.tracing ? ' --tracing' : ''}${devicesPerUser > 1 ? ` --devices-per-user ${devicesPerUser}` : ''}`;
     writeReport(opts.out, command, byWorkers);
     log(`wrote ${opts.out}`);
   }

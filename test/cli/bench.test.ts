@@ -19,6 +19,8 @@ describe('sealpost bench', () => {
       expect(typeof r[f], f).toBe('number');
     }
     expect(r).toMatchObject({ messages: 40, conversations: 4, workers: 0 });
+    // One device per user (the default): each message is one device envelope, counted on the phones.
+    expect(r).toMatchObject({ devices_per_user: 1, envelopes_per_s: r.msgs_per_s, router_cpu_ms_per_envelope: r.router_cpu_ms_per_message });
     expect(r.msgs_per_s).toBeGreaterThan(0);
     expect(r.p99_ms).toBeGreaterThanOrEqual(r.p50_ms!);
     expect(r.ratio_to_crypto_ceiling).toBeCloseTo(r.msgs_per_s! / r.crypto_ceiling_msgs_per_s!, 1);
@@ -49,6 +51,31 @@ describe('sealpost bench', () => {
     expect(stderr).toContain('first contact with 300 users');
     expect(stdout.trim().split('\n')).toHaveLength(1);
   }, 250_000);
+
+  it('--devices-per-user takes 1 to 5; anything else is one line on stderr and exit code 1 (as the bench\'s other checks), before any work', async () => {
+    for (const bad of ['0', '6', 'two', '2.5', '']) {
+      const e = await promisify(execFile)(process.execPath,
+        ['--import', 'tsx', 'src/cli.ts', 'bench', '--messages', '10', '--conversations', '2', '--devices-per-user', bad, '--json'],
+        { env: { ...process.env, REDIS_URL: 'redis://127.0.0.1:1' }, timeout: 60_000 }).then(() => null, (err: { code: number; stdout: string; stderr: string }) => err);
+      expect(e, `--devices-per-user ${JSON.stringify(bad)}`).not.toBeNull();
+      expect(e!.code).toBe(1);
+      expect(e!.stdout).toBe('');
+      expect(e!.stderr.trim().split('\n')).toEqual([expect.stringContaining('sealpost: --devices-per-user must be an integer from 1 to 5')]);
+    }
+  }, 120_000);
+
+  it('--devices-per-user 2 links a companion to every user, and every message reaches both devices', async () => {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath,
+      ['--import', 'tsx', 'src/cli.ts', 'bench', '--messages', '30', '--conversations', '3', '--workers', '1', '--devices-per-user', '2', '--json'],
+      { env: { ...process.env, REDIS_URL: testRedisUrl() }, timeout: 120_000 });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, number>;
+    expect(r).toMatchObject({ devices_per_user: 2, messages: 30, conversations: 3 });
+    expect(stderr).toContain('linking 1 companion(s) to each of 3 users');
+    // The phase waited for both devices of every user: twice the envelopes of the messages, over the same time
+    // (each rounded on its own), and the router's CPU shared over them.
+    expect(Math.abs(r.envelopes_per_s! - 2 * r.msgs_per_s!)).toBeLessThanOrEqual(1);
+    expect(r.router_cpu_ms_per_envelope).toBeCloseTo(r.router_cpu_ms_per_message! / 2, 2);
+  }, 150_000);
 
   it('takes the median of each field over runs, per key for breakdowns', () => {
     const run = (n: number, sess: number) => ({ msgs_per_s: n, p50_ms: n / 10, redis_bytes_by_kind: { sess } }) as unknown as BenchResult;
