@@ -328,7 +328,10 @@ export class Device {
       try {
         await this.groups.onSenderKey(content, env.from, !env.peer);
       } catch (err) {
-        return this.failed(env, 'invalid_message', err);
+        // Decrypted but not a usable key: a retry request would bring the same bytes back, so only count it.
+        this.failures.invalid_message = (this.failures.invalid_message ?? 0) + 1;
+        this.deps.log.warn({ ...this.logId, envelope: env.id, err: maskNumbers(String((err as Error)?.message)) }, 'sender key not processed');
+        return;
       }
       if (!env.peer) this.receipt('delivered', env.id, env.from);
     } else if (env.peer) {

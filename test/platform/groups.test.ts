@@ -178,6 +178,18 @@ describe('groups on the transport', () => {
     }
   });
 
+  it('counts a sender key whose distribution id differs from the one inside it as invalid, without a receipt', async () => {
+    const { biz, g, bob } = await world();
+    await biz.startSession(p.app, bob, 1);
+    const skdm = await SenderKeyDistributionMessage.create(biz.address, g.distributionId, biz.stores.senderKeys);
+    const content: SenderKeyContent = { v: 1, kind: 'sender_key', group_id: GROUP, distribution_id: randomUUID(), skdm: Buffer.from(skdm.serialize()).toString('base64') };
+    expect((await call(p.app, 'POST', '/v1/envelopes', await biz.envelope(bob, 'wamid.bad-key', content))).status).toBe(202);
+    await g.post(await g.message('unreadable'));
+    await p.state.settled();
+    expect(await stats(bob)).toMatchObject({ decrypted: 1, held: 1, failures: { invalid_message: 1 } });
+    expect(kinds(await drainEvents(p.app), 'receipt')).toEqual([]);
+  });
+
   it('lets users join by link: group_join to the owner, pending when the group needs approval; old and unknown codes are refused', async () => {
     const { g, eve } = await world();
     expect(await call(p.app, 'POST', `/sim/devices/${eve}/groups/join`, { invite_link: 'https://chat.whatsapp.com/InviteCode1' })).toEqual({ status: 200, json: { group_id: GROUP } });
