@@ -90,6 +90,11 @@ export class Account {
     return this.device(deviceId) ?? this.unlinked.get(deviceId);
   }
 
+  /** The devices on the account now (ghosts included: the transport relays to what it believes in), by id. */
+  devices(): Device[] {
+    return ascending(this.live.keys()).map((id) => this.live.get(id)!.device);
+  }
+
   /** Every device ever on the account (the platform waits for all of them to be idle). */
   all(): Device[] {
     return [...[...this.live.values()].map((d) => d.device), ...this.unlinked.values()];

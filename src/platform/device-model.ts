@@ -18,6 +18,42 @@ export interface DeviceEnvelope {
   body: Uint8Array<ArrayBuffer>;
   /** When the transport accepted it (ms); a retry request quotes it as the original's timestamp. */
   acceptedAt: number;
+  /**
+   * From another user's phone (`from` is its wa_id, device 1), not from a business: a member's sender key for
+   * a group. Such an envelope gets no receipt, session ack or retry request (those are events for a router).
+   */
+  peer?: boolean;
+}
+
+/** A group message (a SenderKeyMessage, type 7) the transport relays to one device of a member. */
+export interface GroupEnvelope {
+  id: string;
+  group_id: string;
+  /** The sender (device 1 of it): the group's owner (a business's display number) or a member's wa_id. */
+  from: string;
+  /** Whether `from` is the group's owner: the device acknowledges it with a `delivered` receipt naming the group. */
+  fromOwner: boolean;
+  type: 7;
+  body: Uint8Array<ArrayBuffer>;
+  acceptedAt: number;
+}
+
+/** A pairwise envelope from a user's phone to one device of another user (a member's sender key). */
+export interface PeerEnvelope {
+  id: string;
+  from: string;
+  to: string;
+  deviceId: number;
+  type: 2 | 3;
+  body: Uint8Array<ArrayBuffer>;
+}
+
+/** A member's group message as its phone hands it to the transport (one ciphertext for everyone). */
+export interface MemberGroupMessage {
+  id: string;
+  group_id: string;
+  from: string;
+  body: Uint8Array<ArrayBuffer>;
 }
 
 /** Why a device could not decrypt an envelope. */
@@ -32,7 +68,7 @@ export interface DeviceStats {
   /** DuplicatedMessage for a message never decrypted: the sender reused a message key. Must stay 0. */
   key_reuse: number;
   failures: Partial<Record<FailureReason, number>>;
-  /** Messages waiting for an earlier sequence number. */
+  /** Messages waiting for an earlier sequence number, and group messages waiting for their sender key. */
   held: number;
   /** Times a business's identity key was replaced (trusted on receive, or accepted before sending). */
   identity_changes: number;
@@ -73,6 +109,10 @@ export interface DeviceDeps {
   blob?: (pointer: string) => Buffer | undefined;
   /** Puts an attachment's ciphertext in the transport's blob store (the user sends media). */
   putBlob?: (bytes: Buffer) => string;
+  /** Carries a pairwise envelope to another user's device across the (faulty) transport (groups). */
+  toPeer?: (env: PeerEnvelope) => void;
+  /** Hands a member's group message to the transport, which relays it to the business and the other members. */
+  toGroup?: (m: MemberGroupMessage) => void;
 }
 
 /** A device tops up its one-time prekeys when the directory holds fewer than this many of either kind. */

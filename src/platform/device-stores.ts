@@ -10,6 +10,8 @@ import {
   KyberPreKeyStore,
   PreKeyRecord,
   PreKeyStore,
+  SenderKeyRecord,
+  SenderKeyStore,
   SessionRecord,
   SessionStore,
   SignedPreKeyRecord,
@@ -18,6 +20,7 @@ import {
   type PrivateKey,
   type ProtocolAddress,
   type PublicKey,
+  type Uuid,
 } from '@signalapp/libsignal-client';
 import type { GeneratedKeys } from '../signal/prekeys.ts';
 
@@ -161,13 +164,31 @@ export class MemKyberPreKeyStore extends KyberPreKeyStore {
   }
 }
 
-/** All five stores of one party, filled from freshly generated keys. */
+/** Group sender keys by (sender address, distribution id): the party's own and those others distributed to it. */
+export class MemSenderKeyStore extends SenderKeyStore {
+  private readonly m = new Map<string, Uint8Array<ArrayBuffer>>();
+
+  /** Whether a key for this sender and distribution id is held (a group message of it can be decrypted). */
+  has(sender: ProtocolAddress, distributionId: Uuid): boolean {
+    return this.m.has(`${addressKey(sender)}/${distributionId}`);
+  }
+  override async saveSenderKey(sender: ProtocolAddress, distributionId: Uuid, r: SenderKeyRecord): Promise<void> {
+    this.m.set(`${addressKey(sender)}/${distributionId}`, r.serialize());
+  }
+  override async getSenderKey(sender: ProtocolAddress, distributionId: Uuid): Promise<SenderKeyRecord | null> {
+    const b = this.m.get(`${addressKey(sender)}/${distributionId}`);
+    return b ? SenderKeyRecord.deserialize(b) : null;
+  }
+}
+
+/** All six stores of one party, filled from freshly generated keys. */
 export class PartyStores {
   readonly sessions = new MemSessionStore();
   readonly identities: MemIdentityStore;
   readonly preKeys = new MemPreKeyStore();
   readonly signedPreKeys = new MemSignedPreKeyStore();
   readonly kyberPreKeys = new MemKyberPreKeyStore();
+  readonly senderKeys = new MemSenderKeyStore();
 
   constructor(keys: GeneratedKeys, onIdentityChange?: (address: ProtocolAddress) => void) {
     this.identities = new MemIdentityStore(keys.identity, keys.registrationId, onIdentityChange);

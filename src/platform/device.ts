@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-import { decryptAttachment, type AttachmentPointer } from '../media/attachment.ts';
 import {
   DecryptionErrorMessage,
   ErrorCode,
@@ -8,6 +6,7 @@ import {
   PreKeySignalMessage,
   ProtocolAddress,
   SignalMessage,
+  type CiphertextMessage,
   type PublicKey,
   processPreKeyBundle,
   signalDecrypt,
@@ -19,6 +18,8 @@ import { keyUploadFromRecords } from '../signal/bundle.ts';
 import { signDeviceList, type DeviceList, type SignedDeviceList } from '../signal/device-list.ts';
 import { decodeContent, type Content, type MessageContent } from '../signal/content.ts';
 import { generateKeys, generateKyberPreKeys, generatePreKeys, nextKeyId, type GeneratedKeys } from '../signal/prekeys.ts';
+import { openAttachments } from './device-media.ts';
+import { DeviceGroups, type GroupSendTarget } from './device-groups.ts';
 import { PartyStores } from './device-stores.ts';
 // DEVICE_ID: a business has one device, so a business's address is always its device 1.
 import { DEVICE_ID, type PrekeyCounts } from './directory.ts';
@@ -27,7 +28,7 @@ import { newWamid } from './ids.ts';
 import { maskNumbers } from './mask.ts';
 import {
   b64, failureReason, plaintext, REPLENISH_BELOW, SESSION_ACK_REPEAT_MS, UnknownAddressError, UnknownMessageError,
-  type DeviceDeps, type DeviceEnvelope, type DeviceStats, type FailureReason, type Inbox, type OutgoingMessage, type Received, type ShownMessage,
+  type DeviceDeps, type DeviceEnvelope, type DeviceStats, type FailureReason, type GroupEnvelope, type Inbox, type OutgoingMessage, type Received, type ShownMessage,
 } from './device-model.ts';
 
 /**
@@ -57,6 +58,8 @@ export class Device {
 
   /** What the user sent, by id: to whom, and whether the business read it. */
   private readonly outbox = new Map<string, { to: string; read: boolean }>();
+  /** Sender keys, group messages and the phone's own key per group (src/platform/device-groups.ts). */
+  private readonly groups: DeviceGroups;
 
   constructor(
     readonly waId: string,
@@ -68,6 +71,13 @@ export class Device {
   ) {
     this.address = ProtocolAddress.new(waId, deviceId);
     this.install();
+    this.groups = new DeviceGroups({
+      waId, deviceId, address: this.address, deps, profileName: user.name, counters: this.counters, failures: this.failures,
+      stores: () => this.stores,
+      encryptTo: (to, toDevice, content) => this.encryptTo(to, toDevice, content),
+      show: (r) => this.shown.push(r),
+      groupReceipt: (id, owner, groupId) => this.receipt('delivered', id, owner, groupId),
+    });
   }
 
   /** The device's current identity public key, serialized. */
@@ -100,6 +110,7 @@ export class Device {
     return this.serial(async () => {
       if (prekeys !== undefined) this.prekeyBatch = prekeys;
       this.install();
+      this.groups.reset();
       this.lastSessionAck.clear();
       this.deps.log.info(this.logId, 'device reinstalled');
     });
@@ -125,17 +136,8 @@ export class Device {
    */
   send(to: string, message: OutgoingMessage, chosenId?: string): Promise<string> {
     return this.serial(async () => {
-      const remote = ProtocolAddress.new(to, DEVICE_ID);
+      const remote = await this.sessionWith(to, DEVICE_ID);
       const s = this.stores;
-      const session = await s.sessions.getSession(remote);
-      if (!session || !session.hasCurrentState()) {
-        const bundle = this.deps.directory.take(to);
-        if (!bundle) throw new UnknownAddressError(`no bundle for ${to}`);
-        const known = await s.identities.getIdentity(remote);
-        // The user accepts a changed safety number, as a phone lets its user do.
-        if (known && !known.equals(bundle.identityKey())) await s.identities.saveIdentity(remote, bundle.identityKey());
-        await processPreKeyBundle(bundle, remote, this.address, s.sessions, s.identities);
-      }
       const seq = (this.outSeq.get(to) ?? 0) + 1;
       const id = chosenId ?? newWamid();
       const now = this.deps.clock();
@@ -157,6 +159,29 @@ export class Device {
     });
   }
 
+  /** A relayed group message; decrypted after everything queued before it (src/platform/device-groups.ts). */
+  receiveGroup(env: GroupEnvelope): Promise<void> {
+    return this.serial(() => this.groups.receive(env));
+  }
+
+  /**
+   * The user writes `text` to a group from this device (the phone): its sender key goes pairwise to the owner
+   * and to each of `target.peers` not reached yet, then one `groupEncrypt`ed message to the transport. Returns its id.
+   */
+  sendGroup(target: GroupSendTarget, text: string): Promise<string> {
+    return this.serial(() => this.groups.send(target, text));
+  }
+
+  /** The user left the group on this device: no more of its messages are shown. */
+  leaveGroup(groupId: string): Promise<void> {
+    return this.serial(async () => this.groups.leave(groupId));
+  }
+
+  /** The groups this device holds sender keys for (`GET /sim/devices/{wa_id}/groups`). */
+  groupsView(): ReturnType<DeviceGroups['describe']> {
+    return this.groups.describe();
+  }
+
   /** The user opened message `id`: a `read` receipt goes to its sender. Throws UnknownMessageError. */
   markRead(id: string): void {
     const r = this.received.get(id);
@@ -173,7 +198,8 @@ export class Device {
   messages(): ShownMessage[] {
     return this.shown.map((r) => {
       const { id: _id, from: _from, type, timestamp: _ts, arrivals: _a, ...rest } = r.content.message;
-      return { id: r.content.id, from: r.content.from, type, ...rest, timestamp: r.content.timestamp, arrivals: r.arrivals };
+      const group = r.content.group_id === undefined ? {} : { group_id: r.content.group_id };
+      return { id: r.content.id, from: r.content.from, type, ...rest, ...group, timestamp: r.content.timestamp, arrivals: r.arrivals };
     });
   }
 
@@ -210,6 +236,29 @@ export class Device {
   /** Resolves when everything queued so far has run. */
   idle(): Promise<void> {
     return this.tail.then(() => undefined);
+  }
+
+  /**
+   * The address of (waId, deviceId) with a usable session, built from the directory's bundle if there is none;
+   * the user accepts a changed safety number, as a phone lets its user do. Throws UnknownAddressError.
+   */
+  private async sessionWith(waId: string, deviceId: number): Promise<ProtocolAddress> {
+    const remote = ProtocolAddress.new(waId, deviceId);
+    const s = this.stores;
+    const session = await s.sessions.getSession(remote);
+    if (session?.hasCurrentState()) return remote;
+    const bundle = this.deps.directory.take(waId, deviceId);
+    if (!bundle) throw new UnknownAddressError(`no bundle for ${waId}.${deviceId}`);
+    const known = await s.identities.getIdentity(remote);
+    if (known && !known.equals(bundle.identityKey())) await s.identities.saveIdentity(remote, bundle.identityKey());
+    await processPreKeyBundle(bundle, remote, this.address, s.sessions, s.identities);
+    return remote;
+  }
+
+  /** Encrypts content on the pairwise session with (waId, deviceId) (a sender key for a group). */
+  private async encryptTo(waId: string, deviceId: number, content: Content): Promise<CiphertextMessage> {
+    const remote = await this.sessionWith(waId, deviceId);
+    return signalEncrypt(plaintext(content), remote, this.address, this.stores.sessions, this.stores.identities);
   }
 
   private install(): void {
@@ -266,7 +315,7 @@ export class Device {
     }
     this.counters.decrypted++;
     if (!known) this.decryptedIds.set(env.id, null);
-    if (env.type === 3) await this.maybeAckSession(env, remote);
+    if (env.type === 3 && !env.peer) await this.maybeAckSession(env, remote);
     let content: Content;
     try {
       content = decodeContent(bytes);
@@ -275,7 +324,20 @@ export class Device {
       this.deps.log.warn({ ...this.logId, envelope: env.id }, 'undecodable content');
       return;
     }
-    if (content.kind === 'message') {
+    if (content.kind === 'sender_key') {
+      try {
+        await this.groups.onSenderKey(content, env.from, !env.peer);
+      } catch (err) {
+        // Decrypted but not a usable key: a retry request would bring the same bytes back, so only count it.
+        this.failures.invalid_message = (this.failures.invalid_message ?? 0) + 1;
+        this.deps.log.warn({ ...this.logId, envelope: env.id, err: maskNumbers(String((err as Error)?.message)) }, 'sender key not processed');
+        return;
+      }
+      if (!env.peer) this.receipt('delivered', env.id, env.from);
+    } else if (env.peer) {
+      // Between users' phones only sender keys travel; anything else from a peer is ignored.
+      this.deps.log.warn({ ...this.logId, envelope: env.id, kind: content.kind }, 'unexpected content from another user');
+    } else if (content.kind === 'message') {
       this.decryptedIds.set(env.id, content.id);
       this.onMessage(content, env.from);
     } else if (content.kind === 'skip') {
@@ -293,8 +355,9 @@ export class Device {
   private duplicate(env: DeviceEnvelope): void {
     const messageId = this.decryptedIds.get(env.id);
     const r = messageId ? this.received.get(messageId) : undefined;
-    // A known non-message envelope (a skip notice): acknowledged again, so the sender stops retransmitting it.
-    if (!r) return this.receipt('delivered', env.id, env.from);
+    // A known non-message envelope (a skip notice, a sender key): acknowledged again, so the sender stops
+    // retransmitting it (a peer's gets no receipt: receipts are the router's events).
+    if (!r) return env.peer ? undefined : this.receipt('delivered', env.id, env.from);
     r.arrivals++;
     this.counters.duplicates++;
     if (r.shown) this.receipt('delivered', r.content.id, r.sender);
@@ -304,8 +367,9 @@ export class Device {
     this.failures[reason] = (this.failures[reason] ?? 0) + 1;
     this.deps.log.warn(
       { ...this.logId, envelope: env.id, reason, err: maskNumbers(String((err as Error)?.message)) },
-      'decrypt failed; sending retry request',
+      env.peer ? 'decrypt of a peer envelope failed' : 'decrypt failed; sending retry request',
     );
+    if (env.peer) return;
     let body: Uint8Array;
     try {
       body = PlaintextContent.from(DecryptionErrorMessage.forOriginal(env.body, env.type, env.acceptedAt, DEVICE_ID)).serialize();
@@ -365,7 +429,8 @@ export class Device {
   }
 
   private onMessage(content: MessageContent, sender: string): void {
-    this.openAttachments(content.message as Record<string, unknown>);
+    openAttachments(content.message as Record<string, unknown>, this.deps.blob, (err) =>
+      this.deps.log.warn({ ...this.logId, err }, 'attachment could not be opened'));
     const existing = this.received.get(content.id);
     if (existing) {
       // A re-encrypted copy (after a retry request) of a message the device already has.
@@ -382,29 +447,6 @@ export class Device {
     box.held.set(content.seq, r);
     this.counters.held++;
     this.release(box);
-  }
-
-  /**
-   * Media arrive as attachment pointers: the ciphertext is fetched from the transport, its digest checked,
-   * decrypted with the key the message carried, and shown as the file's type, hash and size (the key is not
-   * kept in what the device shows).
-   */
-  private openAttachments(message: Record<string, unknown>): void {
-    const kind = String(message.type);
-    const media = message[kind] as { attachment?: AttachmentPointer } | undefined;
-    if (!media?.attachment) return;
-    const { attachment, ...rest } = media;
-    try {
-      const ciphertext = this.deps.blob?.(attachment.pointer);
-      if (!ciphertext) throw new Error('attachment not found');
-      const bytes = decryptAttachment(attachment, ciphertext);
-      const sha256 = createHash('sha256').update(bytes).digest('base64');
-      if (sha256 !== attachment.sha256) throw new Error('attachment hash mismatch');
-      message[kind] = { ...rest, mime_type: attachment.mime_type, sha256, file_size: bytes.length };
-    } catch (e) {
-      this.deps.log.warn({ ...this.logId, err: (e as Error).message }, 'attachment could not be opened');
-      message[kind] = { ...rest, mime_type: attachment.mime_type, error: 'attachment could not be opened' };
-    }
   }
 
   private onSkip(sender: string, seq: number): void {
@@ -438,7 +480,10 @@ export class Device {
     }
   }
 
-  private receipt(status: 'delivered' | 'read', id: string, business: string): void {
-    this.deps.toRouter({ kind: 'receipt', status, id, from: this.waId, device_id: this.deviceId, to: business, timestamp: unixSeconds(this.deps.clock()) });
+  private receipt(status: 'delivered' | 'read', id: string, business: string, groupId?: string): void {
+    this.deps.toRouter({
+      kind: 'receipt', status, id, from: this.waId, device_id: this.deviceId, to: business,
+      ...(groupId === undefined ? {} : { group_id: groupId }), timestamp: unixSeconds(this.deps.clock()),
+    });
   }
 }

@@ -11,6 +11,8 @@ export interface ReceiptEvent {
   device_id: number;
   /** The business address the message came from. */
   to: string;
+  /** Present when `id` is a group message (relayed by `POST /v1/groups/{group_id}/messages`). */
+  group_id?: string;
   timestamp: string;
 }
 
@@ -54,8 +56,52 @@ export interface IntegrityEvent {
   timestamp: string;
 }
 
+/**
+ * A member's group message (device → business): one SenderKeyMessage (type 7), encrypted once with the
+ * member's sender key for the group; the business decrypts it with the key the member's phone distributed
+ * to it in a `sender_key` content over their pairwise session.
+ */
+export interface GroupEnvelopeEvent {
+  kind: 'group_envelope';
+  id: string;
+  group_id: string;
+  /** The member's wa_id. */
+  from: string;
+  /** The sending device: always 1, the phone (only the phone keeps a sender key for a group). */
+  device_id: number;
+  /** The group's owner (the business's display number). */
+  to: string;
+  type: 7;
+  /** Standard base64 of the SenderKeyMessage. */
+  body: string;
+  timestamp: string;
+}
+
+/** A user opened a group's invite link: the business decides (approval_required) or adds them (auto_approve). */
+export interface GroupJoinEvent {
+  kind: 'group_join';
+  group_id: string;
+  /** The user's wa_id. */
+  from: string;
+  /** The group's owner. */
+  to: string;
+  invite_code: string;
+  /** Whether the group asks for the business's approval (the sim route answered `pending: true`). */
+  pending: boolean;
+  timestamp: string;
+}
+
+/** A member left the group; the router registers the list without them and replaces its sender key. */
+export interface GroupLeaveEvent {
+  kind: 'group_leave';
+  group_id: string;
+  from: string;
+  to: string;
+  timestamp: string;
+}
+
 /** Anything a device (or the transport itself) tells the router. */
-export type RouterEvent = ReceiptEvent | EnvelopeEvent | SpamReportEvent | IntegrityEvent;
+export type RouterEvent = ReceiptEvent | EnvelopeEvent | SpamReportEvent | IntegrityEvent | GroupEnvelopeEvent | GroupJoinEvent | GroupLeaveEvent;
 
 /** A router event as pulled: with the queue's unique id. */
 export type QueuedEvent = RouterEvent & { event_id: string };

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { describeZodError } from '../signal/bundle.ts';
 import { MAX_DEVICE_ID } from '../signal/device-list.ts';
+import { MAX_GROUP_MEMBERS } from './groups.ts';
 
 /** A request the platform refuses; answered as `{"error": message}` with `status`, plus `extra` fields. */
 export class HttpError extends Error {
@@ -176,3 +177,40 @@ export const faultsSchema = z.strictObject({
   corrupt: z.number().min(0).max(1).optional(),
   corrupt_next: z.number().int().min(0).max(1_000_000).optional(),
 });
+
+/** A group id as the router names it (base64-like, no slashes: it travels in paths). */
+export const groupId = z.string().regex(/^[A-Za-z0-9._:+=-]{1,128}$/, 'not a valid group id');
+
+/** `/v1/groups/:group_id` and `/sim/devices/:wa_id/groups/:group_id/...` path parameters. */
+export const groupParamsSchema = z.object({ group_id: groupId });
+
+/** `PUT /v1/groups/:group_id`: the router registers (or replaces) a group and its member list. */
+export const groupSchema = z.object({
+  owner: address,
+  invite_code: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'letters, digits, _ or - (1 to 128)'),
+  join_approval: z.enum(['auto_approve', 'approval_required'], { error: 'must be "auto_approve" or "approval_required"' }),
+  members: z.array(address).max(MAX_GROUP_MEMBERS, `at most ${MAX_GROUP_MEMBERS} members`).superRefine((ms, ctx) => {
+    const seen = new Set<string>();
+    for (const m of ms) {
+      if (seen.has(m)) ctx.addIssue({ code: 'custom', message: `${m} appears twice` });
+      seen.add(m);
+    }
+  }),
+});
+
+/** One group message from the business (`POST /v1/groups/:group_id/messages`): a SenderKeyMessage. */
+export const groupMessageSchema = z.object({
+  id: z.string().min(1).max(256),
+  from: address,
+  type: z.literal(7, { error: 'type must be 7 (SenderKey)' }),
+  body: base64,
+});
+
+/** `POST /v1/groups/:group_id/messages` in its batch form `{"messages":[...]}`. */
+export const groupMessageBatchSchema = z.object({ messages: z.array(groupMessageSchema).min(1).max(MAX_BATCH) });
+
+/** `POST /sim/devices/:wa_id/groups/join`. */
+export const joinSchema = z.object({ invite_link: z.string().min(1).max(512) });
+
+/** `POST /sim/devices/:wa_id/groups/:group_id/messages`: the user's phone writes text to the group. */
+export const groupTextSchema = z.object({ text: z.string().min(1).max(4096) });

@@ -2,6 +2,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import { WireFormatError } from '../signal/bundle.ts';
 import { UnknownAddressError, UnknownMessageError } from './device-model.ts';
 import { BadSignatureError } from './directory.ts';
+import { groupApi } from './group-api.ts';
 import { routerApi } from './router-api.ts';
 import { maskNumbers } from './mask.ts';
 import { HttpError } from './schemas.ts';
@@ -87,6 +88,7 @@ export function buildPlatform(opts: PlatformOptions = {}): Platform {
   app.get('/healthz', async () => ({ ok: true }));
   app.register(routerApi(state));
   app.register(simApi(state));
+  app.register(groupApi(state));
   // Before the server waits for in-flight requests: answer long polls so closing never hangs on them.
   app.addHook('preClose', async () => state.close());
   return { app, state };

@@ -5,7 +5,9 @@ import { createLogger, maskPhone } from '../log.ts';
 import { PRIMARY_DEVICE_ID } from '../signal/device-list.ts';
 import { Account, type DeviceKind } from './account.ts';
 import { Device } from './device.ts';
-import type { DeviceEnvelope } from './device-model.ts';
+import type { DeviceEnvelope, GroupEnvelope, MemberGroupMessage, PeerEnvelope } from './device-model.ts';
+import type { GroupPeer } from './device-groups.ts';
+import { GroupRegistry, type Group } from './groups.ts';
 import { KeyDirectory } from './directory.ts';
 import { EventQueue } from './event-queue.ts';
 import { Faults } from './faults.ts';
@@ -68,6 +70,8 @@ export class PlatformState {
   readonly directory: KeyDirectory;
   /** Messaging limits, blocks, spam reports and quality per business number (src/platform/integrity.ts). */
   readonly integrity: Integrity;
+  /** The groups the router registered (`PUT /v1/groups/{group_id}`): who gets each group message. */
+  readonly groups = new GroupRegistry();
   /**
    * Attachment ciphertexts (the keys never reach the transport), by pointer, in upload order: each kept until
    * its TTL ends, the oldest dropped first when the total passes the byte bound.
@@ -113,6 +117,8 @@ export class PlatformState {
       toRouter: (event: RouterEvent) => this.toRouter(event),
       blob: (pointer: string) => this.blob(pointer),
       putBlob: (bytes: Buffer) => this.putBlob(bytes),
+      toPeer: (env: PeerEnvelope) => this.toPeer(env),
+      toGroup: (m: MemberGroupMessage) => this.fromMember(m),
       clock: this.clock,
       log: this.log,
     };
@@ -194,12 +200,7 @@ export class PlatformState {
     if (!device) return;
     const acceptedAt = this.clock();
     this.relay.send(() => {
-      let body = env.body;
-      if (this.faults.corrupts()) {
-        // Flip a byte near the end (inside the ciphertext/MAC), as a damaged copy on the wire would be.
-        body = new Uint8Array(body);
-        body[Math.max(0, body.length - 12)]! ^= 0x01;
-      }
+      const body = this.maybeCorrupt(env.body);
       const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body, acceptedAt };
       device.receive(delivery).catch((err: unknown) => {
         this.log.error({ wa_id: maskPhone(env.to), device: device.deviceId, envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on envelope');
@@ -225,6 +226,73 @@ export class PlatformState {
       this.toDevice({ id: m.id, from: m.from, to: m.to, deviceId: e.device_id, type: e.type, body: new Uint8Array(Buffer.from(e.body, 'base64')) });
     }
     return null;
+  }
+
+  /**
+   * Relays one group message (the same SenderKeyMessage bytes) to every current device of every registered
+   * member except `except` (the member who wrote it); each copy meets the faults on its own, as device envelopes
+   * do. Members without an account are skipped. Returns how many device copies were sent.
+   */
+  toGroupDevices(group: Group, m: { id: string; from: string; body: Uint8Array<ArrayBuffer> }, except?: string): number {
+    const acceptedAt = this.clock();
+    let copies = 0;
+    for (const waId of group.members) {
+      if (waId === except) continue;
+      for (const device of this.accounts.get(waId)?.devices() ?? []) {
+        copies++;
+        this.relay.send(() => {
+          const env: GroupEnvelope = {
+            id: m.id, group_id: group.id, from: m.from, fromOwner: m.from === group.owner, type: 7, body: this.maybeCorrupt(m.body), acceptedAt,
+          };
+          device.receiveGroup(env).catch((err: unknown) => {
+            this.log.error({ wa_id: maskPhone(waId), device: device.deviceId, envelope: m.id, err: maskNumbers((err as Error).message) }, 'device failed on group message');
+          });
+        });
+      }
+    }
+    return copies;
+  }
+
+  /**
+   * Every device of every member of the group other than `waId`, as a writing member's phone fetches them to
+   * distribute its sender key (the transport's directory, like a sender's device-list and key fetch).
+   */
+  groupPeers(group: Group, waId: string): GroupPeer[] {
+    return group.members.filter((m) => m !== waId).flatMap((m) =>
+      (this.accounts.get(m)?.devices() ?? []).map((d) => ({ waId: m, deviceId: d.deviceId, registrationId: d.registrationId })));
+  }
+
+  /** A member's group message: a `group_envelope` event to the owner and a copy to every other member's device. */
+  private fromMember(m: MemberGroupMessage): void {
+    const group = this.groups.get(m.group_id);
+    if (!group) return;
+    this.toRouter({
+      kind: 'group_envelope', id: m.id, group_id: group.id, from: m.from, device_id: PRIMARY_DEVICE_ID, to: group.owner, type: 7,
+      body: Buffer.from(m.body).toString('base64'), timestamp: unixSeconds(this.clock()),
+    });
+    this.toGroupDevices(group, m, m.from);
+  }
+
+  /** Carries a pairwise envelope between users' devices (a member's sender key) across the faulty transport. */
+  private toPeer(env: PeerEnvelope): void {
+    const device = this.device(env.to, env.deviceId);
+    if (!device) return;
+    const acceptedAt = this.clock();
+    this.relay.send(() => {
+      const delivery: DeviceEnvelope = { id: env.id, from: env.from, type: env.type, body: this.maybeCorrupt(env.body), acceptedAt, peer: true };
+      device.receive(delivery).catch((err: unknown) => {
+        this.log.error({ wa_id: maskPhone(env.to), device: device.deviceId, envelope: env.id, err: maskNumbers((err as Error).message) }, 'device failed on peer envelope');
+      });
+    });
+  }
+
+  /** The bytes as one copy on the wire carries them: with a byte flipped when the corrupt fault hits it. */
+  private maybeCorrupt(body: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+    if (!this.faults.corrupts()) return body;
+    // Flip a byte near the end (inside the ciphertext/MAC or signature), as a damaged copy on the wire would be.
+    const copy = new Uint8Array(body);
+    copy[Math.max(0, copy.length - 12)]! ^= 0x01;
+    return copy;
   }
 
   /** Carries a device's event to the router's queue across the faulty transport. */

@@ -19,6 +19,12 @@ export interface MessageContent {
   message: Record<string, unknown> & { type: string };
   /** Device → router: the user's profile name, as the Cloud API's `contacts[].profile.name`. */
   profile_name?: string;
+  /**
+   * A group message (encrypted with the sender's sender key, `groupEncrypt`): the group it belongs to. Absent
+   * in 1:1 messages. In a group message `seq` counts the sender's messages to that group (informational:
+   * devices show group messages as they arrive, without holding for gaps).
+   */
+  group_id?: string;
 }
 
 /** Sent by a device after it decrypted a PreKey message, so the sender's session counts as acknowledged. */
@@ -42,8 +48,24 @@ export interface ReceiptContent {
   ids: string[];
 }
 
+/**
+ * A sender key for a group, carried over a pairwise session (business → each device of each member, or a
+ * member's phone → the business and the other members' devices): the receiver processes `skdm` with the
+ * sender's address (its number, device 1) and can then `groupDecrypt` the sender's messages of
+ * `distribution_id`. A new distribution id replaces the sender's key for the group (after a member left).
+ */
+export interface SenderKeyContent {
+  v: 1;
+  kind: 'sender_key';
+  group_id: string;
+  /** The libsignal distribution id (a UUID); the same as inside `skdm`. */
+  distribution_id: string;
+  /** Standard base64 of the serialized SenderKeyDistributionMessage. */
+  skdm: string;
+}
+
 /** Everything that may be inside a Signal message. */
-export type Content = MessageContent | SessionAckContent | SkipContent | ReceiptContent;
+export type Content = MessageContent | SessionAckContent | SkipContent | ReceiptContent | SenderKeyContent;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
