@@ -119,6 +119,8 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     await ctx.webhooks.enqueue(pn.business_id, pn.phone_number_id, [{ other: { field: 'phone_number_quality_update', value } }], config.webhookMaxAgeMs + 86_400_000);
     ctx.log.info({ phone_number_id: pn.phone_number_id, event: ev.event, quality_rating: ev.quality_rating, current_limit: ev.current_limit }, 'phone number standing changed');
   };
+  // Joins and leaves by users: the router is authoritative for membership (src/runtime/groups.ts).
+  puller.onGroupEvent = (ev) => ctx.groups.onTransportEvent(ev);
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();
   const sweeper = new RetentionSweeper(ctx.stores, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);

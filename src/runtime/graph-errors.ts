@@ -128,6 +128,34 @@ export class ServiceUnavailableError extends GraphError {
   }
 }
 
+/** 131211: the number has as many groups as it may (10,000). */
+export class GroupCreateLimitError extends GraphError {
+  constructor(limit: number) {
+    super(131211, 'Group creation limit reached', `A business phone number can have at most ${limit} groups; delete one first.`, 400);
+  }
+}
+
+/** 131059: a paging cursor this API did not give out. */
+export class InvalidCursorError extends GraphError {
+  constructor() {
+    super(131059, 'Invalid cursor', 'The paging cursor is not valid.', 400);
+  }
+}
+
+/** 131212: a user named is not a participant of the group. */
+export class NotGroupParticipantError extends GraphError {
+  constructor() {
+    super(131212, 'User is not a group participant', 'One or more users are not participants of the group; nothing was changed.', 400);
+  }
+}
+
+/** 131204: the group would have more participants than allowed (8). */
+export class GroupParticipantLimitError extends GraphError {
+  constructor(limit: number) {
+    super(131204, 'Group participant limit reached', `A group has at most ${limit} participants besides the business.`, 400);
+  }
+}
+
 /** A Graph-style trace id that the log line of the same error carries. */
 export function newTraceId(): string {
   return randomBytes(16).toString('base64url').slice(0, 23);

@@ -21,6 +21,8 @@ import { KeyPublisher } from './key-publisher.ts';
 import { DataRequests } from './data-requests.ts';
 import { createOutboundQueue, type OutboundJobData, type OutboundJobResult } from '../queues/outbound.ts';
 import { schedulePurge, type TimersQueueJob } from '../queues/timers.ts';
+import { GroupStore } from '../store/groups.ts';
+import { GroupService } from './groups.ts';
 import { createWebhookQueue, WebhookOutbox, type WebhookJob } from '../queues/webhooks.ts';
 
 /** Everything a Sealpost process shares: connections, stores, queues. Cheap to build; no worker runs yet. */
@@ -43,6 +45,8 @@ export interface RouterContext {
   data: DataRequests;
   /** Uploaded and received media, sealed at rest, expiring with each business's retention. */
   media: MediaStore;
+  /** Groups (management: create, info, invite links, joins and leaves), sealed per business. */
+  groups: GroupService;
   queues: { conversations: Queue<WakeJob>; timers: Queue<TimersQueueJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
   log: Logger;
   close(): Promise<void>;
@@ -85,6 +89,8 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
     data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
     media,
+    groups: new GroupService(new GroupStore(redis, (b) => stores.forBusiness(businesses, b), keys, (b) => dataKeys.get(b)), businesses, transport,
+      (b, p, values) => webhooks.enqueue(b, p, values, config.webhookMaxAgeMs + 86_400_000), log.child({ component: 'groups' })),
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));

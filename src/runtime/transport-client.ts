@@ -14,7 +14,19 @@ export type TransportEvent =
   | {
     event_id: string; kind: 'integrity'; to: string; event: string; quality_rating: 'GREEN' | 'YELLOW' | 'RED'; current_limit: string; blocked: boolean;
     timestamp: string;
-  };
+  }
+  /** A user asked to join a group by its invite link (`pending`: the group is approval_required). Membership is the router's to change. */
+  | { event_id: string; kind: 'group_join'; group_id: string; from: string; to: string; invite_code: string; pending: boolean; timestamp: string }
+  /** A user left a group. */
+  | { event_id: string; kind: 'group_leave'; group_id: string; from: string; to: string; timestamp: string };
+
+/** A group as the transport registers it (`PUT /v1/groups/{group_id}`). */
+export interface TransportGroup {
+  owner: string;
+  invite_code: string;
+  join_approval: 'auto_approve' | 'approval_required';
+  members: string[];
+}
 
 /** The transport answered that it does not know the address. */
 export class UnknownAddressError extends Error {
@@ -318,6 +330,19 @@ export class TransportClient {
       }
     }
     return out;
+  }
+
+  /** Registers or replaces a group with the transport (its members, owner and invite code; a replaced code is revoked). */
+  async putGroup(groupId: string, group: TransportGroup): Promise<void> {
+    const { status, json } = await this.call('PUT', `/v1/groups/${encodeURIComponent(groupId)}`, group);
+    if (status === 400 || status === 409) throw new Error(`group refused by the transport: ${String(json?.error ?? status).slice(0, 200)}`);
+    if (status !== 200) throw new TransportUnavailableError(`group put answered ${status}`);
+  }
+
+  /** Deletes a group from the transport (its invite code too); an unknown group is already gone. */
+  async deleteGroup(groupId: string): Promise<void> {
+    const { status } = await this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}`);
+    if (status !== 200 && status !== 404) throw new TransportUnavailableError(`group delete answered ${status}`);
   }
 
   /** Long-polls the transport's events for the router. */

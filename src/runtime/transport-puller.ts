@@ -33,6 +33,9 @@ export class TransportPuller {
   /** Called with each change of a business number's standing the transport reports (set by the router). */
   onIntegrity?: (ev: Extract<TransportEvent, { kind: 'integrity' }>) => Promise<void>;
 
+  /** Called with each `group_join` / `group_leave` the transport reports, in pull order (set by the router). */
+  onGroupEvent?: (ev: Extract<TransportEvent, { kind: 'group_join' | 'group_leave' }>) => Promise<void>;
+
   /** Starts pulling in the background. */
   start(): void {
     if (this.running) return;
@@ -67,9 +70,10 @@ export class TransportPuller {
     const at = Date.now();
     // Routed all at once (each may wait on Redis), then grouped in pull order, so a conversation's events
     // reach its mailbox in the order the transport gave them.
-    const routes = await Promise.all(events.map((ev) => (ev.kind === 'integrity' ? null : this.route(ev, at))));
-    // A number's standing changes apply one after the other, in order.
-    for (const ev of events) if (ev.kind === 'integrity') await this.route(ev, at);
+    const inOrder = (ev: TransportEvent) => ev.kind === 'integrity' || ev.kind === 'group_join' || ev.kind === 'group_leave';
+    const routes = await Promise.all(events.map((ev) => (inOrder(ev) ? null : this.route(ev, at))));
+    // A number's standing changes, and joins and leaves of groups, apply one after the other, in order.
+    for (const ev of events) if (inOrder(ev)) await this.route(ev, at);
     for (const routed of routes) {
       if (!routed) continue;
       const list = byConversation.get(routed.conversationId) ?? [];
@@ -98,6 +102,7 @@ export class TransportPuller {
     }
     if (ev.kind === 'envelope') return this.routeEnvelope(ev, at);
     if (ev.kind === 'integrity') await this.onIntegrity?.(ev);
+    if (ev.kind === 'group_join' || ev.kind === 'group_leave') await this.onGroupEvent?.(ev);
     return null;
   }
 

@@ -106,6 +106,12 @@ export class Keys {
   mediaSizes(businessId: string): string { return `${this.prefix}:{mq:${businessId}}:size`; }
   /** Which business owns a media id (routing data, in the shared store). */
   mediaOwner(id: string): string { return `${this.prefix}:mediaowner:${id}`; }
+  /** Which business and number own a group id (routing data, in the shared store): `<business_id> <phone_number_id>`. */
+  groupOwner(groupId: string): string { return `${this.prefix}:groupowner:${groupId}`; }
+  /** Hash: one group of a business (`v` a version for compare-and-set, `d` the sealed record). */
+  group(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:grp:${groupId}`; }
+  /** Sorted set: a business number's group ids by creation time (ms). */
+  numberGroups(businessId: string, phoneNumberId: string): string { return `${this.prefix}:{g:${businessId}}:pn:${phoneNumberId}:groups`; }
   /** Strikes against a client address (hashed) that sent bad tokens or oversized bodies, for one window. */
   abuse(clientHash: string): string { return `${this.prefix}:abuse:${clientHash}`; }
 }
