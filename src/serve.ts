@@ -83,6 +83,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
       businesses: ctx.businesses, outbound: ctx.outbound, logger: ctx.log.child({ component: 'api' }),
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       media: { store: ctx.media, retentionOf: (b: string) => ctx.outbound.retentionOf(b) },
+      groups: ctx.groups,
       extraRoutes: [
         adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
         opsRoutes({

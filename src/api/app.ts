@@ -6,7 +6,10 @@ import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
 import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from '../runtime/graph-errors.ts';
 import type { ClientThrottle } from '../runtime/client-throttle.ts';
 import type { MediaInfo, MediaStore } from '../media/store.ts';
-import { mediaInfo, registerMedia } from './media.ts';
+import { deleteMedia, mediaInfo, registerMedia } from './media.ts';
+import type { GroupService } from '../runtime/groups.ts';
+import { GROUP_ID, type GroupRecord } from '../store/groups.ts';
+import { registerGroups } from './groups.ts';
 import { handleMessagesRequest } from '../runtime/message-requests.ts';
 import { metrics } from '../ops/metrics.ts';
 import { tracingOn } from '../ops/tracing.ts';
@@ -32,6 +35,8 @@ export interface ApiDeps {
   trustProxy?: TrustProxy;
   /** Media upload and retrieval (POST /{phone_number_id}/media, GET and DELETE /{media_id}). */
   media?: { store: MediaStore; retentionOf(businessId: string): Promise<number> };
+  /** Groups (POST/GET /{phone_number_id}/groups, GET/POST/DELETE /{group_id} and its invite link, join requests, participants). */
+  groups?: GroupService;
   /** Told of every route as it is added, the plugins' included (test/api/openapi.test.ts checks them against the document). */
   onRoute?: (route: RouteOptions) => void;
 }
@@ -65,6 +70,8 @@ declare module 'fastify' {
     phoneNumber?: PhoneNumber;
     /** The media the route's id names (GET/DELETE /{media_id}), when it is the token's business's. */
     media?: MediaInfo;
+    /** The group the route's id names, when it is the token's business's. */
+    group?: GroupRecord;
     /** What the API's access log line adds for this request. */
     apiNote?: RequestNote;
   }
@@ -89,15 +96,24 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i;
  * route's phone number (100, the same for unknown and foreign ids). It runs on `onRequest`, before the body
  * is read, so an unauthenticated caller cannot make the API parse anything.
  */
-async function authorize(req: FastifyRequest, businesses: BusinessStore, media?: MediaStore): Promise<void> {
-  const params = req.params as { version?: string; phone_number_id?: string };
+async function authorize(req: FastifyRequest, businesses: BusinessStore, media?: MediaStore, groups?: GroupService): Promise<void> {
+  const params = req.params as { version?: string; phone_number_id?: string; group_id?: string };
   const header = req.headers.authorization;
   const m = header ? BEARER.exec(header) : null;
   if (!m) throw new AuthError(header ? 'Invalid OAuth access token - Cannot parse access token' : 'An active access token must be used to query information about the current user.');
   const businessId = await businesses.authenticate(m[1]!);
   if (!businessId) throw new AuthError('Invalid OAuth access token - Cannot parse access token');
   if (params.version !== undefined && !VERSION.test(params.version)) throw new InvalidParameterError(`Unknown API version ${params.version.slice(0, 20)}`);
-  const id = params.phone_number_id ?? '';
+  const id = params.phone_number_id ?? params.group_id ?? '';
+  // Group ids have a shape of their own (`G` and 24 base64url characters), never a number's or a media id's.
+  if (groups && GROUP_ID.test(id)) {
+    const g = await groups.groupOf(businessId, id);
+    if (g) {
+      req.group = g;
+      return;
+    }
+    throw new UnknownObjectError(id.slice(0, 40), req.method === 'POST' ? 'POST' : req.method === 'DELETE' ? 'DELETE' : 'GET');
+  }
   const pn = await businesses.phoneNumber(id);
   if (pn && pn.business_id === businessId) {
     req.phoneNumber = pn;
@@ -127,6 +143,7 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   app.decorateRequest('phoneNumber', undefined);
   app.decorateRequest('apiNote', undefined);
   app.decorateRequest('media', undefined);
+  app.decorateRequest('group', undefined);
   // Before any route, so every route's handler runs inside its request's span.
   if (tracingOn()) registerServerSpans(app);
 
@@ -184,16 +201,38 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
 
   const number = async (req: FastifyRequest) => {
     if (req.media) return mediaInfo(req, req.media);
+    if (req.group) return deps.groups!.info(req.group, (req.query as { fields?: unknown }).fields);
     const pn = req.phoneNumber!;
     return {
       id: pn.phone_number_id, display_phone_number: pn.display_phone_number, verified_name: pn.verified_name, quality_rating: pn.quality_rating,
       throughput: { level: pn.throughput.level }, whatsapp_business_manager_messaging_limit: pn.messaging_limit_tier,
     };
   };
-  const idAuth = { onRequest: async (req: FastifyRequest) => authorize(req, deps.businesses, deps.media?.store) };
+  const idAuth = { onRequest: async (req: FastifyRequest) => authorize(req, deps.businesses, deps.media?.store, deps.groups) };
   app.get('/:version/:phone_number_id', idAuth, number);
   app.get('/:phone_number_id', idAuth, number);
-  if (deps.media) registerMedia(app, deps.media, auth, idAuth, deps.businesses);
+  if (deps.media) registerMedia(app, deps.media, auth, deps.businesses);
+  // DELETE /{id}: a media object or a group, whichever the business's id names.
+  if (deps.media || deps.groups) {
+    const remove = async (req: FastifyRequest) => {
+      if (req.group) return deps.groups!.delete(req.group);
+      if (deps.media) return deleteMedia(deps.media.store, req);
+      throw new UnknownObjectError(String((req.params as { phone_number_id: string }).phone_number_id).slice(0, 40), 'DELETE');
+    };
+    app.delete('/:version/:phone_number_id', idAuth, remove);
+    app.delete('/:phone_number_id', idAuth, remove);
+  }
+  if (deps.groups) {
+    const groups = deps.groups;
+    // Routes naming a group: only a group of the token's business passes (else 100, as for an unknown id).
+    const groupAuth = {
+      onRequest: async (req: FastifyRequest) => {
+        await authorize(req, deps.businesses, undefined, groups);
+        if (!req.group) throw new UnknownObjectError(String((req.params as { group_id?: string }).group_id ?? '').slice(0, 40), req.method === 'POST' ? 'POST' : req.method === 'DELETE' ? 'DELETE' : 'GET');
+      },
+    };
+    registerGroups(app, groups, auth, groupAuth);
+  }
   // The OpenAPI document and its page: public, like the Cloud API's reference.
   void app.register(docsRoutes);
 

@@ -22,6 +22,13 @@ export function mediaInfo(req: FastifyRequest, m: MediaInfo): Record<string, unk
   return { messaging_product: 'whatsapp', url: `${base}/media/download/${m.id}`, mime_type: m.mimeType, sha256: m.sha256, file_size: m.fileSize, id: m.id };
 }
 
+/** `DELETE /{media_id}` (app.ts registers the route: the same path deletes a group). */
+export async function deleteMedia(store: MediaStore, req: FastifyRequest): Promise<{ success: true }> {
+  if (!req.media) throw new UnknownObjectError(String((req.params as { phone_number_id: string }).phone_number_id).slice(0, 40), 'DELETE');
+  await store.delete(req.media.businessId, req.media.id);
+  return { success: true };
+}
+
 /**
  * Media routes, as the Cloud API has them: `POST /{phone_number_id}/media` (multipart/form-data: `file`,
  * `type`, `messaging_product=whatsapp`) answers `{"id"}`; `GET /{media_id}` answers the media object (its
@@ -32,7 +39,6 @@ export function registerMedia(
   app: FastifyInstance,
   media: { store: MediaStore; retentionOf(businessId: string): Promise<number> },
   auth: { onRequest: onRequestHookHandler | ((req: FastifyRequest) => Promise<void>) },
-  idAuth: { onRequest: onRequestHookHandler | ((req: FastifyRequest) => Promise<void>) },
   businesses: BusinessStore,
 ): void {
   void app.register(multipart, { limits: { fileSize: MAX_MEDIA_BYTES, files: 1, fields: 10, fieldSize: 1024, parts: 12 } });
@@ -69,13 +75,6 @@ export function registerMedia(
   app.post('/:version/:phone_number_id/media', auth, upload);
   app.post('/:phone_number_id/media', auth, upload);
 
-  const remove = async (req: FastifyRequest) => {
-    if (!req.media) throw new UnknownObjectError(String((req.params as { phone_number_id: string }).phone_number_id).slice(0, 40), 'DELETE');
-    await media.store.delete(req.media.businessId, req.media.id);
-    return { success: true };
-  };
-  app.delete('/:version/:phone_number_id', idAuth, remove);
-  app.delete('/:phone_number_id', idAuth, remove);
 
   // The download URL the media object gives: the bytes, for the owning business's token only.
   app.get('/media/download/:media_id', async (req: FastifyRequest, reply: FastifyReply) => {

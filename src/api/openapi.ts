@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MediaUploadFields, BUSINESS_ANSWERS, GraphErrorEnvelope, GRAPH_ERROR_CODES } from './schemas/business.ts';
+import { CreateGroupRequest, JoinRequestsRequest, ListGroupsQuery, RemoveParticipantsRequest, UpdateGroupRequest } from '../runtime/groups.ts';
 import { ADMIN_ANSWERS, AddNumberBody, AppSecretBody, BillingQuery, CreateBusinessBody, IssueTokenBody, NumberWebhookBody, PatchBusinessBody, StatsQuery, UserQuery } from './schemas/admin.ts';
 import { MESSAGE_TYPES, ReadRequest, SEND_REQUESTS } from '../runtime/message-schemas.ts';
 import { ADMIN_COOKIE } from '../ops/admin-auth.ts';
@@ -18,7 +19,7 @@ interface Operation {
   method: 'get' | 'post' | 'patch' | 'delete';
   /** Fastify's form (`/:version/:phone_number_id`). */
   path: string;
-  tag: 'Messages' | 'Phone numbers' | 'Media' | 'Admin: businesses' | 'Admin: data' | 'Operator' | 'Documentation';
+  tag: 'Messages' | 'Phone numbers' | 'Media' | 'Groups' | 'Admin: businesses' | 'Admin: data' | 'Operator' | 'Documentation';
   summary: string;
   security: Security;
   /** A request body: a component name (JSON) or content as it is. */
@@ -30,7 +31,7 @@ interface Operation {
   more?: Record<string, Json>;
 }
 
-const PUBLIC_TAGS = ['Messages', 'Phone numbers', 'Media', 'Documentation'];
+const PUBLIC_TAGS = ['Messages', 'Phone numbers', 'Media', 'Groups', 'Documentation'];
 
 const json = (schema: Json) => ({ 'application/json': { schema } });
 const text = (type: string, description: string) => ({ [type]: { schema: { type: 'string', description } } });
@@ -46,9 +47,18 @@ const admin = (method: Operation['method'], path: string, summary: string, ok: s
 /** Every documented operation. */
 export const OPERATIONS: readonly Operation[] = [
   ...versioned({ method: 'post', path: '/:phone_number_id/messages', tag: 'Messages', summary: 'Send a message, or mark a received message as read', security: 'business', body: 'MessagesRequest', ok: json({ oneOf: [{ $ref: '#/components/schemas/SendAccepted' }, { $ref: '#/components/schemas/Success' }] }) }),
-  ...versioned({ method: 'get', path: '/:phone_number_id', tag: 'Phone numbers', summary: 'A phone number of the token\'s business; or, given a media id, the media object', security: 'business', ok: json({ oneOf: [{ $ref: '#/components/schemas/PhoneNumber' }, { $ref: '#/components/schemas/MediaObject' }] }) }),
+  ...versioned({ method: 'get', path: '/:phone_number_id', tag: 'Phone numbers', summary: 'A phone number of the token\'s business; given a media id, the media object; given a group id (`G…`), the group (`?fields=subject,description,join_approval_mode,participants,total_participant_count,creation_timestamp,suspended`)', security: 'business', query: z.object({ fields: z.string().optional() }), ok: json({ oneOf: [{ $ref: '#/components/schemas/PhoneNumber' }, { $ref: '#/components/schemas/MediaObject' }, { $ref: '#/components/schemas/GroupInfo' }] }) }),
   ...versioned({ method: 'post', path: '/:phone_number_id/media', tag: 'Media', summary: 'Upload media (sealed at rest, kept for the business\'s retention)', security: 'business', body: { 'multipart/form-data': { schema: { $ref: '#/components/schemas/MediaUploadForm' } } }, ok: 'MediaUploaded' }),
-  ...versioned({ method: 'delete', path: '/:phone_number_id', tag: 'Media', summary: 'Delete media by its id (the path\'s id names a media object)', security: 'business', ok: 'Success' }),
+  ...versioned({ method: 'delete', path: '/:phone_number_id', tag: 'Media', summary: 'Delete media by its id, or a group by its id (`G…`: off the transport, then a `group_lifecycle_update` group_delete webhook)', security: 'business', ok: 'Success' }),
+  ...versioned({ method: 'post', path: '/:phone_number_id/groups', tag: 'Groups', summary: 'Create a group (its id and invite link follow in a `group_lifecycle_update` webhook); at most 10,000 per number (131211)', security: 'business', body: 'CreateGroupRequest', ok: 'GroupCreated' }),
+  ...versioned({ method: 'get', path: '/:phone_number_id/groups', tag: 'Groups', summary: 'The number\'s groups, paged (`limit` 1..1024, `after`/`before` cursors; 131059 for a bad cursor)', security: 'business', query: ListGroupsQuery, ok: 'GroupList' }),
+  ...versioned({ method: 'post', path: '/:group_id', tag: 'Groups', summary: 'Change a group\'s subject, description or join approval mode (`group_settings_update` webhook)', security: 'business', body: 'UpdateGroupRequest', ok: 'Success' }),
+  ...versioned({ method: 'post', path: '/:group_id/invite_link', tag: 'Groups', summary: 'A new invite link; the old one stops working', security: 'business', ok: 'InviteLink' }),
+  ...versioned({ method: 'delete', path: '/:group_id/invite_link', tag: 'Groups', summary: 'Revoke the invite link (nobody can join by it any more; POST makes a new one)', security: 'business', ok: 'Success' }),
+  ...versioned({ method: 'get', path: '/:group_id/join_requests', tag: 'Groups', summary: 'Pending join requests of an `approval_required` group', security: 'business', ok: 'JoinRequestList' }),
+  ...versioned({ method: 'post', path: '/:group_id/join_requests', tag: 'Groups', summary: 'Approve join requests (131204 for those beyond 8 participants, in `failed_join_requests`)', security: 'business', body: 'JoinRequestsRequest', ok: 'JoinRequestsAnswer' }),
+  ...versioned({ method: 'delete', path: '/:group_id/join_requests', tag: 'Groups', summary: 'Reject join requests', security: 'business', body: 'JoinRequestsRequest', ok: 'JoinRequestsAnswer' }),
+  ...versioned({ method: 'delete', path: '/:group_id/participants', tag: 'Groups', summary: 'Remove participants (at most 8 a request; 131212 if any is not a participant, nothing removed)', security: 'business', body: 'RemoveParticipantsRequest', ok: 'Success' }),
   { method: 'get', path: '/media/download/:media_id', tag: 'Media', summary: 'The bytes of a media object (its `url`), for the owning business\'s token', security: 'business', ok: { '*/*': { schema: { type: 'string', contentMediaType: 'application/octet-stream' } } } },
 
   admin('get', '', 'List businesses', 'BusinessList'),
@@ -87,7 +97,7 @@ function components(): Record<string, Json> {
   const requests = z.registry<{ id: string }>();
   for (const t of MESSAGE_TYPES) requests.add(SEND_REQUESTS[t], { id: `Send${t[0]!.toUpperCase()}${t.slice(1)}Request` });
   requests.add(ReadRequest, { id: 'MarkReadRequest' });
-  Object.entries({ CreateBusinessBody, PatchBusinessBody, AppSecretBody, AddNumberBody, NumberWebhookBody, IssueTokenBody }).forEach(([id, s]) => requests.add(s, { id }));
+  Object.entries({ CreateGroupRequest, UpdateGroupRequest, JoinRequestsRequest, RemoveParticipantsRequest, CreateBusinessBody, PatchBusinessBody, AppSecretBody, AddNumberBody, NumberWebhookBody, IssueTokenBody }).forEach(([id, s]) => requests.add(s, { id }));
   requests.add(MediaUploadFields.extend({ file: z.string().meta({ contentMediaType: 'application/octet-stream', description: 'The file (one part)' }) }), { id: 'MediaUploadForm' });
   const answers = z.registry<{ id: string }>();
   Object.entries({ ...BUSINESS_ANSWERS, ...ADMIN_ANSWERS, GraphErrorEnvelope }).forEach(([id, s]) => answers.add(s, { id }));

@@ -13,6 +13,7 @@ describe('isolation between businesses', () => {
   let revoked: string;
   let expired: string;
   let mediaId: string;
+  let groupId: string;
 
   beforeAll(async () => {
     sys = await startSystem();
@@ -31,6 +32,15 @@ describe('isolation between businesses', () => {
     await waitFor(async () => (await sys.ctx.businesses.authenticate(expired)) === null, 'the token to expire', 5000);
     const upload = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/media`, { method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}` }, body: form() });
     mediaId = ((await upload.json()) as { id: string }).id;
+    // A group of Test Co's, named 'for Test Co only' (its id comes by webhook).
+    const created = await fetch(`${sys.apiUrl}/v23.0/${sys.business.phone_number_id}/groups`, {
+      method: 'POST', headers: { authorization: `Bearer ${sys.business.access_token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', subject: 'for Test Co only' }),
+    });
+    const { request_id } = (await created.json()) as { request_id: string };
+    const groupOf = () => sys.receiver.received.flatMap((w) => w.body.entry.flatMap((e: any) => e.changes.flatMap((c: any) => c.value.groups ?? []))).find((g: any) => g.request_id === request_id);
+    await waitFor(() => !!groupOf(), 'the group_create webhook');
+    groupId = groupOf().group_id;
   });
   const form = () => {
     const f = new FormData();
@@ -57,6 +67,10 @@ describe('isolation between businesses', () => {
     { name: 'media object', method: 'GET', path: `/v23.0/${mediaId}` },
     { name: 'media object (no version)', method: 'GET', path: `/${mediaId}` },
     { name: 'media download', method: 'GET', path: `/media/download/${mediaId}` },
+    { name: 'groups list', method: 'GET', path: `/v23.0/${pn()}/groups` },
+    { name: 'group info', method: 'GET', path: `/v23.0/${groupId}?fields=subject,participants` },
+    { name: 'group info (no version)', method: 'GET', path: `/${groupId}` },
+    { name: 'group join requests', method: 'GET', path: `/v23.0/${groupId}/join_requests` },
   ];
 
   it('the right token works on every route', async () => {

@@ -21,6 +21,10 @@ export const GRAPH_ERROR_CODES: Record<number, string> = {
   131051: 'a message type, or form of one, Sealpost does not send (HTTP 400)',
   131053: 'media upload error (HTTP 400)',
   131056: '(business, consumer) pair rate limit: too many messages to one user in a short time (HTTP 429)',
+  131059: 'groups: a paging cursor the API did not give out (HTTP 400)',
+  131204: 'groups: more participants than a group may have (8) (HTTP 400; in group_participants_update webhooks for a join beyond it)',
+  131211: 'groups: the number has as many groups as it may (10,000) (HTTP 400)',
+  131212: 'groups: a user named is not a participant (HTTP 400)',
 };
 
 /** The Graph error envelope every refusal has, on every route. */
@@ -54,6 +58,23 @@ export const BUSINESS_ANSWERS = {
     mime_type: z.string(), sha256: z.string(), file_size: z.number().int(), id: z.string(),
   }),
   MediaUploaded: z.strictObject({ id: z.string().regex(/^\d{1,20}$/) }),
+  GroupCreated: z.strictObject({ messaging_product: z.literal('whatsapp'), request_id: z.string() })
+    .meta({ description: 'Accepted: the group id and invite link follow in a `group_lifecycle_update` webhook carrying this `request_id`.' }),
+  GroupList: z.strictObject({
+    data: z.array(z.strictObject({ id: z.string(), subject: z.string(), created_at: z.string() })),
+    paging: z.strictObject({ cursors: z.strictObject({ before: z.string().optional(), after: z.string().optional() }), next: z.literal(true).optional(), previous: z.literal(true).optional() }),
+  }).meta({ description: 'The number\'s groups, oldest first; `after`/`before` take the cursors (131059 for any other).' }),
+  GroupInfo: z.strictObject({
+    id: z.string(), subject: z.string().optional(), description: z.string().optional(), join_approval_mode: z.enum(['auto_approve', 'approval_required']).optional(),
+    participants: z.array(z.strictObject({ wa_id: z.string() })).optional(), total_participant_count: z.number().int().optional(),
+    creation_timestamp: z.string().optional(), suspended: z.boolean().optional(),
+  }).meta({ description: 'The fields named in `fields` (all of them when none are); `total_participant_count` leaves the business out.' }),
+  InviteLink: z.strictObject({ messaging_product: z.literal('whatsapp'), invite_link: z.string().startsWith('https://chat.whatsapp.com/') }),
+  JoinRequestList: z.strictObject({ data: z.array(z.strictObject({ join_request_id: z.string(), wa_id: z.string(), creation_timestamp: z.string() })) }),
+  JoinRequestsAnswer: z.strictObject({
+    messaging_product: z.literal('whatsapp'), approved_join_requests: z.array(z.string()).optional(), rejected_join_requests: z.array(z.string()).optional(),
+    failed_join_requests: z.array(z.strictObject({ join_request_id: z.string(), errors: z.array(z.record(z.string(), z.unknown())) })).optional(),
+  }),
   Health: z.strictObject({ ok: z.literal(true) }),
   Readiness: z.strictObject({ ready: z.boolean(), checks: z.record(z.string(), z.string()), warnings: z.array(z.string()) }),
 } as const;
