@@ -104,6 +104,17 @@ export class GroupService {
     await this.transport.putGroup(g.id, { owner: pn.display_phone_number, invite_code: g.invite_code, join_approval: g.join_approval_mode, members: g.participants });
   }
 
+  /**
+   * Changes a group in the store, telling the transport first when what it holds (members, invite code, join
+   * approval) changes. A failed PUT leaves the store as it was (the API answers an error; an event from the
+   * transport is not acknowledged and comes back).
+   */
+  private change<T>(businessId: string, groupId: string, fn: (g: GroupRecord) => { next: GroupRecord | null; result: T }): Promise<{ result: T; before: GroupRecord } | null> {
+    return this.store.update(businessId, groupId, fn, async (before, next) => {
+      if (before.invite_code !== next.invite_code || before.join_approval_mode !== next.join_approval_mode || before.participants.join() !== next.participants.join()) await this.register(next);
+    });
+  }
+
   /** `POST /{phone_number_id}/groups`: answers the request id; the group id and link follow by webhook. */
   async create(pn: PhoneNumber, body: unknown): Promise<{ request_id: string }> {
     const req = parseOr100(CreateGroupRequest, body);
@@ -178,12 +189,11 @@ export class GroupService {
   /** `POST /{group_id}`: subject, description, join approval mode. */
   async update(g: GroupRecord, body: unknown): Promise<{ success: true }> {
     const req = parseOr100(UpdateGroupRequest, body);
-    const changed = await this.store.update(g.business_id, g.id, (cur) => ({
+    const changed = await this.change(g.business_id, g.id, (cur) => ({
       next: { ...cur, ...(req.subject !== undefined ? { subject: req.subject } : {}), ...(req.description !== undefined ? { description: req.description } : {}), ...(req.join_approval_mode ? { join_approval_mode: req.join_approval_mode } : {}) },
       result: null,
     }));
     if (!changed) throw new InvalidParameterError('unknown group');
-    if (req.join_approval_mode && req.join_approval_mode !== changed.before.join_approval_mode) await this.register((await this.store.get(g.business_id, g.id))!);
     await this.tell(g, 'group_settings_update', {
       type: 'group_settings_update', group_id: g.id,
       ...(req.subject !== undefined ? { group_subject: { text: req.subject, update_successful: true } } : {}),
@@ -205,9 +215,8 @@ export class GroupService {
   /** `POST /{group_id}/invite_link`: a new code; the old one is revoked at the transport. */
   async resetInvite(g: GroupRecord): Promise<{ messaging_product: 'whatsapp'; invite_link: string }> {
     const code = newInviteCode();
-    const r = await this.store.update(g.business_id, g.id, (cur) => ({ next: { ...cur, invite_code: code }, result: null }));
+    const r = await this.change(g.business_id, g.id, (cur) => ({ next: { ...cur, invite_code: code }, result: null }));
     if (!r) throw new InvalidParameterError('unknown group');
-    await this.register({ ...r.before, invite_code: code });
     return { messaging_product: 'whatsapp', invite_link: INVITE_PREFIX + code };
   }
 
@@ -225,7 +234,7 @@ export class GroupService {
   /** `POST /{group_id}/join_requests`: approves; requests beyond the participant limit fail with 131204. */
   async approve(g: GroupRecord, body: unknown): Promise<Record<string, unknown>> {
     const req = parseOr100(JoinRequestsRequest, body);
-    const r = await this.store.update(g.business_id, g.id, (cur) => {
+    const r = await this.change(g.business_id, g.id, (cur) => {
       const approved: { id: string; wa_id: string }[] = [];
       const failed: { join_request_id: string; errors: Record<string, unknown>[] }[] = [];
       const participants = [...cur.participants];
@@ -243,9 +252,8 @@ export class GroupService {
       return { next: approved.length ? { ...cur, participants, join_requests: requests } : null, result: { approved, failed, participants } };
     });
     if (!r) throw new InvalidParameterError('unknown group');
-    const { approved, failed, participants } = r.result;
+    const { approved, failed } = r.result;
     if (approved.length) {
-      await this.register({ ...r.before, participants });
       await this.tell(g, 'group_participants_update', { type: 'group_participants_add', group_id: g.id, reason: 'join_request_approved', added_participants: approved.map((a) => ({ wa_id: a.wa_id })) });
     }
     return { messaging_product: 'whatsapp', approved_join_requests: approved.map((a) => a.id), ...(failed.length ? { failed_join_requests: failed } : {}) };
@@ -254,7 +262,7 @@ export class GroupService {
   /** `DELETE /{group_id}/join_requests`: rejects. */
   async reject(g: GroupRecord, body: unknown): Promise<Record<string, unknown>> {
     const req = parseOr100(JoinRequestsRequest, body);
-    const r = await this.store.update(g.business_id, g.id, (cur) => {
+    const r = await this.change(g.business_id, g.id, (cur) => {
       const hit = cur.join_requests.filter((x) => req.join_requests.includes(x.id));
       return { next: hit.length ? { ...cur, join_requests: cur.join_requests.filter((x) => !req.join_requests.includes(x.id)) } : null, result: hit };
     });
@@ -268,13 +276,12 @@ export class GroupService {
   async removeParticipants(g: GroupRecord, body: unknown): Promise<{ success: true }> {
     const req = parseOr100(RemoveParticipantsRequest, body);
     const users = [...new Set(req.participants.map((p) => digits(p.user)))];
-    const r = await this.store.update(g.business_id, g.id, (cur) => {
+    const r = await this.change(g.business_id, g.id, (cur) => {
       if (users.some((u) => !cur.participants.includes(u))) return { next: null, result: false };
       return { next: { ...cur, participants: cur.participants.filter((p) => !users.includes(p)) }, result: true };
     });
     if (!r) throw new InvalidParameterError('unknown group');
     if (!r.result) throw new NotGroupParticipantError();
-    await this.register({ ...r.before, participants: r.before.participants.filter((p) => !users.includes(p)) });
     await this.tell(g, 'group_participants_update', { type: 'group_participants_remove', group_id: g.id, initiated_by: 'business', removed_participants: users.map((wa_id) => ({ wa_id })) });
     return { success: true };
   }
@@ -289,7 +296,7 @@ export class GroupService {
     }
     const user = ev.from;
     if (ev.kind === 'group_leave') return this.left(owner.business_id, ev.group_id, user);
-    const r = await this.store.update(owner.business_id, ev.group_id, (cur) => {
+    const r = await this.change(owner.business_id, ev.group_id, (cur) => {
       if (cur.participants.includes(user)) return { next: null, result: 'member' as const };
       // A link revoked meanwhile (the transport checked the code it had when the user asked).
       if (ev.invite_code !== cur.invite_code) return { next: null, result: 'stale_link' as const };
@@ -304,7 +311,6 @@ export class GroupService {
     const g = r.before;
     this.log.info({ group_id: g.id, from: maskPhone(user), outcome: r.result }, 'group join');
     if (r.result === 'joined') {
-      await this.register({ ...g, participants: [...g.participants, user] });
       await this.tell(g, 'group_participants_update', { type: 'group_participants_add', group_id: g.id, reason: 'invite_link_joined', added_participants: [{ wa_id: user }] });
     } else if (r.result === 'requested') {
       const jr = (await this.store.get(g.business_id, g.id))?.join_requests.find((x) => x.wa_id === user);
@@ -319,7 +325,7 @@ export class GroupService {
 
   /** A participant left (or a pending requester withdrew: their request is revoked). */
   private async left(businessId: string, groupId: string, user: string): Promise<void> {
-    const r = await this.store.update(businessId, groupId, (cur) => {
+    const r = await this.change(businessId, groupId, (cur) => {
       if (cur.participants.includes(user)) return { next: { ...cur, participants: cur.participants.filter((p) => p !== user) }, result: 'left' as const };
       if (cur.join_requests.some((x) => x.wa_id === user)) return { next: { ...cur, join_requests: cur.join_requests.filter((x) => x.wa_id !== user) }, result: 'revoked' as const };
       return { next: null, result: 'none' as const };
@@ -328,7 +334,6 @@ export class GroupService {
     const g = r.before;
     this.log.info({ group_id: g.id, from: maskPhone(user), outcome: r.result }, 'group leave');
     if (r.result === 'left') {
-      await this.register({ ...g, participants: g.participants.filter((p) => p !== user) });
       await this.tell(g, 'group_participants_update', { type: 'group_participants_remove', group_id: g.id, initiated_by: 'participant', removed_participants: [{ wa_id: user }] });
     } else {
       await this.tell(g, 'group_participants_update', { type: 'group_join_request_revoked', group_id: g.id, wa_id: user });

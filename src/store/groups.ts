@@ -122,10 +122,12 @@ export class GroupStore {
 
   /**
    * Changes a group: `change` gets the current record and answers the new one (or null to leave it as it
-   * is); retried on a concurrent change. Answers what `change` answered with the record it saw, or null for
-   * an unknown group.
+   * is); retried on a concurrent change. `beforeCommit` runs with the new record before it is written (the
+   * transport is told first: each writer's last PUT completes before its write, so the transport ends with
+   * the list of the last write). Answers what `change` answered with the record it saw, or null for an
+   * unknown group.
    */
-  async update<T>(businessId: string, groupId: string, change: (g: GroupRecord) => { next: GroupRecord | null; result: T }): Promise<{ result: T; before: GroupRecord } | null> {
+  async update<T>(businessId: string, groupId: string, change: (g: GroupRecord) => { next: GroupRecord | null; result: T }, beforeCommit?: (before: GroupRecord, next: GroupRecord) => Promise<void>): Promise<{ result: T; before: GroupRecord } | null> {
     const key = this.keys.group(businessId, groupId);
     const redis = await this.storeOf(businessId);
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -134,6 +136,7 @@ export class GroupStore {
       const before = structuredClone(cur.record);
       const { next, result } = change(cur.record);
       if (!next) return { result, before };
+      await beforeCommit?.(before, next);
       if ((await redis.eval(CAS, 1, key, cur.version, await this.sealed(next, key))) === 1) return { result, before };
     }
     throw new GroupBusyError();

@@ -129,7 +129,7 @@ describe('groups: management through the API, joins and leaves from the transpor
     await hook('group_participants_update', (h) => h.group_id === g.group_id && h.added_participants?.[0]?.wa_id === users[8], 'the ninth user to join');
   }, 120_000);
 
-  it('approval_required: a join is a request, listed, approved or rejected; a requester who leaves revokes it', async () => {
+  it('approval_required: a join is a request, listed, approved or rejected; a pending requester is no member, so the transport refuses their leave and the request stays', async () => {
     const g = await create('Needs approval', { join_approval_mode: 'approval_required' });
     expect((await transportGroup(g.group_id)).json.join_approval).toBe('approval_required');
     const [a, b, c] = await Promise.all([user(), user(), user()]);
@@ -152,8 +152,8 @@ describe('groups: management through the API, joins and leaves from the transpor
     expect(rejected.json).toEqual({ messaging_product: 'whatsapp', rejected_join_requests: [idOf(b!)] });
     await hook('group_participants_update', (h) => h.group_id === g.group_id && h.type === 'group_join_request_rejected', 'the rejection webhook');
 
-    // c gives up (leaves while pending): the request is revoked.
-    expect(await leave(c!, g.group_id)).not.toBe(200); // the transport knows c is no member: it refuses the leave
+    // c is not a member: the transport refuses a leave (no group_leave event), and c's request stays pending.
+    expect(await leave(c!, g.group_id)).toBe(403);
     expect((await api('GET', `/v23.0/${g.group_id}/join_requests`)).json.data.map((r: Json) => r.wa_id)).toEqual([c]);
     expect((await api('GET', `/v23.0/${g.group_id}?fields=participants`)).json.participants).toEqual([{ wa_id: a }]);
   }, 60_000);
@@ -170,6 +170,25 @@ describe('groups: management through the API, joins and leaves from the transpor
     await hook('group_participants_update', (h) => h.group_id === g.group_id && h.added_participants?.[0]?.wa_id === wa, 'a join by the new link');
     expect((await api('DELETE', `/v23.0/${g.group_id}/invite_link`)).json).toEqual({ success: true });
     expect((await join(await user(), fresh.json.invite_link)).status).toBe(404);
+  });
+
+  it('concurrent changes: the transport ends with what the store holds (each change is PUT before its compare-and-set)', async () => {
+    const g = await create();
+    const users = await Promise.all(Array.from({ length: 4 }, () => user()));
+    for (const wa of users) await join(wa, g.invite_link);
+    await waitFor(async () => (await transportGroup(g.group_id)).json.members.length === 4, 'four members');
+    const answers = await Promise.all([
+      ...Array.from({ length: 5 }, () => api('POST', `/v23.0/${g.group_id}/invite_link`)),
+      api('DELETE', `/v23.0/${g.group_id}/participants`, { messaging_product: 'whatsapp', participants: [{ user: users[0] }] }),
+      api('DELETE', `/v23.0/${g.group_id}/participants`, { messaging_product: 'whatsapp', participants: [{ user: users[1] }] }),
+      api('POST', `/v23.0/${g.group_id}`, { messaging_product: 'whatsapp', join_approval_mode: 'approval_required' }),
+    ]);
+    for (const a of answers) expect(a.status, a.text).toBe(200);
+    const stored = (await sys.ctx.groups.store.get(sys.business.business_id, g.group_id))!;
+    const t = (await transportGroup(g.group_id)).json;
+    expect(t).toMatchObject({ invite_code: stored.invite_code, members: stored.participants, join_approval: 'approval_required' });
+    expect(stored.participants).toEqual(users.slice(2));
+    expect(answers.slice(0, 5).map((a) => a.json.invite_link.split('/').pop())).toContain(stored.invite_code);
   });
 
   it('settings update and delete, with their webhooks; the deleted group is gone everywhere', async () => {
