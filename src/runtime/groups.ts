@@ -189,6 +189,7 @@ export class GroupService {
   /** `POST /{group_id}`: subject, description, join approval mode. */
   async update(g: GroupRecord, body: unknown): Promise<{ success: true }> {
     const req = parseOr100(UpdateGroupRequest, body);
+    if (req.subject === undefined && req.description === undefined && req.join_approval_mode === undefined) throw new InvalidParameterError('give subject, description or join_approval_mode');
     const changed = await this.change(g.business_id, g.id, (cur) => ({
       next: { ...cur, ...(req.subject !== undefined ? { subject: req.subject } : {}), ...(req.description !== undefined ? { description: req.description } : {}), ...(req.join_approval_mode ? { join_approval_mode: req.join_approval_mode } : {}) },
       result: null,

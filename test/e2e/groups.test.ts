@@ -200,6 +200,7 @@ describe('groups: management through the API, joins and leaves from the transpor
     expect((await api('GET', `/v23.0/${g.group_id}?fields=subject,join_approval_mode`)).json).toEqual({ id: g.group_id, subject: 'Renamed', join_approval_mode: 'approval_required' });
     expect((await transportGroup(g.group_id)).json.join_approval).toBe('approval_required');
     expect((await api('POST', `/v23.0/${g.group_id}`, { messaging_product: 'whatsapp', subject: 'x'.repeat(129) })).json.error.code).toBe(100);
+    expect((await api('POST', `/v23.0/${g.group_id}`, { messaging_product: 'whatsapp' })).json.error.code).toBe(100);
 
     expect((await api('DELETE', `/v23.0/${g.group_id}`)).json).toEqual({ success: true });
     await hook('group_lifecycle_update', (h) => h.group_id === g.group_id && h.type === 'group_delete', 'the delete webhook');
