@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { readTraceLines } from '../../src/trace/store.ts';
 import { startOwnRedisServer, type OwnRedis } from '../helpers/redis-server.ts';
+import { workerProcesses } from '../helpers/worker-processes.ts';
 import { createDevice, deviceMessages, deviceStats, openWindows, sendText, startSystem, userWrites, waitFor, type TestSystem } from '../helpers/system.ts';
 
 const json = async (url: string, method: string, body?: unknown) => {
@@ -164,16 +165,13 @@ describe('fan-out to every device of a user', () => {
 describe('fan-out through a lossy transport and workers killed with SIGKILL', () => {
   let redis: OwnRedis | undefined;
   let sys: TestSystem | undefined;
-  const workers = new Set<ChildProcess>();
+  const workers = workerProcesses(() => sys!.childEnv());
+  const alive: ChildProcess[] = [];
   let killer: NodeJS.Timeout | undefined;
 
   afterAll(async () => {
     clearInterval(killer);
-    await Promise.all([...workers].map((w) => new Promise<void>((r) => {
-      if (w.exitCode !== null || w.signalCode !== null) return r();
-      w.once('exit', () => r());
-      w.kill('SIGKILL');
-    })));
+    await workers.stopAll();
     await sys?.close();
     await redis?.stop();
   });
@@ -186,11 +184,7 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
       env: { SEALPOST_RETRANSMIT_BASE_MS: '400', SEALPOST_RETRANSMIT_MAX_MS: '1500', SEALPOST_BUNDLE_RETRY_MS: '300', SEALPOST_LEASE_MS: '3000' },
     });
     const s = sys;
-    const spawnWorker = () => {
-      const w = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], { env: s.childEnv(), stdio: 'ignore' });
-      workers.add(w);
-      w.once('exit', () => workers.delete(w));
-    };
+    const spawnWorker = () => alive.push(workers.spawn());
     spawnWorker();
     spawnWorker();
     const users = await Promise.all(Array.from({ length: 12 }, (_, i) => createDevice(s.platformUrl, `+1555861${String(i).padStart(4, '0')}`)));
@@ -200,7 +194,7 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
     let kills = 0;
     // The oldest worker is killed every 2.5 s, five times, while messages are being sent and retransmitted.
     killer = setInterval(() => {
-      const victim = [...workers][0];
+      const victim = alive.shift();
       if (!victim || kills >= 5) return;
       victim.kill('SIGKILL');
       kills++;
