@@ -135,13 +135,13 @@ describe('fan-out to every device of a user', () => {
     const reinstall = await json(`${sys.platformUrl}/sim/devices/${waId}/linked/${laptop}/reinstall`, 'POST', {});
     expect(reinstall.status).toBe(200);
     const second = await sendText(sys, waId, 'b1');
-    await waitFor(async () => (await bodies(sys, waId, laptop)).length === 2, 'the reinstalled laptop to show b1');
+    await waitFor(async () => (await bodies(sys, waId, laptop)).length === 2 && (await bodies(sys, waId, 1)).length === 2, 'the reinstalled laptop and the phone to show b1');
     expect(await bodies(sys, waId, laptop)).toEqual(['b0', 'b1']);
     expect(await bodies(sys, waId, 1)).toEqual(['b0', 'b1']);
     const events = await traceEvents(sys, second);
     expect(events.some((e) => e.type === 'TRANSPORT_REJECTED' && e.reason === 'devices' && ((e.stale ?? []) as number[]).includes(laptop))).toBe(true);
+    await waitFor(() => statusesOf(first).includes('delivered') && statusesOf(second).includes('delivered'), 'b0 and b1 delivered');
     expect(statusesOf(first)).toEqual(['sent', 'delivered']);
-    await waitFor(() => statusesOf(second).includes('delivered'), 'b1 delivered');
     expect(statusesOf(second)).toEqual(['sent', 'delivered']);
     expect((await deviceStats(sys.platformUrl, waId, laptop)).key_reuse).toBe(0);
   });
