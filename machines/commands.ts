@@ -16,7 +16,9 @@ export type Command =
    * message's `dseq` (companions' seqs given before) and `redo` (devices to encrypt afresh) are read from the
    * context the transition left, so the command (and every recorded trace) stays what it was.
    */
-  | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true; read?: string[] }
+  | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true; read?: string[]; senderKey?: { group: string; dist: string } }
+  /** A device of the user acknowledged the group's sender key `dist`: the group actor is told (KEY_HELD). */
+  | { type: 'group.key_held'; group: string; dist: string; device: number }
   /** Store the inbound message just decrypted (sealed) and open the customer-service window. */
   | { type: 'inbound.store'; id: string; at: number }
   /** Forward an inbound message to the business (a `messages` webhook). */

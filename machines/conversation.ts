@@ -27,6 +27,8 @@ export interface OutboundMessage {
   skip?: true;
   /** A read receipt for these inbound message ids (the business read them); seq 0; no webhooks. */
   read?: string[];
+  /** The business's sender key for a group (docs/groups.md): seq 0, no webhooks; each device's receipt is told to the group. */
+  senderKey?: { group: string; dist: string };
   /**
    * The user's devices it was encrypted for that have not acknowledged it yet (docs/multi-device.md): it is
    * handed over again until this is empty, the TTL ends or they leave the list. Absent before the first
@@ -127,6 +129,10 @@ export type ConversationEvent =
   | { type: 'MESSAGE_RECEIVED'; id: string; at: number; seq: number; messageType: string }
   | { type: 'MESSAGE_DUPLICATE'; id: string; at: number }
   | { type: 'MARK_READ'; id: string; at: number }
+  /** The group actor asks for its sender key `dist` to reach every device of this user. */
+  | { type: 'SENDER_KEY'; group: string; dist: string; at: number }
+  /** The user's phone sent its own sender key for a group (the host handed it to the group). */
+  | { type: 'SENDER_KEY_RECEIVED'; id: string; at: number }
   | { type: 'PURGE_DUE'; at: number }
   | { type: 'ERASE'; at: number }
   | { type: 'DECRYPT_FAILED'; id: string; at: number; reason: string };
@@ -157,7 +163,7 @@ function owedAfter(m: Msg, device: number): number[] | null {
   const left = m.owed.filter((d) => d !== device);
   return left.length ? left : null;
 }
-const isControl = (m: Msg) => !!m.skip || !!m.read;
+const isControl = (m: Msg) => !!m.skip || !!m.read || !!m.senderKey;
 const find = (c: Ctx, wamid: string) => c.messages.find((m) => m.wamid === wamid);
 const update = (c: Ctx, pred: (m: Msg) => boolean, patch: (m: Msg) => Partial<Msg>) =>
   c.messages.map((m) => (pred(m) ? { ...m, ...patch(m) } : m));
@@ -198,6 +204,7 @@ function nextWake(c: Ctx): number | null {
 
 const encrypt = (m: Msg): Command => ({
   type: 'message.encrypt', wamid: m.wamid, seq: m.seq, ...(m.skip ? { skip: true as const } : {}), ...(m.read ? { read: m.read } : {}),
+  ...(m.senderKey ? { senderKey: m.senderKey } : {}),
 });
 
 function encryptQueued({ context }: Args): CommandBatch {
@@ -226,6 +233,7 @@ function reportDelivered({ context, event }: Args): CommandBatch {
     if (!m.sentReported) list.push({ type: 'webhook.status', wamid: m.wamid, status: 'sent', at: event.at });
     list.push({ type: 'webhook.status', wamid: m.wamid, status: 'delivered', at: event.at });
   }
+  if (m.senderKey && (!m.owed || m.owed.includes(deviceOf(event)))) list.push({ type: 'group.key_held', ...m.senderKey, device: deviceOf(event) });
   if (!owedAfter(m, deviceOf(event))) list.push({ type: 'message.forget', wamid: m.wamid });
   return { list };
 }
@@ -368,6 +376,8 @@ export const conversationMachine = setup({
       return 'reason' in event && event.reason === 'refused' && isInFlight(m) && !isControl(m!);
     },
     repairsExhausted: ({ context, event }) => (find(context, wamidOf(event))?.repairs ?? 0) >= MAX_REPAIRS,
+    // The group replaced the sender key this message carried (or is gone): it is dropped, not retried.
+    senderKeyGone: ({ event }) => event.type === 'ENCRYPT_FAILED' && event.reason === 'sender_key_replaced',
     ratchetMatches: ({ event }) => event.type === 'RETRY_REQUESTED' && event.ratchetMatches,
     hasQueued: ({ context }) => context.messages.some((m) => m.state === 'queued'),
     notFailed: ({ context, event }) => !(context.failed ?? []).includes(wamidOf(event)),
@@ -488,6 +498,19 @@ export const conversationMachine = setup({
         return context.messages.some((m) => m.wamid === receipt.wamid) ? context.messages : [...context.messages, receipt];
       },
     }),
+    /** The group's newest sender key replaces any older one for the group still owed. */
+    queueSenderKey: assign({
+      messages: ({ context, event }) => {
+        if (event.type !== 'SENDER_KEY') return context.messages;
+        const wamid = derivedWamid(context.conversationId, `gk:${event.group}:${event.dist}`);
+        if (context.messages.some((m) => m.wamid === wamid)) return context.messages;
+        const key: Msg = {
+          wamid, seq: 0, state: 'queued', acceptedAt: event.at, expiresAt: event.at + context.settings.ttlMs, attempts: 0, nextAttemptAt: null,
+          sentReported: false, senderKey: { group: event.group, dist: event.dist },
+        };
+        return [...context.messages.filter((m) => m.senderKey?.group !== event.group), key];
+      },
+    }),
     clearFiredTimer: assign({
       timer: ({ context, event }) => (event.type === 'RETRANSMIT_DUE' && context.timer && (!event.timerId || event.timerId === context.timer.id) ? null : context.timer),
     }),
@@ -553,6 +576,8 @@ export const conversationMachine = setup({
       { guard: 'isOutstanding', actions: ['requeueForRepair', { type: 'emitCommands', params: planTimer }, 'replan'] },
     ],
     SESSION_ACK: {},
+    SENDER_KEY_RECEIVED: {},
+    SENDER_KEY: { actions: ['queueSenderKey', { type: 'emitCommands', params: planTimer }, 'replan'] },
     DECRYPT_FAILED: {},
     MESSAGE_DUPLICATE: {},
     MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: planTimer }, 'replan'] },
@@ -571,11 +596,12 @@ export const conversationMachine = setup({
       on: {
         SEND: { guard: 'isNewMessage', target: 'negotiating', actions: ['enqueue', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
         BUNDLE_RETRY_DUE: { guard: 'hasQueued', target: 'negotiating', actions: { type: 'emitCommands', params: FETCH } },
+        SENDER_KEY: { target: 'negotiating', actions: ['queueSenderKey', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'] },
         RETRANSMIT_DUE: {
           guard: 'hasQueued', target: 'negotiating',
           actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: FETCH }, { type: 'emitCommands', params: planTimer }, 'replan'],
         },
-        ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
+        ENCRYPT_FAILED: [{ guard: 'senderKeyGone', actions: ['remove', { type: 'emitCommands', params: planTimer }, 'replan'] }, { actions: 'requeueEncrypting' }],
         // The user opened the conversation: decrypting their PreKey message gave us a session.
         MESSAGE_RECEIVED: {
           target: 'established',
@@ -598,7 +624,7 @@ export const conversationMachine = setup({
           { guard: 'recipientUnknown', target: 'noSession', actions: [{ type: 'emitCommands', params: failQueued }, 'removeQueued', { type: 'emitCommands', params: planTimer }, 'replan'] },
           { target: 'noSession', actions: ['countBundleFailure', { type: 'emitCommands', params: scheduleBundleRetry }] },
         ],
-        ENCRYPT_FAILED: { actions: 'requeueEncrypting' },
+        ENCRYPT_FAILED: [{ guard: 'senderKeyGone', actions: ['remove', { type: 'emitCommands', params: planTimer }, 'replan'] }, { actions: 'requeueEncrypting' }],
         MESSAGE_RECEIVED: { actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }] },
       },
     },
@@ -609,10 +635,11 @@ export const conversationMachine = setup({
           actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire',
             { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'],
         },
-        ENCRYPT_FAILED: {
-          target: 'negotiating',
-          actions: ['requeueEncrypting', { type: 'emitCommands', params: FETCH }],
-        },
+        ENCRYPT_FAILED: [
+          { guard: 'senderKeyGone', actions: ['remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+          { target: 'negotiating', actions: ['requeueEncrypting', { type: 'emitCommands', params: FETCH }] },
+        ],
+        SENDER_KEY: { actions: ['queueSenderKey', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
         MESSAGE_RECEIVED: { actions: ['noteInbound', { type: 'emitCommands', params: receiveInbound }] },
         MARK_READ: { actions: ['queueReadReceipt', { type: 'emitCommands', params: encryptQueued }, 'markQueuedEncrypting', { type: 'emitCommands', params: planTimer }, 'replan'] },
         // As in any state, and the skip notice that replaces the refused message goes out at once.

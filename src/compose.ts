@@ -1,3 +1,6 @@
+import type { GroupTraffic } from './runtime/transport-puller.ts';
+import { conversationId, isWamidShaped } from './runtime/ids.ts';
+import { maskPhone } from './log.ts';
 import type { Job, Worker } from 'bullmq';
 import { MAX_RETENTION_MS } from './store/businesses.ts';
 import { metrics } from './ops/metrics.ts';
@@ -14,6 +17,7 @@ import { startConversationWorker } from '../workers/conversation.ts';
 import { startOutboundWorker } from '../workers/outbound.ts';
 import { startTimerWorker } from '../workers/timers.ts';
 import { startWebhookWorker } from '../workers/webhook.ts';
+import { startGroupWorker } from '../workers/group.ts';
 
 /**
  * The composition root of the worker side: it builds the actor host and starts every queue's worker, the
@@ -48,6 +52,9 @@ function sinksFor(ctx: RouterContext, timers: ShardTimers): HostSinks {
     },
     async cancelPurges(conversationId, untils, retentionMs) {
       await cancelPurges(ctx.queues.timers, conversationId, untils, retentionMs);
+    },
+    async group(businessId, groupId, event) {
+      await ctx.groupHost.post(businessId, groupId, [event]);
     },
   };
 }
@@ -98,10 +105,11 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     // Refused private targets are refused on every connection too: a name may resolve elsewhere tomorrow.
     ...(config.webhookDenyPrivate ? { fetchImpl: egressFetch(true) } : {}),
   });
+  const groups = startGroupWorker({ connection, prefix, queueName: keys.queueName('groups'), host: ctx.groupHost, concurrency: 8, log: ctx.log });
   const outbound = startOutboundWorker({
     connection, prefix, queueName: keys.queueName('outbound'), businesses: ctx.businesses, outbound: ctx.outbound, log: ctx.log.child({ component: 'outbound-queue' }),
   });
-  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker], ['outbound', outbound]] as const) {
+  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker], ['outbound', outbound], ['groups', groups]] as const) {
     (w as Worker).on('completed', (job: Job) => observeJob(queue, job));
     (w as Worker).on('failed', (job: Job | undefined) => {
       metrics.jobFailures.inc({ queue });
@@ -121,6 +129,8 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   };
   // Joins and leaves by users: the router is authoritative for membership (src/runtime/groups.ts).
   puller.onGroupEvent = (ev) => ctx.groups.onTransportEvent(ev);
+  // Group traffic (receipts of group messages, members' messages) goes to the group's actor.
+  puller.onGroupTraffic = (ev) => routeGroupTraffic(ctx, ev);
   if (opts.pull !== false) puller.start();
   ctx.publisher.start();
   const sweeper = new RetentionSweeper(ctx.stores, keys, ctx.mailboxes, ctx.log.child({ component: 'retention' }), mailboxTtlMs);
@@ -131,9 +141,33 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     async close() {
       sweeper.stop();
       await puller.stop();
-      await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close()]);
+      await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close(), groups.close()]);
       // Drains that outlived their wake-up job (a slow conversation) finish before the process goes.
       await runner.close();
     },
   };
+}
+
+/**
+ * A receipt for a group message, or a member's message to a group: to the group's actor, the member named by
+ * conversation id. Dropped (logged, masked) when the group is not the business number's or the sender is not
+ * on its list.
+ */
+async function routeGroupTraffic(ctx: RouterContext, ev: GroupTraffic): Promise<void> {
+  const owner = await ctx.groups.store.owner(ev.group_id);
+  const pn = owner ? await ctx.businesses.phoneNumber(owner.phone_number_id) : null;
+  if (!owner || !pn || pn.display_phone_number.replace(/^\+/, '') !== ev.to.replace(/^\+/, '')) {
+    ctx.log.warn({ group_id: ev.group_id, to: maskPhone(ev.to) }, 'group traffic for an unknown group dropped');
+    return;
+  }
+  const member = await conversationId(ctx.dataKeys, owner.business_id, owner.phone_number_id, ev.from);
+  const at = Date.now();
+  const device = Number.isInteger(ev.device_id) && ev.device_id! > 0 ? ev.device_id! : 1;
+  if (ev.kind === 'receipt') {
+    if (ev.status !== 'delivered') return;
+    await ctx.groupHost.post(owner.business_id, ev.group_id, [{ type: 'RECEIPT', wamid: ev.id, at, member, device }]);
+  } else {
+    if (!isWamidShaped(ev.id)) return;
+    await ctx.groupHost.post(owner.business_id, ev.group_id, [{ type: 'ENVELOPE', id: ev.id, at, member, body: ev.body }]);
+  }
 }

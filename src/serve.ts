@@ -84,6 +84,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       media: { store: ctx.media, retentionOf: (b: string) => ctx.outbound.retentionOf(b) },
       groups: ctx.groups,
+      groupSend: { ...ctx, groupHost: ctx.groupHost },
       extraRoutes: [
         adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
         opsRoutes({

@@ -1,9 +1,10 @@
+import { acceptGroupSend, isGroupSend, type GroupSendDeps } from '../runtime/group-send.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type RouteOptions } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger, maskPhone } from '../log.ts';
 import type { OutboundPort } from '../runtime/ports.ts';
 import type { BusinessStore, PhoneNumber } from '../store/businesses.ts';
-import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError } from '../runtime/graph-errors.ts';
+import { ApplicationLimitError, ServiceUnavailableError, AuthError, graphEnvelope, InvalidParameterError, newTraceId, toGraphError, UnknownObjectError, UnsupportedTypeError } from '../runtime/graph-errors.ts';
 import type { ClientThrottle } from '../runtime/client-throttle.ts';
 import type { MediaInfo, MediaStore } from '../media/store.ts';
 import { deleteMedia, mediaInfo, registerMedia } from './media.ts';
@@ -37,6 +38,8 @@ export interface ApiDeps {
   media?: { store: MediaStore; retentionOf(businessId: string): Promise<number> };
   /** Groups (POST/GET /{phone_number_id}/groups, GET/POST/DELETE /{group_id} and its invite link, join requests, participants). */
   groups?: GroupService;
+  /** Sending to groups (`"recipient_type":"group"` on POST /{phone_number_id}/messages); absent: refused with 131051. */
+  groupSend?: GroupSendDeps;
   /** Told of every route as it is added, the plugins' included (test/api/openapi.test.ts checks them against the document). */
   onRoute?: (route: RouteOptions) => void;
 }
@@ -188,6 +191,12 @@ export function buildApp(deps: ApiDeps): FastifyInstance {
   const auth = { onRequest: async (req: FastifyRequest) => authorize(req, deps.businesses) };
 
   const messages = async (req: FastifyRequest) => {
+    if (isGroupSend(req.body)) {
+      if (!deps.groupSend) throw new UnsupportedTypeError('group');
+      const sent = await acceptGroupSend(deps.groupSend, req.phoneNumber!, req.body);
+      req.apiNote = { ...req.apiNote, wamid: sent.wamid };
+      return { messaging_product: 'whatsapp', contacts: [{ input: sent.groupId }], messages: [{ id: sent.wamid }] };
+    }
     const outcome = await handleMessagesRequest(deps.outbound, req.phoneNumber!, req.body, {
       onSend: (send) => (req.apiNote = { ...req.apiNote, to: maskPhone(send.waId) }),
     });

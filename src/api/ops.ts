@@ -151,5 +151,6 @@ function describe(name: string): string {
     outbound: 'messages enqueued directly by business backends',
     timers: 'retransmission, bundle-retry and retention deletion timers',
     webhooks: 'webhook deliveries to businesses (per-business outbox wake-ups)',
+    groups: 'wake-ups and retransmission timers of group actors',
   } as Record<string, string>)[kind] ?? kind;
 }

@@ -14,6 +14,7 @@ export class Metrics {
   readonly retransmissions: Counter;
   /** Device envelopes inside the messages handed over (a message carries one per device of its user). */
   readonly deviceEnvelopes: Counter;
+  readonly groupRelays: Counter;
   /** Sends the transport refused because the devices did not match the user's (409 mismatch, 410 stale). */
   readonly deviceMismatches: Counter<'kind'>;
   readonly statuses: Counter<'status'>;
@@ -42,6 +43,7 @@ export class Metrics {
     });
     this.sent = new Counter({ name: 'sealpost_envelopes_sent_total', help: 'Envelopes handed to the transport (first sends and retransmissions)', registers: [r] });
     this.retransmissions = new Counter({ name: 'sealpost_retransmissions_total', help: 'Envelopes handed to the transport again (no receipt in time)', registers: [r] });
+    this.groupRelays = new Counter({ name: 'sealpost_group_messages_relayed_total', help: 'Group messages handed to the transport (once per message and attempt, whatever the members and devices)', registers: [r] });
     this.deviceEnvelopes = new Counter({ name: 'sealpost_device_envelopes_sent_total', help: 'Device envelopes handed to the transport (one per device of the user in each message sent)', registers: [r] });
     this.deviceMismatches = new Counter({ name: 'sealpost_device_mismatches_total', help: 'Sends refused because the user\'s devices changed, by kind (mismatch: 409, stale: 410)', labelNames: ['kind'], registers: [r] });
     this.statuses = new Counter({ name: 'sealpost_statuses_total', help: 'Status updates emitted to businesses, by status', labelNames: ['status'], registers: [r] });

@@ -209,3 +209,17 @@ export function graphEnvelope(err: GraphError, fbtraceId: string): Record<string
     },
   };
 }
+
+/** 131041: the group is unknown (or another business's, or another number's). */
+export class UnknownGroupGraphError extends GraphError {
+  constructor() {
+    super(131041, 'Group not found', 'The group does not exist or does not belong to this phone number.', 400);
+  }
+}
+
+/** 131020: the group has no participant besides the business: nobody to send to. */
+export class SingleMemberGroupError extends GraphError {
+  constructor() {
+    super(131020, 'Group has no participants', 'The group has no participants besides the business; nothing was sent.', 400);
+  }
+}

@@ -109,11 +109,19 @@ export class GroupService {
    * approval) changes. A failed PUT leaves the store as it was (the API answers an error; an event from the
    * transport is not acknowledged and comes back).
    */
-  private change<T>(businessId: string, groupId: string, fn: (g: GroupRecord) => { next: GroupRecord | null; result: T }): Promise<{ result: T; before: GroupRecord } | null> {
-    return this.store.update(businessId, groupId, fn, async (before, next) => {
-      if (before.invite_code !== next.invite_code || before.join_approval_mode !== next.join_approval_mode || before.participants.join() !== next.participants.join()) await this.register(next);
+  private async change<T>(businessId: string, groupId: string, fn: (g: GroupRecord) => { next: GroupRecord | null; result: T }): Promise<{ result: T; before: GroupRecord } | null> {
+    let members = false;
+    const r = await this.store.update(businessId, groupId, fn, async (before, next) => {
+      members = before.participants.join() !== next.participants.join();
+      if (before.invite_code !== next.invite_code || before.join_approval_mode !== next.join_approval_mode || members) await this.register(next);
     });
+    // The group's actor follows the record (a new member gets the key; a member gone, a new key).
+    if (r && members) await this.onMembersChanged?.(businessId, groupId);
+    return r;
   }
+
+  /** Told after the members of a group changed or the group was deleted (the router wakes the group's actor). */
+  onMembersChanged?: (businessId: string, groupId: string) => Promise<void>;
 
   /** `POST /{phone_number_id}/groups`: answers the request id; the group id and link follow by webhook. */
   async create(pn: PhoneNumber, body: unknown): Promise<{ request_id: string }> {
@@ -209,6 +217,7 @@ export class GroupService {
     await this.transport.deleteGroup(g.id);
     await this.store.delete(g.business_id, g.phone_number_id, g.id);
     this.log.info({ group_id: g.id }, 'group deleted');
+    await this.onMembersChanged?.(g.business_id, g.id);
     await this.tell(g, 'group_lifecycle_update', { type: 'group_delete', group_id: g.id });
     return { success: true };
   }

@@ -16,6 +16,7 @@ export type MailboxEvent = (
   | { type: 'BUNDLE_RETRY_DUE'; at: number }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'MARK_READ'; id: string; at: number }
+  | { type: 'SENDER_KEY'; group: string; dist: string; at: number }
   | { type: 'PURGE_DUE'; at: number }
   | { type: 'ERASE'; at: number }
 ) & { tp?: string };

@@ -59,7 +59,7 @@ export function validateMessagesBody(body: unknown): { kind: 'send'; send: SendB
 }
 
 /** What of a validated type object is handed on: the fields the Cloud API defines (interactive and contacts as given). */
-function payloadOf(type: MessageType, v: Record<string, unknown>): Record<string, unknown> | unknown[] {
+export function payloadOf(type: MessageType, v: Record<string, unknown>): Record<string, unknown> | unknown[] {
   const pick = (...keys: string[]) => Object.fromEntries(keys.filter((k) => v[k] !== undefined).map((k) => [k, v[k]]));
   switch (type) {
     case 'text': return pick('body', 'preview_url');

@@ -55,10 +55,8 @@ export const ReadRequest = z.object({
   typing_indicator: z.object({ type: z.literal('text', { error: 'Parameter typing_indicator must be {"type":"text"}' }) }, { error: 'Parameter typing_indicator must be {"type":"text"}' }).optional(),
 }).meta({ description: 'Marks a message the number received as read (blue ticks), optionally showing a typing indicator.' });
 
-/** `recipient_type`: only `individual` (groups are not sent to yet). */
-export const RecipientType = z.literal('individual', {
-  error: (iss) => (iss.input === 'group' ? 'Parameter recipient_type "group" is not supported yet: only "individual"' : 'Parameter recipient_type must be "individual"'),
-});
+/** `recipient_type`: `individual` here; `group` sends take their own path (src/runtime/group-send.ts). */
+export const RecipientType = z.literal('individual', { error: 'Parameter recipient_type must be "individual" or "group"' });
 
 /** A full international number; `+`, `-`, `(`, `)` and spaces are ignored. */
 export const RECIPIENT = /^[1-9]\d{6,14}$/;

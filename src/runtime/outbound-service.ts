@@ -87,7 +87,7 @@ export class OutboundService implements OutboundPort {
    * A message naming an uploaded media `id` carries, instead, an attachment pointer: the file encrypted with
    * a fresh key, only the ciphertext handed to the transport; key and digest travel in the message itself.
    */
-  private async withAttachments(businessId: string, message: OutboundRequest['message']): Promise<OutboundRequest['message']> {
+  async withAttachments(businessId: string, message: OutboundRequest['message']): Promise<OutboundRequest['message']> {
     const kind = message.type;
     const part = (message as Record<string, unknown>)[kind] as Record<string, unknown> | undefined;
     if (!MEDIA_KINDS.has(kind) || !part || typeof part.id !== 'string') return message;

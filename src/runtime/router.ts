@@ -1,3 +1,4 @@
+import { GroupHost, type GroupJob } from './group-host.ts';
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { bullConnection, connectRedis, isCluster } from '../redis/connect.ts';
@@ -47,7 +48,9 @@ export interface RouterContext {
   media: MediaStore;
   /** Groups (management: create, info, invite links, joins and leaves), sealed per business. */
   groups: GroupService;
-  queues: { conversations: Queue<WakeJob>; timers: Queue<TimersQueueJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult> };
+  /** Group actors: sending to groups, members' group messages (machines/group.ts). */
+  groupHost: GroupHost;
+  queues: { conversations: Queue<WakeJob>; timers: Queue<TimersQueueJob>; webhooks: Queue<WebhookJob>; outbound: Queue<OutboundJobData, OutboundJobResult>; groups: Queue<GroupJob> };
   log: Logger;
   close(): Promise<void>;
 }
@@ -74,6 +77,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     timers: new Queue<TimersQueueJob>(keys.queueName('timers'), { connection, prefix, streams, ...telemetry }),
     webhooks: createWebhookQueue(connection, { prefix, queueName: keys.queueName('webhooks'), ...telemetry }),
     outbound: createOutboundQueue(connection, prefix, keys.queueName('outbound'), telemetry),
+    groups: new Queue<GroupJob>(keys.queueName('groups'), { connection, prefix, streams, ...telemetry }),
   };
   const stores = new Stores(redis, keys, config.regions, defineCommitScript);
   const mailboxes = new Mailboxes(stores, keys, queues.conversations);
@@ -85,12 +89,25 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
   const media = new MediaStore((b) => stores.forBusiness(businesses, b), redis, keys, dataKeys, { quotaBytes: config.mediaQuotaBytes });
   outbound.useMedia(media, (ct) => transport.uploadAttachment(ct));
   const publisher = new KeyPublisher(redis, keys, dataKeys, businesses, transport, log.child({ component: 'keys' }), config.retentionMs);
+  const groupStore = new GroupStore(redis, (b) => stores.forBusiness(businesses, b), keys, (b) => dataKeys.get(b));
+  const groups = new GroupService(groupStore, businesses, transport,
+    (b, p, values) => webhooks.enqueue(b, p, values, config.webhookMaxAgeMs + 86_400_000), log.child({ component: 'groups' }));
+  const groupHost = new GroupHost({
+    stores, keys, dataKeys, businesses, groups: groupStore, transport, queue: queues.groups, mailboxes,
+    ensure: (conv, b, p, wa) => outbound.ensure(conv, b, p, wa),
+    webhook: (b, p, values) => webhooks.enqueue(b, p, values, config.webhookMaxAgeMs + 86_400_000),
+    count: (b, fields) => stats.count(b, fields),
+    retentionOf: (b) => outbound.retentionOf(b),
+    log: log.child({ component: 'group-host' }),
+    leaseMs: config.leaseMs, retransmitBaseMs: config.retransmitBaseMs, retransmitMaxMs: config.retransmitMaxMs,
+  });
+  groups.onMembersChanged = (b, g) => groupHost.post(b, g, [{ type: 'CHECK', at: Date.now() }]);
   return {
     config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
     data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
     media,
-    groups: new GroupService(new GroupStore(redis, (b) => stores.forBusiness(businesses, b), keys, (b) => dataKeys.get(b)), businesses, transport,
-      (b, p, values) => webhooks.enqueue(b, p, values, config.webhookMaxAgeMs + 86_400_000), log.child({ component: 'groups' })),
+    groups,
+    groupHost,
     async close() {
       publisher.stop();
       await Promise.all(Object.values(queues).map((q) => q.close()));

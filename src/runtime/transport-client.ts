@@ -8,7 +8,9 @@ import { inBatchRequest } from './trace-context.ts';
 /** An event the transport holds for the router. */
 export type TransportEvent =
   /** `device_id`: which of the user's devices it comes from (1, the phone, when absent). */
-  | { event_id: string; kind: 'receipt'; status: 'delivered' | 'read'; id: string; from: string; to: string; timestamp: string; device_id?: number }
+  | { event_id: string; kind: 'receipt'; status: 'delivered' | 'read'; id: string; from: string; to: string; timestamp: string; device_id?: number; group_id?: string }
+  /** A member's message to a group (SenderKey ciphertext, type 7). */
+  | { event_id: string; kind: 'group_envelope'; id: string; group_id: string; from: string; to: string; type: number; body: string; timestamp: string; device_id?: number }
   | { event_id: string; kind: 'envelope'; id: string; from: string; to: string; type: number; body: string; timestamp: string; device_id?: number }
   | { event_id: string; kind: 'spam_report'; from: string; to: string; timestamp: string }
   | {
@@ -19,6 +21,14 @@ export type TransportEvent =
   | { event_id: string; kind: 'group_join'; group_id: string; from: string; to: string; invite_code: string; pending: boolean; timestamp: string }
   /** A user left a group. */
   | { event_id: string; kind: 'group_leave'; group_id: string; from: string; to: string; timestamp: string };
+
+/** The transport does not know the group (deleted). */
+export class UnknownGroupError extends Error {
+  constructor() {
+    super('unknown group');
+    this.name = 'UnknownGroupError';
+  }
+}
 
 /** A group as the transport registers it (`PUT /v1/groups/{group_id}`). */
 export interface TransportGroup {
@@ -343,6 +353,17 @@ export class TransportClient {
   async deleteGroup(groupId: string): Promise<void> {
     const { status } = await this.call('DELETE', `/v1/groups/${encodeURIComponent(groupId)}`);
     if (status !== 200 && status !== 404) throw new TransportUnavailableError(`group delete answered ${status}`);
+  }
+
+  /**
+   * Relays group messages (the same SenderKey ciphertext to every device of every registered member).
+   * Throws UnknownGroupError when the transport does not know the group, TransportUnavailableError when down.
+   */
+  async relayGroup(groupId: string, messages: { id: string; from: string; type: number; body: string }[]): Promise<void> {
+    const { status, json } = await this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/messages`, { messages });
+    if (status === 404) throw new UnknownGroupError();
+    if (status === 400 || status === 403) throw new Error(`group messages refused by the transport: ${String(json?.error ?? status).slice(0, 200)}`);
+    if (status !== 202) throw new TransportUnavailableError(`group messages answered ${status}`);
   }
 
   /** Long-polls the transport's events for the router. */

@@ -8,6 +8,9 @@ import { maskPhone } from '../log.ts';
 import { inSpan, runInTrace } from '../ops/tracing.ts';
 import { traced } from './trace-context.ts';
 
+/** What the transport says about group messages: receipts of the business's, and members' own. */
+export type GroupTraffic = Extract<TransportEvent, { kind: 'group_envelope' }> | (Extract<TransportEvent, { kind: 'receipt' }> & { group_id: string });
+
 /**
  * Pulls the transport's events (receipts, device envelopes) and posts each to its conversation's mailbox,
  * then acknowledges them. Any number of pullers may run (one per worker process): the transport leases
@@ -32,6 +35,9 @@ export class TransportPuller {
 
   /** Called with each change of a business number's standing the transport reports (set by the router). */
   onIntegrity?: (ev: Extract<TransportEvent, { kind: 'integrity' }>) => Promise<void>;
+
+  /** Called with each receipt of a group message and each member's message to a group (set by the router). */
+  onGroupTraffic?: (ev: GroupTraffic) => Promise<void>;
 
   /** Called with each `group_join` / `group_leave` the transport reports, in pull order (set by the router). */
   onGroupEvent?: (ev: Extract<TransportEvent, { kind: 'group_join' | 'group_leave' }>) => Promise<void>;
@@ -86,6 +92,10 @@ export class TransportPuller {
   }
 
   private async route(ev: TransportEvent, at: number): Promise<{ conversationId: string; event: MailboxEvent } | null> {
+    if (ev.kind === 'group_envelope' || (ev.kind === 'receipt' && ev.group_id)) {
+      await this.onGroupTraffic?.(ev as GroupTraffic);
+      return null;
+    }
     if (ev.kind === 'receipt') {
       const conv = conversationOfWamid(ev.id);
       if (!conv) return null;

@@ -16,7 +16,7 @@ export class Keys {
    * A queue name carrying its own hash tag, so each queue's keys live in one cluster slot (and different
    * queues spread over nodes). BullMQ forbids ':' in names; the key prefix is in {@link bullPrefix}.
    */
-  queueName(kind: 'conversations' | 'outbound' | 'timers' | 'webhooks' | 'inbound'): string {
+  queueName(kind: 'conversations' | 'outbound' | 'timers' | 'webhooks' | 'inbound' | 'groups'): string {
     return `{${kind}}`;
   }
 
@@ -112,6 +112,18 @@ export class Keys {
   group(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:grp:${groupId}`; }
   /** Sorted set: a business number's group ids by creation time (ms). */
   numberGroups(businessId: string, phoneNumberId: string): string { return `${this.prefix}:{g:${businessId}}:pn:${phoneNumberId}:groups`; }
+  /** Hash: a group's actor (`v` version, `s` sealed snapshot, `k` sealed sender keys, `o` effects of the last commit not yet confirmed applied). */
+  groupActor(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:gact:${groupId}`; }
+  /** List: a group actor's mailbox (JSON events, ids and ciphertext only). */
+  groupMailbox(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:gmb:${groupId}`; }
+  /** A group actor's fenced single-writer lease (a random token). */
+  groupLease(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:glease:${groupId}`; }
+  /** List: a group actor's trace (JSON lines: events and commands, no content, no numbers). */
+  groupTrace(businessId: string, groupId: string): string { return `${this.prefix}:{g:${businessId}}:gtr:${groupId}`; }
+  /** Hash: one message of a group (sent: sealed body `c`, `bo`, `k`, `at`, ciphertext `ct`; received: envelope `e`, sealed content `i`). */
+  groupMessage(businessId: string, groupId: string, id: string): string { return `${this.prefix}:{g:${businessId}}:gm:${groupId}:${id}`; }
+  /** The business's sender key distribution message for one member of a group, sealed: `{"d": distribution id, "s": skdm}`. */
+  groupMemberKey(businessId: string, groupId: string, conversationId: string): string { return `${this.prefix}:{g:${businessId}}:gsk:${groupId}:${conversationId}`; }
   /** Strikes against a client address (hashed) that sent bad tokens or oversized bodies, for one window. */
   abuse(clientHash: string): string { return `${this.prefix}:abuse:${clientHash}`; }
 }

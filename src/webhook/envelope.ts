@@ -7,6 +7,8 @@ export interface StatusInput {
   /** ms since the epoch. */
   at: number;
   recipientId: string;
+  /** `group` for a message to a group (`recipientId` is then the group id). */
+  recipientType?: 'group';
   bizOpaqueCallbackData?: string;
   errorCode?: number;
   /** Passed through as the Cloud API `pricing` object. */
@@ -64,6 +66,7 @@ export function statusUpdate(u: StatusInput): Record<string, unknown> {
     status: u.status,
     timestamp: String(Math.floor(u.at / 1000)),
     recipient_id: u.recipientId,
+    ...(u.recipientType ? { recipient_type: u.recipientType } : {}),
     ...(u.bizOpaqueCallbackData !== undefined ? { biz_opaque_callback_data: u.bizOpaqueCallbackData } : {}),
     ...(u.errorCode ? { errors: [statusError(u.errorCode)] } : {}),
     ...(u.pricing ? { pricing: u.pricing } : {}),

@@ -67,6 +67,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
       throttle: new ClientThrottle(ctx.redis, ctx.keys, { limit: config.abuseLimit, windowMs: config.abuseWindowMs }), trustProxy: config.trustProxy,
       media: { store: ctx.media, retentionOf: (b: string) => ctx.outbound.retentionOf(b) },
       groups: ctx.groups,
+      groupSend: { ...ctx, groupHost: ctx.groupHost },
       ...(opts.onRoute ? { onRoute: opts.onRoute } : {}),
     extraRoutes: [
       adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),

@@ -111,6 +111,27 @@ function twoDevices(s: Snap): ConversationEvent[] {
   return out;
 }
 
+/**
+ * A member of a group (docs/groups.md): the group's sender key (and a newer one replacing it), encrypted or
+ * found replaced, acknowledged by either device; the phone's own sender key arriving.
+ */
+function senderKeys(s: Snap): ConversationEvent[] {
+  const out: ConversationEvent[] = [{ type: 'SENDER_KEY_RECEIVED', id: 'i3', at: NOW }];
+  const keys = s.context.messages.filter((m: Msg) => m.senderKey);
+  if (!keys.length) out.push({ type: 'SENDER_KEY', group: 'G1', dist: 'd1', at: NOW });
+  else if (keys.every((m: Msg) => m.senderKey!.dist === 'd1')) out.push({ type: 'SENDER_KEY', group: 'G1', dist: 'd2', at: NOW });
+  for (const m of keys) {
+    const w = m.wamid;
+    out.push({ type: 'ENCRYPT_FAILED', wamid: w, at: NOW, reason: 'sender_key_replaced' });
+    if (m.state === 'encrypting') out.push({ type: 'ENCRYPTED', wamid: w, at: NOW, messageType: 3, devices: [1, 2] });
+    if (m.state === 'encrypted' || m.state === 'sent') {
+      out.push({ type: 'TRANSPORT_ACCEPTED', wamid: w, at: NOW });
+      for (const device of m.owed ?? [1]) out.push({ type: 'DELIVERED', wamid: w, at: NOW, ...(device > 1 ? { device } : {}) });
+    }
+  }
+  return out;
+}
+
 const ending = (s: Snap): ConversationEvent[] => [
   { type: 'ERASE', at: NOW },
   ...(s.context.retentionUntil !== null ? [{ type: 'PURGE_DUE', at: s.context.retentionUntil } as ConversationEvent, { type: 'PURGE_DUE', at: NOW } as ConversationEvent] : []),
@@ -132,6 +153,7 @@ export const ALPHABETS: Record<string, { events: Alphabet; limit?: number }> = {
     events: (s) => [...sends(2)(s), bundle[0]!, bundle[2]!, ...perMessage(s, ['encrypt', 'repair']).filter((e) => e.type !== 'RETRY_REQUESTED' || (e as { ratchetMatches: boolean }).ratchetMatches), ...perMessage(s, ['transport', 'refusal']).filter((e) => e.type === 'TRANSPORT_ACCEPTED' || (e as { reason?: string }).reason === 'refused')],
   },
   'linked devices': { events: (s) => [...sends(1)(s), bundle[0]!, bundle[2]!, bundle[4]!, ...twoDevices(s), ...timerEvents(s), ...lateReceipts(s)] },
+  'group sender keys': { events: (s) => [...senderKeys(s), bundle[0]!, bundle[2]!, bundle[4]!, ...timerEvents(s)] },
   'retention and erasure': { events: (s) => [...sends(1)(s), bundle[0]!, ...perMessage(s, ['encrypt', 'receipt']), ...perMessage(s, ['transport']).filter((e) => e.type === 'TRANSPORT_ACCEPTED'), ...ending(s), ...timerEvents(s)] },
 };
 

@@ -6,8 +6,9 @@ import type { Command } from '../../../machines/commands.ts';
 import type { ConversationEvent, OutboundMessage } from '../../../machines/conversation.ts';
 import type { BusinessPreKeys } from '../../signal/business-prekeys.ts';
 import { classifySignalError } from '../../signal/classify.ts';
-import { decodeContent, encodeContent } from '../../signal/content.ts';
-import { open } from '../../store/sealer.ts';
+import { decodeContent, encodeContent, type SenderKeyContent } from '../../signal/content.ts';
+import { GROUP_ID } from '../../store/groups.ts';
+import { open, seal } from '../../store/sealer.ts';
 import { isInboundMessageId } from '../ids.ts';
 import { TransportUnavailableError, UnknownAddressError, UnknownDeviceError } from '../transport-client.ts';
 import { CIPHERTEXT_FIELDS, readCiphertexts, type DeviceCiphertexts } from './device-envelopes.ts';
@@ -79,7 +80,15 @@ export async function encrypt(
   const { wamid, seq } = cmd;
   const now = new Date(at);
   let message: { message: Record<string, unknown> & { type: string }; ts: string } | null = null;
-  if (!cmd.skip && !cmd.read) {
+  let senderKey: string | null = null;
+  if (cmd.senderKey) {
+    // The group's distribution message for this member (src/runtime/group-commands.ts); a newer one replaced it: dropped.
+    const key = h.keys.groupMemberKey(c.meta.businessId, cmd.senderKey.group, c.id);
+    const sealed = await c.redis.hget(key, 'd');
+    const held = sealed ? (JSON.parse(open(c.dk, sealed, `${key}:d`).toString()) as { d: string; s: string }) : null;
+    if (!held || held.d !== cmd.senderKey.dist) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'sender_key_replaced' };
+    senderKey = held.s;
+  } else if (!cmd.skip && !cmd.read) {
     const rowKey = h.keys.message(c.id, wamid);
     const sealed = await c.redis.hget(rowKey, 'c');
     if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
@@ -88,6 +97,7 @@ export async function encrypt(
   const plaintext = (deviceSeq: number): Uint8Array => {
     if (cmd.skip) return encodeContent({ v: 1, kind: 'skip', seq: deviceSeq });
     if (cmd.read) return encodeContent({ v: 1, kind: 'receipt', status: 'read', ids: cmd.read });
+    if (cmd.senderKey) return encodeContent({ v: 1, kind: 'sender_key', group_id: cmd.senderKey.group, distribution_id: cmd.senderKey.dist, skdm: senderKey! });
     return encodeContent({ v: 1, kind: 'message', id: wamid, seq: deviceSeq, from: c.meta.display, timestamp: message!.ts, message: message!.message });
   };
   // No verified list or no session with the phone yet (a user who wrote first): the machine fetches the keys
@@ -114,7 +124,7 @@ export async function encrypt(
       // A skip names the seq this device got for the message it replaces (0, ignored, for one that got none);
       // a new message takes the device's next one.
       let deviceSeq = device === PRIMARY ? seq : m.dseq?.[device];
-      if (deviceSeq === undefined) deviceSeq = cmd.skip || cmd.read ? 0 : (seqs[device] = c.crypto.takeSeq(device));
+      if (deviceSeq === undefined) deviceSeq = cmd.skip || cmd.read || cmd.senderKey ? 0 : (seqs[device] = c.crypto.takeSeq(device));
       const ct = await c.crypto.encrypt(device, plaintext(deviceSeq), now);
       cts[device] = [ct.type, ct.registrationId, Buffer.from(ct.body).toString('base64')];
     }
@@ -159,6 +169,7 @@ export async function decrypt(h: HostParts, c: Loaded, id: string, at: number): 
     const bytes = await c.crypto.decrypt(device, { type: env.messageType, body: Buffer.from(env.body, 'base64') }, prekeys);
     const content = decodeContent(bytes);
     if (content.kind === 'session_ack') return { type: 'SESSION_ACK', at };
+    if (content.kind === 'sender_key') return forwardSenderKey(h, c, id, device, content, at);
     if (content.kind !== 'message') return { type: 'DECRYPT_FAILED', id, at, reason: `unsupported_${content.kind}` };
     // A device that wrote first is believed only once the user's signed list names it with the identity it
     // proved (a device the transport added on its own never is).
@@ -204,4 +215,16 @@ async function verifyWriter(h: HostParts, c: Loaded, device: number): Promise<bo
     return false;
   }
   return c.crypto.verified(device);
+}
+
+/**
+ * The user's phone sent its sender key for a group (docs/groups.md, "Members write"): handed, sealed, to the
+ * group's actor, which checks membership. Posted before this step commits (at least once: the actor keeps
+ * one key per member, so a repeat changes nothing).
+ */
+async function forwardSenderKey(h: HostParts, c: Loaded, id: string, device: number, content: SenderKeyContent, at: number): Promise<ConversationEvent> {
+  if (device !== PRIMARY || !GROUP_ID.test(content.group_id) || !h.sinks.group) return { type: 'DECRYPT_FAILED', id, at, reason: 'unsupported_sender_key' };
+  const key = seal(c.dk, content.skdm, `member-key:${content.group_id}:${c.id}`);
+  await h.sinks.group(c.meta.businessId, content.group_id, { type: 'MEMBER_KEY', at, member: c.id, dist: content.distribution_id, key });
+  return { type: 'SENDER_KEY_RECEIVED', id, at };
 }

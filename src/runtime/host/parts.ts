@@ -1,3 +1,4 @@
+import type { GroupMailboxEvent } from '../group-host.ts';
 import type { Logger } from 'pino';
 import type { BusinessPreKeys } from '../../signal/business-prekeys.ts';
 import type { BusinessStore } from '../../store/businesses.ts';
@@ -31,6 +32,8 @@ export interface HostSinks {
   purgeAt(conversationId: string, until: number, retentionMs: number): Promise<void>;
   /** Removes the deletion jobs of a deleted conversation. */
   cancelPurges(conversationId: string, untils: number[], retentionMs: number): Promise<void>;
+  /** Posts an event to a group actor's mailbox (a member's device holds the group's key; a member's own key). */
+  group?(businessId: string, groupId: string, event: GroupMailboxEvent): Promise<void>;
 }
 
 /** Settings of the actor host. */

@@ -1,0 +1,91 @@
+import { SenderKeyMessage } from '@signalapp/libsignal-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevice, waitFor } from '../helpers/devices.ts';
+import { groupHelpers } from '../helpers/groups.ts';
+import { startSystem, type TestSystem } from '../helpers/system.ts';
+
+/**
+ * Sending to groups end to end (docs/groups.md, "Sending"): the business's sender key reaches every device of
+ * every member over their conversations, each message is encrypted once and relayed to every member device,
+ * resent until acknowledged, reported with `recipient_type: "group"`; members' messages reach the business; a
+ * member who goes reads nothing after (a new sender key). Real router, transport, libsignal.
+ */
+describe('groups: sending and receiving', () => {
+  let sys: TestSystem;
+  const relayed: { group: string; id: string; body: string }[] = [];
+  const g = groupHelpers(() => sys);
+  let seq = 0;
+  const user = () => createDevice(sys.platformUrl, `+1555620${String(seq++).padStart(4, '0')}`);
+
+  beforeAll(async () => {
+    sys = await startSystem({
+      env: { SEALPOST_RETRANSMIT_BASE_MS: '300' },
+      platformTap: (method, url, body) => {
+        const m = /\/v1\/groups\/([^/]+)\/messages$/.exec(url);
+        if (method === 'POST' && m) for (const x of ((body as { messages?: { id: string; body: string }[] }).messages ?? [])) relayed.push({ group: m[1]!, id: x.id, body: x.body });
+      },
+    });
+  }, 60_000);
+  afterAll(async () => sys?.close());
+
+  it('a message to the group reaches every device of every member once; sent and delivered are reported once, as a group\'s', async () => {
+    const group = await g.create();
+    const [a, b] = [await user(), await user()];
+    const laptop = (await g.sim('POST', `/sim/devices/${a}/linked`, {})).json.device_id as number;
+    await g.join(a, group);
+    await g.join(b, group);
+    const wamid = await g.sendToGroup(group.group_id, 'hello group');
+    for (const [wa, device] of [[a, 1], [a, laptop], [b, 1]] as const) {
+      await waitFor(async () => (await g.shown(wa, group.group_id, device)).length === 1, `${wa}/${device} to show the message`, 30_000);
+      expect((await g.shown(wa, group.group_id, device)).map((m) => [m.id, m.body, m.from])).toEqual([[wamid, 'hello group', sys.business.display_phone_number]]);
+    }
+    await waitFor(() => g.statuses(wamid).some((s) => s.status === 'delivered'), 'delivered', 20_000);
+    const st = g.statuses(wamid);
+    expect(st.map((s) => s.status)).toEqual(['sent', 'delivered']);
+    for (const s of st) expect(s).toMatchObject({ recipient_id: group.group_id, recipient_type: 'group' });
+    // Encrypted once: every relay of it carries the same bytes.
+    expect(new Set(relayed.filter((r) => r.id === wamid).map((r) => r.body)).size).toBe(1);
+  });
+
+  it('a member writes: the business gets it with the group id and the member as sender; the other members see it', async () => {
+    const group = await g.create();
+    const [a, b] = [await user(), await user()];
+    await g.join(a, group);
+    await g.join(b, group);
+    const res = await g.sim('POST', `/sim/devices/${a}/groups/${group.group_id}/messages`, { text: 'from a member' });
+    expect(res.status).toBe(200);
+    await waitFor(() => g.groupMessages(group.group_id).length > 0, 'the member\'s message at the business', 30_000);
+    const [m] = g.groupMessages(group.group_id);
+    expect(m).toMatchObject({ id: res.json.id, from: a, group_id: group.group_id, type: 'text', text: { body: 'from a member' } });
+    await waitFor(async () => (await g.shown(b, group.group_id)).length === 1, 'b to see a\'s message', 20_000);
+    expect((await g.shown(b, group.group_id))[0]).toMatchObject({ from: a, body: 'from a member' });
+  });
+
+  it('a removed member and one who left read nothing after: the sender key is replaced before the next message', async () => {
+    const group = await g.create();
+    const [a, b, c] = [await user(), await user(), await user()];
+    for (const u of [a, b, c]) await g.join(u, group);
+    const first = await g.sendToGroup(group.group_id, 'before');
+    for (const u of [a, b, c]) await waitFor(async () => (await g.shown(u, group.group_id)).length === 1, 'everyone to show the first message', 30_000);
+    const remove = await g.api('DELETE', `/v23.0/${group.group_id}/participants`, { messaging_product: 'whatsapp', participants: [{ user: c }] });
+    expect(remove.status).toBe(200);
+    expect((await g.sim('POST', `/sim/devices/${b}/groups/${group.group_id}/leave`, {})).status).toBe(200);
+    await waitFor(async () => ((await g.sim('GET', `/v1/groups/${group.group_id}`)).json.members as string[]).join() === a, 'the transport to list only a', 20_000);
+    const second = await g.sendToGroup(group.group_id, 'after');
+    await waitFor(async () => (await g.shown(a, group.group_id)).length === 2, 'a to show the second message', 30_000);
+    await waitFor(() => g.statuses(second).some((s) => s.status === 'delivered'), 'delivered', 20_000);
+    for (const u of [b, c]) expect((await g.shown(u, group.group_id)).map((m) => m.body)).toEqual(['before']);
+    // A new distribution: what was sent after is under a key b's and c's devices never got.
+    const dist = (id: string) => SenderKeyMessage.deserialize(new Uint8Array(Buffer.from(relayed.find((r) => r.id === id)!.body, 'base64'))).distributionId();
+    expect(dist(second)).not.toBe(dist(first));
+  });
+
+  it('refuses what groups do not take: unknown group 131041, no participants 131020, interactive 131051, another business\'s group 131041', async () => {
+    const empty = await g.create();
+    const send = (body: Record<string, unknown>, token?: string) => g.api('POST', `/v23.0/${sys.business.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', ...body }, token);
+    expect((await send({ to: empty.group_id, type: 'text', text: { body: 'x' } })).json.error.code).toBe(131020);
+    expect((await send({ to: 'G' + 'A'.repeat(24), type: 'text', text: { body: 'x' } })).json.error.code).toBe(131041);
+    expect((await send({ to: 'not-a-group', type: 'text', text: { body: 'x' } })).json.error.code).toBe(100);
+    expect((await send({ to: empty.group_id, type: 'interactive', interactive: { type: 'button', body: { text: 'x' }, action: { buttons: [{ type: 'reply', reply: { id: 'a', title: 'A' } }] } } })).json.error.code).toBe(131051);
+  });
+});
