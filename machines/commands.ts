@@ -19,6 +19,8 @@ export type Command =
   | { type: 'message.encrypt'; wamid: string; seq: number; skip?: true; read?: string[]; senderKey?: { group: string; dist: string } }
   /** A device of the user acknowledged the group's sender key `dist`: the group actor is told (KEY_HELD). */
   | { type: 'group.key_held'; group: string; dist: string; device: number }
+  /** The group's sender key `dist` was encrypted for these devices of the user (the list as it is now): the group actor is told (KEY_SENT). */
+  | { type: 'group.key_sent'; group: string; dist: string; devices: number[] }
   /** Store the inbound message just decrypted (sealed) and open the customer-service window. */
   | { type: 'inbound.store'; id: string; at: number }
   /** Forward an inbound message to the business (a `messages` webhook). */

@@ -238,6 +238,13 @@ function reportDelivered({ context, event }: Args): CommandBatch {
   return { list };
 }
 
+/** A group's sender key was encrypted: the group learns which devices of the user it is for. */
+function reportKeySent({ context, event }: Args): CommandBatch {
+  const m = find(context, wamidOf(event));
+  if (!m?.senderKey || event.type !== 'ENCRYPTED') return { list: [] };
+  return { list: [{ type: 'group.key_sent', ...m.senderKey, devices: event.devices ?? [1] }] };
+}
+
 /** An encryption left no device owing a receipt (the rest acknowledged, the others left the list): done. */
 function forgetSettled({ event }: Args): CommandBatch {
   return { list: [{ type: 'message.forget', wamid: wamidOf(event) }] };
@@ -565,8 +572,8 @@ export const conversationMachine = setup({
       actions: ['clearFiredTimer', { type: 'emitCommands', params: retransmitDue }, 'markDueInFlight', 'expire', { type: 'emitCommands', params: planTimer }, 'replan'],
     },
     ENCRYPTED: [
-      { guard: 'settledByEncryption', actions: [{ type: 'emitCommands', params: forgetSettled }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
-      { guard: 'isEncrypting', actions: ['markEncrypted', { type: 'emitCommands', params: sendOne }] },
+      { guard: 'settledByEncryption', actions: [{ type: 'emitCommands', params: reportKeySent }, { type: 'emitCommands', params: forgetSettled }, 'remove', { type: 'emitCommands', params: planTimer }, 'replan'] },
+      { guard: 'isEncrypting', actions: [{ type: 'emitCommands', params: reportKeySent }, 'markEncrypted', { type: 'emitCommands', params: sendOne }] },
     ],
     ENVELOPE: { actions: { type: 'emitCommands', params: decryptEnvelope } },
     // A device could not decrypt a message: re-encrypt it (in a fresh session when the request names the

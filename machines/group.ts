@@ -44,6 +44,8 @@ export interface GroupContext {
   dist: string | null;
   /** Per member: the devices known to hold the current sender key (they acknowledged it). */
   keyed: Record<string, number[]>;
+  /** Per member: the devices the member's conversation last encrypted the current key for (the member's list). */
+  expected?: Record<string, number[]>;
   nextSeq: number;
   messages: GroupMessage[];
   timer: { id: string; at: number } | null;
@@ -78,6 +80,8 @@ export type GroupEvent =
   | { type: 'RECEIPT'; wamid: string; at: number; member: string; device: number }
   /** A member's device acknowledged the sender key `dist` (reported by the member's conversation). */
   | { type: 'KEY_HELD'; at: number; member: string; device: number; dist: string }
+  /** The member's conversation encrypted the sender key `dist` for these devices (the member's list now). */
+  | { type: 'KEY_SENT'; at: number; member: string; devices: number[]; dist: string }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   /** A member wrote to the group (the ciphertext waits in the host). */
   | { type: 'ENVELOPE'; id: string; at: number; member: string }
@@ -233,6 +237,18 @@ function acknowledged(m: Msg, member: string, device: number): Msg {
   };
 }
 
+function onKeySent({ context, event }: Args): Batch {
+  if (event.type !== 'KEY_SENT' || event.dist !== context.dist || !context.members.includes(event.member)) return { list: [] };
+  const listed = union([1], event.devices);
+  const list: GroupCommand[] = [];
+  for (const m of context.messages) {
+    if (!(event.member in m.owed)) continue;
+    const acked = m.acked[event.member] ?? [];
+    list.push(...settle({ ...m, owed: { ...m.owed, [event.member]: listed.filter((d) => !acked.includes(d)) } }, event.at));
+  }
+  return { list };
+}
+
 function retransmitDue({ context, event }: Args): Batch {
   const list: GroupCommand[] = [];
   for (const m of context.messages) {
@@ -311,16 +327,17 @@ export const groupMachine = setup({
       return {
         members: [...event.members],
         keyed,
+        expected: Object.fromEntries(Object.entries(context.expected ?? {}).filter(([k]) => event.members.includes(k))),
         memberKeys,
         held: context.held.filter((h) => event.members.includes(h.member)),
         messages: removed.length ? context.messages.flatMap((m) => (removed.some((r) => r in m.owed) ? afterSettle(withoutMembers(m, removed)) : [m])) : context.messages,
       };
     }),
-    setKey: assign(({ event }) => (event.type === 'KEY_ROTATED' ? { dist: event.dist, keyed: {} } : {})),
+    setKey: assign(({ event }) => (event.type === 'KEY_ROTATED' ? { dist: event.dist, keyed: {}, expected: {} } : {})),
     enqueue: assign(({ context, event }) => {
       if (event.type !== 'SEND') return {};
-      // Owed by each member's phone and by every device of theirs known to hold the key.
-      const owed = Object.fromEntries(context.members.map((m) => [m, union([1], context.keyed[m] ?? [])]));
+      // Owed by each member's phone and by every device of theirs known to hold the key or to be getting it.
+      const owed = Object.fromEntries(context.members.map((m) => [m, union(union([1], context.keyed[m] ?? []), context.expected?.[m] ?? [])]));
       const m: Msg = {
         wamid: event.wamid, seq: context.nextSeq, state: 'encrypting', acceptedAt: event.at, expiresAt: event.at + (event.ttlMs ?? context.settings.ttlMs),
         attempts: 0, nextAttemptAt: null, owed, acked: {}, sentReported: false,
@@ -358,6 +375,24 @@ export const groupMachine = setup({
         // A device that now holds the key owes a receipt for what it has not acknowledged (it held those messages).
         messages: context.messages.map((m) => (member in m.owed && !(m.acked[member] ?? []).includes(device)
           ? { ...m, owed: { ...m.owed, [member]: union(m.owed[member]!, [device]) } } : m)),
+      };
+    }),
+    /**
+     * The member's devices now: those that left the list owe nothing any more; those new to it owe what they
+     * have not acknowledged (they get the key, then the messages they held).
+     */
+    noteKeySent: assign(({ context, event }) => {
+      if (event.type !== 'KEY_SENT' || event.dist !== context.dist || !context.members.includes(event.member)) return {};
+      const { member, devices } = event;
+      const listed = union([1], devices);
+      return {
+        expected: { ...context.expected, [member]: listed },
+        keyed: { ...context.keyed, [member]: (context.keyed[member] ?? []).filter((d) => listed.includes(d)) },
+        messages: context.messages.flatMap((m) => {
+          if (!(member in m.owed)) return [m];
+          const acked = m.acked[member] ?? [];
+          return afterSettle({ ...m, owed: { ...m.owed, [member]: listed.filter((d) => !acked.includes(d)) } });
+        }),
       };
     }),
     hold: assign({
@@ -407,6 +442,7 @@ export const groupMachine = setup({
         ],
         RECEIPT: { guard: 'isOutstanding', actions: [emit(onReceipt), 'acknowledge', ...PLAN] },
         KEY_HELD: { actions: ['noteKeyHeld', ...PLAN] },
+        KEY_SENT: { actions: [emit(onKeySent), 'noteKeySent', ...PLAN] },
         RETRANSMIT_DUE: { actions: ['clearFiredTimer', emit(retransmitDue), 'markDue', 'dropExpired', ...PLAN] },
         ENVELOPE: { actions: emit(decryptEnvelope) },
         MESSAGE_RECEIVED: { actions: [emit(forwardReceived), 'unhold'] },

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { transition, type AnyMachineSnapshot } from 'xstate';
-import { groupMachine, type GroupCommand, type GroupContext, type GroupEvent } from '../../machines/group.ts';
+import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
+import { groupMachine, type GroupCommand, type GroupContext, type GroupEvent, type GroupInput } from '../../machines/group.ts';
 import { GroupKeys } from '../signal/group-keys.ts';
 import type { BusinessStore } from '../store/businesses.ts';
 import type { GroupStore } from '../store/groups.ts';
@@ -26,6 +26,7 @@ export type GroupMailboxEvent =
   | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
   | { type: 'RECEIPT'; wamid: string; at: number; member: string; device: number }
   | { type: 'KEY_HELD'; at: number; member: string; device: number; dist: string }
+  | { type: 'KEY_SENT'; at: number; member: string; devices: number[]; dist: string }
   | { type: 'RETRANSMIT_DUE'; at: number; timerId?: string }
   | { type: 'ENVELOPE'; id: string; at: number; member: string; body: string }
   | { type: 'MEMBER_KEY'; at: number; member: string; dist: string; key: string };
@@ -175,7 +176,7 @@ export class GroupHost {
       const persisted = JSON.parse(open(dk, s, `${actorKey}:s`).toString()) as { value: string; context: GroupContext };
       snapshot = groupMachine.resolveState(persisted) as unknown as AnyMachineSnapshot;
     } else {
-      snapshot = groupMachine.resolveState({ value: 'active', context: initialContext(groupId, this.d) }) as unknown as AnyMachineSnapshot;
+      snapshot = initialTransition(groupMachine, inputOf(groupId, this.d))[0] as unknown as AnyMachineSnapshot;
     }
     const members = new Map<string, string>();
     if (record) for (const wa of record.participants) members.set(await conversationId(this.d.dataKeys, businessId, record.phone_number_id, wa), wa);
@@ -225,7 +226,10 @@ export class GroupHost {
       const [next, actions] = transition(groupMachine, c.snapshot as never, event as never);
       c.snapshot = next as unknown as AnyMachineSnapshot;
       const commands = actions.flatMap((a) => (a.type === 'emitCommands' ? (a.params as { list: GroupCommand[] }).list : []));
-      c.trace.push(JSON.stringify({ at: event.at, event, commands }));
+      // The first line of a new group's trace carries the machine's input, so the trace replays from nothing.
+      const first = c.version === 0 && !c.traced;
+      c.traced = true;
+      c.trace.push(JSON.stringify({ at: event.at, event, commands, ...(first ? { input: inputOf(c.groupId, this.d) } : {}) }));
       const results: GroupEvent[] = [];
       for (const cmd of commands) {
         const local = await runLocal(this.d, c, cmd, event.at);
@@ -256,9 +260,6 @@ export class GroupHost {
   }
 }
 
-function initialContext(groupId: string, d: Pick<GroupHostDeps, 'retransmitBaseMs' | 'retransmitMaxMs'>): GroupContext {
-  return {
-    groupId, members: [], dist: null, keyed: {}, nextSeq: 1, messages: [], timer: null, held: [], memberKeys: {},
-    settings: { retransmitBaseMs: d.retransmitBaseMs, retransmitMaxMs: d.retransmitMaxMs, ttlMs: 30 * 86_400_000 },
-  };
+function inputOf(groupId: string, d: Pick<GroupHostDeps, 'retransmitBaseMs' | 'retransmitMaxMs'>): GroupInput {
+  return { groupId, retransmitBaseMs: d.retransmitBaseMs, retransmitMaxMs: d.retransmitMaxMs };
 }

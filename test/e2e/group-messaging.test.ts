@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { SenderKeyMessage } from '@signalapp/libsignal-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initialTransition, transition } from 'xstate';
+import { groupMachine, type GroupCommand, type GroupEvent } from '../../machines/group.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
 import { groupHelpers } from '../helpers/groups.ts';
-import { startSystem, type TestSystem } from '../helpers/system.ts';
+import { dumpPrefix, keysContaining } from '../helpers/scan.ts';
+import { capturedLogs, captureLogs, startSystem, type TestSystem } from '../helpers/system.ts';
 
 /**
  * Sending to groups end to end (docs/groups.md, "Sending"): the business's sender key reaches every device of
@@ -17,10 +21,14 @@ describe('groups: sending and receiving', () => {
   let seq = 0;
   const user = () => createDevice(sys.platformUrl, `+1555620${String(seq++).padStart(4, '0')}`);
 
+  const traffic: string[] = [];
+
   beforeAll(async () => {
+    captureLogs();
     sys = await startSystem({
-      env: { SEALPOST_RETRANSMIT_BASE_MS: '300' },
+      env: { SEALPOST_RETRANSMIT_BASE_MS: '300', SEALPOST_RETRANSMIT_MAX_MS: '1000' },
       platformTap: (method, url, body) => {
+        if (url.startsWith('/v1/')) traffic.push(`${method} ${url} ${JSON.stringify(body ?? null)}`);
         const m = /\/v1\/groups\/([^/]+)\/messages$/.exec(url);
         if (method === 'POST' && m) for (const x of ((body as { messages?: { id: string; body: string }[] }).messages ?? [])) relayed.push({ group: m[1]!, id: x.id, body: x.body });
       },
@@ -87,5 +95,78 @@ describe('groups: sending and receiving', () => {
     expect((await send({ to: 'G' + 'A'.repeat(24), type: 'text', text: { body: 'x' } })).json.error.code).toBe(131041);
     expect((await send({ to: 'not-a-group', type: 'text', text: { body: 'x' } })).json.error.code).toBe(100);
     expect((await send({ to: empty.group_id, type: 'interactive', interactive: { type: 'button', body: { text: 'x' }, action: { buttons: [{ type: 'reply', reply: { id: 'a', title: 'A' } }] } } })).json.error.code).toBe(131051);
+  });
+
+  it('through a lossy transport every member device shows each message once; canaries stay out of Redis, logs, the trace and the transport\'s traffic', async () => {
+    const group = await g.create();
+    const phones = ['+15556300001', '+15556300002', '+15556300003'];
+    const users: string[] = [];
+    for (const p of phones) users.push(await createDevice(sys.platformUrl, p));
+    const laptop = (await g.sim('POST', `/sim/devices/${users[0]}/linked`, {})).json.device_id as number;
+    for (const u of users) await g.join(u, group);
+    await g.sim('POST', '/sim/faults', { drop: 0.3, duplicate: 0.3, reorder: true });
+    const out = Array.from({ length: 5 }, () => `CANARY-${randomUUID()}`);
+    const wamids: string[] = [];
+    for (const t of out) wamids.push(await g.sendToGroup(group.group_id, t));
+    const viewers: [string, number][] = [[users[0]!, 1], [users[0]!, laptop], [users[1]!, 1], [users[2]!, 1]];
+    await waitFor(async () => {
+      for (const [u, d] of viewers) if ((await g.shown(u, group.group_id, d)).length < out.length) return false;
+      return true;
+    }, 'every member device to show every message', 90_000, 200);
+    await waitFor(() => wamids.every((w) => g.statuses(w).some((x) => x.status === 'delivered')), 'every message delivered', 30_000);
+    await g.sim('POST', '/sim/faults', {});
+    for (const [u, d] of viewers) {
+      const shown = await g.shown(u, group.group_id, d);
+      expect(shown.map((m) => m.body).sort(), `${u}/${d}`).toEqual([...out].sort());
+      expect(new Set(shown.map((m) => m.id)).size).toBe(out.length);
+    }
+    for (const w of wamids) expect(g.statuses(w).map((x) => x.status)).not.toContain('failed');
+    // A member writes a canary too.
+    const inbound = `CANARY-${randomUUID()} from a member`;
+    const wrote = await g.sim('POST', `/sim/devices/${users[1]}/groups/${group.group_id}/messages`, { text: inbound });
+    expect(wrote.status).toBe(200);
+    await waitFor(() => g.groupMessages(group.group_id).some((m) => m.text?.body === inbound), 'the member\'s canary at the business', 30_000);
+    await waitFor(async () => (await sys.ctx.redis.llen(sys.ctx.keys.webhookOutbox(sys.business.business_id))) === 0, 'the webhook outbox to drain');
+
+    const trace = await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, -1);
+    expect(trace.join('\n')).toContain('RELAYED');
+    const dump = await dumpPrefix(sys.redisUrl, sys.prefix);
+    for (const t of [...out, inbound]) {
+      expect(keysContaining(dump, t), `Redis holding ${t}`).toEqual([]);
+      expect(keysContaining(dump, Buffer.from(t).toString('base64').slice(0, 24)), `Redis holding ${t} in base64`).toEqual([]);
+      expect(capturedLogs.filter((l) => l.includes(t)), `logs holding ${t}`).toEqual([]);
+      expect(traffic.filter((r) => r.includes(t)), `transport traffic holding ${t}`).toEqual([]);
+      expect(trace.filter((l) => l.includes(t))).toEqual([]);
+    }
+    for (const p of phones) {
+      const digits = p.replace(/\D/g, '');
+      expect(keysContaining(dump, digits), `Redis holding ${p}`).toEqual([]);
+      expect(capturedLogs.filter((l) => l.includes(digits)), `logs holding ${p}`).toEqual([]);
+      expect(trace.filter((l) => l.includes(digits)), `the group's trace holding ${p}`).toEqual([]);
+    }
+    expect(traffic.some((r) => r.startsWith(`POST /v1/groups/${group.group_id}/messages`))).toBe(true);
+  }, 150_000);
+
+  it('a group\'s trace replays through the pure machine to the commands it recorded', async () => {
+    const group = await g.create();
+    const [a, b] = [await user(), await user()];
+    await g.join(a, group);
+    await g.join(b, group);
+    const w = await g.sendToGroup(group.group_id, 'traced');
+    await waitFor(() => g.statuses(w).some((x) => x.status === 'delivered'), 'delivered', 20_000);
+    await g.sim('POST', `/sim/devices/${b}/groups/${group.group_id}/leave`, {});
+    const w2 = await g.sendToGroup(group.group_id, 'after b left');
+    await waitFor(() => g.statuses(w2).some((x) => x.status === 'delivered'), 'the second delivered', 20_000);
+    const lines = (await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, -1))
+      .map((l) => JSON.parse(l) as { event: GroupEvent; commands: GroupCommand[]; input?: { groupId: string } });
+    expect(lines[0]!.input).toBeDefined();
+    let [snap] = initialTransition(groupMachine, lines[0]!.input!);
+    for (const line of lines) {
+      const [next, actions] = transition(groupMachine, snap, line.event);
+      snap = next;
+      const commands = actions.flatMap((x) => (x.type === 'emitCommands' ? (x.params as { list: GroupCommand[] }).list : []));
+      expect(commands).toEqual(line.commands);
+    }
+    expect(lines.some((l) => l.commands.some((c) => c.type === 'key.rotate'))).toBe(true);
   });
 });

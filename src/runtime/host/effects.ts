@@ -64,6 +64,8 @@ export async function executeEffects(h: HostParts, c: Loaded, effects: Command[]
       const row = c.inbound.get(cmd.id) ?? (await readInbound(h, c, cmd.id));
       if (row) values.push(inboundMessageValue(c.meta.waId, cmd.id, row));
       traces.add(messageTrace(cmd.id));
+    } else if (cmd.type === 'group.key_sent') {
+      await h.sinks.group?.(c.meta.businessId, cmd.group, { type: 'KEY_SENT', at: now, member: c.id, devices: cmd.devices, dist: cmd.dist });
     } else if (cmd.type === 'group.key_held') {
       await h.sinks.group?.(c.meta.businessId, cmd.group, { type: 'KEY_HELD', at: now, member: c.id, device: cmd.device, dist: cmd.dist });
     } else if (cmd.type === 'webhook.identity_changed') {
