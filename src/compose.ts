@@ -1,4 +1,5 @@
 import type { GroupTraffic } from './runtime/transport-puller.ts';
+import type { GroupMailboxEvent } from './runtime/group-host.ts';
 import { conversationId, isWamidShaped } from './runtime/ids.ts';
 import { maskPhone } from './log.ts';
 import type { Job, Worker } from 'bullmq';
@@ -149,25 +150,27 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
 }
 
 /**
- * A receipt for a group message, or a member's message to a group: to the group's actor, the member named by
- * conversation id. Dropped (logged, masked) when the group is not the business number's or the sender is not
- * on its list.
+ * Receipts for group messages and members' messages to groups: to each group's actor in one append, members
+ * named by conversation id. Dropped (logged, masked) when the group is not the business number's.
  */
-async function routeGroupTraffic(ctx: RouterContext, ev: GroupTraffic): Promise<void> {
-  const owner = await ctx.groups.store.owner(ev.group_id);
-  const pn = owner ? await ctx.businesses.phoneNumber(owner.phone_number_id) : null;
-  if (!owner || !pn || pn.display_phone_number.replace(/^\+/, '') !== ev.to.replace(/^\+/, '')) {
-    ctx.log.warn({ group_id: ev.group_id, to: maskPhone(ev.to) }, 'group traffic for an unknown group dropped');
-    return;
-  }
-  const member = await conversationId(ctx.dataKeys, owner.business_id, owner.phone_number_id, ev.from);
+async function routeGroupTraffic(ctx: RouterContext, evs: GroupTraffic[]): Promise<void> {
+  const byGroup = new Map<string, { business: string; number: string; events: GroupMailboxEvent[] } | null>();
   const at = Date.now();
-  const device = Number.isInteger(ev.device_id) && ev.device_id! > 0 ? ev.device_id! : 1;
-  if (ev.kind === 'receipt') {
-    if (ev.status !== 'delivered') return;
-    await ctx.groupHost.post(owner.business_id, ev.group_id, [{ type: 'RECEIPT', wamid: ev.id, at, member, device }]);
-  } else {
-    if (!isWamidShaped(ev.id)) return;
-    await ctx.groupHost.post(owner.business_id, ev.group_id, [{ type: 'ENVELOPE', id: ev.id, at, member, body: ev.body }]);
+  for (const ev of evs) {
+    let entry = byGroup.get(ev.group_id);
+    if (entry === undefined) {
+      const owner = await ctx.groups.store.owner(ev.group_id);
+      const pn = owner ? await ctx.businesses.phoneNumber(owner.phone_number_id) : null;
+      entry = owner && pn && pn.display_phone_number.replace(/^\+/, '') === ev.to.replace(/^\+/, '') ? { business: owner.business_id, number: owner.phone_number_id, events: [] } : null;
+      if (!entry) ctx.log.warn({ group_id: ev.group_id, to: maskPhone(ev.to) }, 'group traffic for an unknown group dropped');
+      byGroup.set(ev.group_id, entry);
+    }
+    if (!entry) continue;
+    const member = await conversationId(ctx.dataKeys, entry.business, entry.number, ev.from);
+    const device = Number.isInteger(ev.device_id) && ev.device_id! > 0 ? ev.device_id! : 1;
+    if (ev.kind === 'receipt') {
+      if (ev.status === 'delivered') entry.events.push({ type: 'RECEIPT', wamid: ev.id, at, member, device });
+    } else if (isWamidShaped(ev.id)) entry.events.push({ type: 'ENVELOPE', id: ev.id, at, member, body: ev.body });
   }
+  await Promise.all([...byGroup].map(([g, e]) => (e && e.events.length ? ctx.groupHost.post(e.business, g, e.events) : undefined)));
 }

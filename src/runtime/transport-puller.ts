@@ -36,8 +36,8 @@ export class TransportPuller {
   /** Called with each change of a business number's standing the transport reports (set by the router). */
   onIntegrity?: (ev: Extract<TransportEvent, { kind: 'integrity' }>) => Promise<void>;
 
-  /** Called with each receipt of a group message and each member's message to a group (set by the router). */
-  onGroupTraffic?: (ev: GroupTraffic) => Promise<void>;
+  /** Called with a batch's receipts of group messages and members' messages to groups, in pull order (set by the router). */
+  onGroupTraffic?: (evs: GroupTraffic[]) => Promise<void>;
 
   /** Called with each `group_join` / `group_leave` the transport reports, in pull order (set by the router). */
   onGroupEvent?: (ev: Extract<TransportEvent, { kind: 'group_join' | 'group_leave' }>) => Promise<void>;
@@ -77,7 +77,11 @@ export class TransportPuller {
     // Routed all at once (each may wait on Redis), then grouped in pull order, so a conversation's events
     // reach its mailbox in the order the transport gave them.
     const inOrder = (ev: TransportEvent) => ev.kind === 'integrity' || ev.kind === 'group_join' || ev.kind === 'group_leave';
-    const routes = await Promise.all(events.map((ev) => (inOrder(ev) ? null : this.route(ev, at))));
+    // Group traffic goes to the groups' actors together (one mailbox append per group and batch).
+    const isGroupTraffic = (ev: TransportEvent): ev is GroupTraffic => ev.kind === 'group_envelope' || (ev.kind === 'receipt' && !!ev.group_id);
+    const groupTraffic = events.filter(isGroupTraffic);
+    const routes = await Promise.all(events.map((ev) => (inOrder(ev) || isGroupTraffic(ev) ? null : this.route(ev, at))));
+    if (groupTraffic.length) await this.onGroupTraffic?.(groupTraffic);
     // A number's standing changes, and joins and leaves of groups, apply one after the other, in order.
     for (const ev of events) if (inOrder(ev)) await this.route(ev, at);
     for (const routed of routes) {
@@ -92,10 +96,6 @@ export class TransportPuller {
   }
 
   private async route(ev: TransportEvent, at: number): Promise<{ conversationId: string; event: MailboxEvent } | null> {
-    if (ev.kind === 'group_envelope' || (ev.kind === 'receipt' && ev.group_id)) {
-      await this.onGroupTraffic?.(ev as GroupTraffic);
-      return null;
-    }
     if (ev.kind === 'receipt') {
       const conv = conversationOfWamid(ev.id);
       if (!conv) return null;
