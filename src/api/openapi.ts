@@ -1,3 +1,4 @@
+import { GROUP_MESSAGE_TYPES, GROUP_SEND_REQUESTS } from '../runtime/group-send.ts';
 import { z } from 'zod';
 import { MediaUploadFields, BUSINESS_ANSWERS, GraphErrorEnvelope, GRAPH_ERROR_CODES } from './schemas/business.ts';
 import { CreateGroupRequest, JoinRequestsRequest, ListGroupsQuery, RemoveParticipantsRequest, UpdateGroupRequest } from '../runtime/groups.ts';
@@ -97,6 +98,7 @@ function components(): Record<string, Json> {
   const requests = z.registry<{ id: string }>();
   for (const t of MESSAGE_TYPES) requests.add(SEND_REQUESTS[t], { id: `Send${t[0]!.toUpperCase()}${t.slice(1)}Request` });
   requests.add(ReadRequest, { id: 'MarkReadRequest' });
+  for (const t of GROUP_MESSAGE_TYPES) requests.add(GROUP_SEND_REQUESTS[t], { id: `SendGroup${t[0]!.toUpperCase()}${t.slice(1)}Request` });
   Object.entries({ CreateGroupRequest, UpdateGroupRequest, JoinRequestsRequest, RemoveParticipantsRequest, CreateBusinessBody, PatchBusinessBody, AppSecretBody, AddNumberBody, NumberWebhookBody, IssueTokenBody }).forEach(([id, s]) => requests.add(s, { id }));
   requests.add(MediaUploadFields.extend({ file: z.string().meta({ contentMediaType: 'application/octet-stream', description: 'The file (one part)' }) }), { id: 'MediaUploadForm' });
   const answers = z.registry<{ id: string }>();
@@ -110,7 +112,7 @@ function components(): Record<string, Json> {
     delete s.$schema;
     delete s.$id;
   }
-  out.MessagesRequest = { oneOf: [...MESSAGE_TYPES.map((t) => ({ $ref: uri(`Send${t[0]!.toUpperCase()}${t.slice(1)}Request`) })), { $ref: uri('MarkReadRequest') }] };
+  out.MessagesRequest = { oneOf: [...MESSAGE_TYPES.map((t) => ({ $ref: uri(`Send${t[0]!.toUpperCase()}${t.slice(1)}Request`) })), ...GROUP_MESSAGE_TYPES.map((t) => ({ $ref: uri(`SendGroup${t[0]!.toUpperCase()}${t.slice(1)}Request`) })), { $ref: uri('MarkReadRequest') }] };
   return out;
 }
 

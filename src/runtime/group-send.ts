@@ -17,9 +17,18 @@ import { NumberBlockedError } from './ports.ts';
 /** The kinds the Cloud API allows in groups: text, media, and text or media templates. */
 export const GROUP_MESSAGE_TYPES = ['text', 'image', 'video', 'audio', 'document', 'template'] as const;
 
+const GroupTo = z.string({ error: 'Parameter to must be a group id' }).regex(GROUP_ID, { error: 'Parameter to must be a group id' })
+  .meta({ description: 'The group id (G and 24 base64url characters), from the group_lifecycle_update webhook.', pattern: GROUP_ID.source });
+
+/** The send request of each kind groups take (the one-to-one request with `recipient_type: "group"` and a group id in `to`). */
+export const GROUP_SEND_REQUESTS = Object.fromEntries(GROUP_MESSAGE_TYPES.map((t) => [t, SEND_REQUESTS[t].extend({
+  recipient_type: z.literal('group', { error: 'Parameter recipient_type must be "group"' }),
+  to: GroupTo,
+}).meta({ description: `Sends a ${t} message to a group (encrypted once with the business's sender key, relayed to every member device).` })])) as unknown as Record<(typeof GROUP_MESSAGE_TYPES)[number], z.ZodObject>;
+
 const GroupHead = z.looseObject({
   recipient_type: z.literal('group'),
-  to: z.string({ error: 'Parameter to must be a group id' }).regex(GROUP_ID, { error: 'Parameter to must be a group id' }),
+  to: GroupTo,
   type: MessageType.nullish(),
 });
 
@@ -55,7 +64,7 @@ export async function acceptGroupSend(d: GroupSendDeps, pn: PhoneNumber, body: u
   const head = parseOr100(GroupHead, body);
   const type = head.type ?? 'text';
   if (!(GROUP_MESSAGE_TYPES as readonly string[]).includes(type)) throw new UnsupportedTypeError(`${type} (in a group)`);
-  const parsed = parseOr100(SEND_REQUESTS[type].extend({ recipient_type: z.literal('group'), to: z.string() }), body) as Record<string, unknown> & { biz_opaque_callback_data?: string };
+  const parsed = parseOr100(GROUP_SEND_REQUESTS[type as (typeof GROUP_MESSAGE_TYPES)[number]], body) as Record<string, unknown> & { biz_opaque_callback_data?: string };
   if (pn.blocked) throw new NumberBlockedError();
   const g = await d.groups.groupOf(pn.business_id, head.to);
   if (!g || g.phone_number_id !== pn.phone_number_id) throw new UnknownGroupGraphError();
