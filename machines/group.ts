@@ -74,7 +74,12 @@ export type GroupEvent =
   | { type: 'SEND'; wamid: string; at: number; ttlMs?: number }
   | { type: 'ENCRYPTED'; wamid: string; at: number }
   | { type: 'ENCRYPT_FAILED'; wamid: string; at: number; reason: string }
-  | { type: 'RELAYED'; wamid: string; at: number }
+  /**
+   * The transport took it; `present`: the devices it says each member has now (it copies to those). A device
+   * owed a receipt that is not among them was unlinked: it owes nothing (the transport can only take devices
+   * off what is owed, never add one).
+   */
+  | { type: 'RELAYED'; wamid: string; at: number; present?: Record<string, number[]> }
   | { type: 'RELAY_FAILED'; wamid: string; at: number; reason: 'unavailable' | 'unknown_group' }
   /** A member's device acknowledged a message of the group. */
   | { type: 'RECEIPT'; wamid: string; at: number; member: string; device: number }
@@ -249,6 +254,22 @@ function onKeySent({ context, event }: Args): Batch {
   return { list };
 }
 
+/** Devices the transport no longer has: off the member's owed devices (of every message), off `keyed`/`expected`. */
+function withoutAbsent(m: Msg, present: Record<string, number[]>): Msg {
+  const owed = Object.fromEntries(Object.entries(m.owed).map(([mem, ds]) => [mem, mem in present ? ds.filter((d) => d === 1 || present[mem]!.includes(d)) : ds]));
+  return { ...m, owed };
+}
+
+function onPresent({ context, event }: Args): Batch {
+  if (event.type !== 'RELAYED' || !event.present) return { list: [] };
+  const list: GroupCommand[] = [];
+  for (const m of context.messages) {
+    const next = withoutAbsent(m, event.present);
+    if (JSON.stringify(next.owed) !== JSON.stringify(m.owed)) list.push(...settle(next, event.at));
+  }
+  return { list };
+}
+
 function retransmitDue({ context, event }: Args): Batch {
   const list: GroupCommand[] = [];
   for (const m of context.messages) {
@@ -395,6 +416,19 @@ export const groupMachine = setup({
         }),
       };
     }),
+    notePresent: assign(({ context, event }) => {
+      if (event.type !== 'RELAYED' || !event.present) return {};
+      const present = event.present;
+      const keep = (rec: Record<string, number[]> | undefined) => Object.fromEntries(Object.entries(rec ?? {}).map(([mem, ds]) => [mem, mem in present ? ds.filter((d) => d === 1 || present[mem]!.includes(d)) : ds]));
+      return {
+        keyed: keep(context.keyed),
+        expected: keep(context.expected),
+        messages: context.messages.flatMap((m) => {
+          const next = withoutAbsent(m, present);
+          return JSON.stringify(next.owed) === JSON.stringify(m.owed) ? [m] : afterSettle(next);
+        }),
+      };
+    }),
     hold: assign({
       held: ({ context, event }) => (event.type === 'MESSAGE_HELD' && !context.held.some((h) => h.id === event.id)
         ? [...context.held, { id: event.id, member: event.member, at: event.at }].slice(-MAX_HELD) : context.held),
@@ -435,7 +469,7 @@ export const groupMachine = setup({
         ],
         ENCRYPTED: { guard: 'isEncrypting', actions: ['markEncrypted', emit(relayOne)] },
         ENCRYPT_FAILED: { guard: 'isEncrypting', actions: [emit(failOne), 'remove', ...PLAN] },
-        RELAYED: { guard: 'isOutstanding', actions: [emit(reportSent), 'markSent', ...PLAN] },
+        RELAYED: { guard: 'isOutstanding', actions: [emit(reportSent), 'markSent', emit(onPresent), 'notePresent', ...PLAN] },
         RELAY_FAILED: [
           { guard: 'unknownGroup', actions: [emit(failOne), 'remove', ...PLAN] },
           { guard: 'isOutstanding', actions: ['markRetryLater', ...PLAN] },

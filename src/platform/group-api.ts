@@ -72,8 +72,9 @@ export function groupApi(state: PlatformState) {
 
     /*
      * The business's group message: `{"id","from","type":7,"body"}` or `{"messages":[...]}` (all for this group),
-     * 202 `{"accepted":n}`. Each message goes, the same bytes, to every current device of every member, each
-     * copy across the faulty transport on its own. 404 unknown_group, 403 not_owner (nothing relayed).
+     * 202 `{"accepted":n,"devices":{"<wa_id>":[device ids]}}` (the devices of each member it copies to). Each
+     * message goes, the same bytes, to every current device of every member, each copy across the faulty
+     * transport on its own. 404 unknown_group, 403 not_owner (nothing relayed).
      */
     app.post('/v1/groups/:group_id/messages', async (req, reply) => {
       if (state.faults.isDown()) throw new HttpError(503, 'platform_down');
@@ -83,7 +84,7 @@ export function groupApi(state: PlatformState) {
       const messages = isBatch ? parseOr400(groupMessageBatchSchema, body).messages : [parseOr400(groupMessageSchema, body)];
       if (messages.some((m) => m.from !== group.owner)) return reply.code(403).send({ error: 'not_owner' });
       for (const m of messages) state.toGroupDevices(group, { id: m.id, from: m.from, body: new Uint8Array(Buffer.from(m.body, 'base64')) });
-      return reply.code(202).send({ accepted: messages.length });
+      return reply.code(202).send({ accepted: messages.length, devices: state.groupDevices(group) });
     });
 
     // A user opens an invite link: the transport tells the owner (`group_join`); the router decides and PUTs.

@@ -233,6 +233,11 @@ export class PlatformState {
    * member except `except` (the member who wrote it); each copy meets the faults on its own, as device envelopes
    * do. Members without an account are skipped. Returns how many device copies were sent.
    */
+  /** Each member's devices as the transport knows them now (those a group message is copied to). */
+  groupDevices(group: Group): Record<string, number[]> {
+    return Object.fromEntries(group.members.map((wa) => [wa, (this.accounts.get(wa)?.devices() ?? []).map((d) => d.deviceId)]));
+  }
+
   toGroupDevices(group: Group, m: { id: string; from: string; body: Uint8Array<ArrayBuffer> }, except?: string): number {
     const acceptedAt = this.clock();
     let copies = 0;

@@ -206,8 +206,11 @@ export async function executeGroupEffects(d: GroupHostDeps, c: GroupLoaded, effe
   if (Object.keys(counts).length) await d.count(c.businessId, counts);
   if (relays.length && c.owner) {
     try {
-      await d.transport.relayGroup(c.groupId, relays.map((r) => ({ id: r.id, from: c.owner!, type: 7, body: r.body })));
-      for (const r of relays) results.push({ type: 'RELAYED', wamid: r.id, at: now });
+      const devices = await d.transport.relayGroup(c.groupId, relays.map((r) => ({ id: r.id, from: c.owner!, type: 7, body: r.body })));
+      // What the transport says each member has: a device it no longer knows (unlinked) owes nothing.
+      const convOf = new Map([...c.members].map(([conv, wa]) => [wa, conv]));
+      const present = Object.fromEntries(Object.entries(devices).flatMap(([wa, list]) => (convOf.has(wa) ? [[convOf.get(wa)!, [...list].sort((a, b) => a - b)]] : [])));
+      for (const r of relays) results.push({ type: 'RELAYED', wamid: r.id, at: now, ...(Object.keys(present).length ? { present } : {}) });
       metrics.groupRelays.inc(relays.length);
     } catch (e) {
       const reason = e instanceof UnknownGroupError ? 'unknown_group' : 'unavailable';

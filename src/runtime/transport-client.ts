@@ -359,11 +359,14 @@ export class TransportClient {
    * Relays group messages (the same SenderKey ciphertext to every device of every registered member).
    * Throws UnknownGroupError when the transport does not know the group, TransportUnavailableError when down.
    */
-  async relayGroup(groupId: string, messages: { id: string; from: string; type: number; body: string }[]): Promise<void> {
+  async relayGroup(groupId: string, messages: { id: string; from: string; type: number; body: string }[]): Promise<Record<string, number[]>> {
     const { status, json } = await this.call('POST', `/v1/groups/${encodeURIComponent(groupId)}/messages`, { messages });
     if (status === 404) throw new UnknownGroupError();
     if (status === 400 || status === 403) throw new Error(`group messages refused by the transport: ${String(json?.error ?? status).slice(0, 200)}`);
     if (status !== 202) throw new TransportUnavailableError(`group messages answered ${status}`);
+    // The devices each member has now, as the transport copies to them (absent from an older transport: none said).
+    const devices = (json?.devices ?? {}) as Record<string, unknown>;
+    return Object.fromEntries(Object.entries(devices).filter(([, v]) => Array.isArray(v) && v.every((d) => Number.isInteger(d))) as [string, number[]][]);
   }
 
   /** Long-polls the transport's events for the router. */

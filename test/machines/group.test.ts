@@ -73,6 +73,24 @@ describe('group machine', () => {
     expect(ctx(r.snap).messages.map((m) => [m.wamid, m.owed])).toEqual([['w2', { a: [1] }]]);
   });
 
+  it('a device the transport no longer has (unlinked) owes nothing: the message is settled without it; the phone is never dropped', () => {
+    let { snap } = withMessage();
+    ({ snap } = run([
+      { type: 'KEY_SENT', at: 11, member: 'a', devices: [1, 2], dist: 'd1' },
+      { type: 'RECEIPT', wamid: 'w1', at: 12, member: 'a', device: 1 },
+      { type: 'RECEIPT', wamid: 'w1', at: 12, member: 'b', device: 1 },
+    ], snap));
+    expect(ctx(snap).messages[0]!.owed).toEqual({ a: [2], b: [] });
+    const due = ctx(snap).messages[0]!.nextAttemptAt!;
+    const r = run([{ type: 'RETRANSMIT_DUE', at: due }, { type: 'RELAYED', wamid: 'w1', at: due, present: { a: [1], b: [] } }], snap);
+    expect(r.commands[1]).toContainEqual({ type: 'message.forget', wamid: 'w1' });
+    expect(ctx(r.snap).messages).toEqual([]);
+    expect(ctx(r.snap).expected).toEqual({ a: [1] });
+    // The next message is owed by the phone only; a transport naming no device for b cannot drop b's phone.
+    const next = run([{ type: 'SEND', wamid: 'w2', at: due + 1 }, { type: 'ENCRYPTED', wamid: 'w2', at: due + 1 }, { type: 'RELAYED', wamid: 'w2', at: due + 1, present: { a: [], b: [] } }], r.snap);
+    expect(ctx(next.snap).messages[0]!.owed).toEqual({ a: [1], b: [1] });
+  });
+
   it('a member who joins gets the current key; nothing is rotated', () => {
     const { snap } = withMessage();
     const r = run([{ type: 'MEMBERS', at: 20, members: ['a', 'b', 'c'] }], snap);

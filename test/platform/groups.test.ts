@@ -95,7 +95,11 @@ class GroupBusiness {
 
   /** Posts a group message and expects the transport to take it. */
   async post(m: unknown): Promise<void> {
-    expect(await call(p.app, 'POST', `/v1/groups/${this.groupId}/messages`, m)).toEqual({ status: 202, json: { accepted: 1 } });
+    const r = await call(p.app, 'POST', `/v1/groups/${this.groupId}/messages`, m);
+    expect(r).toMatchObject({ status: 202, json: { accepted: 1 } });
+    // The answer names the devices each registered member has now (what the copies went to).
+    const group = (await call(p.app, 'GET', `/v1/groups/${this.groupId}`)).json as { members: string[] };
+    expect(Object.keys((r.json as { devices: Record<string, number[]> }).devices).sort()).toEqual([...group.members].sort());
   }
 }
 
