@@ -95,6 +95,16 @@ describe('groups: sending and receiving', () => {
     expect((await send({ to: 'G' + 'A'.repeat(24), type: 'text', text: { body: 'x' } })).json.error.code).toBe(131041);
     expect((await send({ to: 'not-a-group', type: 'text', text: { body: 'x' } })).json.error.code).toBe(100);
     expect((await send({ to: empty.group_id, type: 'interactive', interactive: { type: 'button', body: { text: 'x' }, action: { buttons: [{ type: 'reply', reply: { id: 'a', title: 'A' } }] } } })).json.error.code).toBe(131051);
+    // Another business, through its own number, cannot send to this business's group (with a member in it).
+    const member = await user();
+    await g.join(member, empty);
+    const other = await sys.ctx.businesses.create({ name: 'Other', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'v' });
+    const theirs = await g.api('POST', `/v23.0/${other.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', to: empty.group_id, type: 'text', text: { body: 'x' } }, other.access_token);
+    expect(theirs.json.error.code).toBe(131041);
+    // Nor with its token on this business's number.
+    const onOurs = await send({ to: empty.group_id, type: 'text', text: { body: 'x' } }, other.access_token);
+    expect([onOurs.status, onOurs.json.error.code]).toEqual([400, 100]);
+    expect((await send({ to: empty.group_id, type: 'text', text: { body: 'mine' } })).status).toBe(200);
   });
 
   it('through a lossy transport every member device shows each message once; canaries stay out of Redis, logs, the trace and the transport\'s traffic', async () => {
