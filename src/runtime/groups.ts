@@ -283,6 +283,38 @@ export class GroupService {
   }
 
   /** `DELETE /{group_id}/participants`: all named must be participants (131212, nothing changed, otherwise). */
+  /** The number's groups in which the user is a participant or has a join request (a data-subject export). */
+  async membershipsOf(businessId: string, phoneNumberId: string, waId: string): Promise<{ group_id: string; role: 'participant' | 'join_request' }[]> {
+    const user = digits(waId);
+    const out: { group_id: string; role: 'participant' | 'join_request' }[] = [];
+    for (const { id } of await this.store.ids(businessId, phoneNumberId)) {
+      const g = await this.store.get(businessId, id);
+      if (g?.participants.includes(user)) out.push({ group_id: id, role: 'participant' });
+      else if (g?.join_requests.some((r) => r.wa_id === user)) out.push({ group_id: id, role: 'join_request' });
+    }
+    return out;
+  }
+
+  /**
+   * A data request erases the user: out of every group of the number (a participant is removed, with the
+   * removal webhook as for the API's; a join request is dropped). The groups' actors replace their keys.
+   */
+  async eraseUser(businessId: string, phoneNumberId: string, waId: string): Promise<number> {
+    const user = digits(waId);
+    let changed = 0;
+    for (const { group_id: id } of await this.membershipsOf(businessId, phoneNumberId, user)) {
+      const r = await this.change(businessId, id, (cur) => {
+        if (!cur.participants.includes(user) && !cur.join_requests.some((x) => x.wa_id === user)) return { next: null, result: false };
+        return { next: { ...cur, participants: cur.participants.filter((p) => p !== user), join_requests: cur.join_requests.filter((x) => x.wa_id !== user) }, result: cur.participants.includes(user) };
+      });
+      if (!r) continue;
+      changed++;
+      if (r.result) await this.tell(r.before, 'group_participants_update', { type: 'group_participants_remove', group_id: id, initiated_by: 'business', removed_participants: [{ wa_id: user }] });
+    }
+    if (changed) this.log.info({ groups: changed, wa_id: maskPhone(user) }, 'user erased from groups');
+    return changed;
+  }
+
   async removeParticipants(g: GroupRecord, body: unknown): Promise<{ success: true }> {
     const req = parseOr100(RemoveParticipantsRequest, body);
     const users = [...new Set(req.participants.map((p) => digits(p.user)))];

@@ -102,9 +102,11 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     leaseMs: config.leaseMs, retransmitBaseMs: config.retransmitBaseMs, retransmitMaxMs: config.retransmitMaxMs,
   });
   groups.onMembersChanged = (b, g) => groupHost.post(b, g, [{ type: 'CHECK', at: Date.now() }]);
+  const data = new DataRequests(stores, businesses, keys, dataKeys, mailboxes);
+  data.groups = groups;
   return {
     config, redis, stores, connection, keys, dataKeys, businesses, mailboxes, webhooks, outbound, transport, publisher, stats, queues, log,
-    data: new DataRequests(stores, businesses, keys, dataKeys, mailboxes),
+    data,
     media,
     groups,
     groupHost,

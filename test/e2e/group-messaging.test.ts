@@ -88,6 +88,27 @@ describe('groups: sending and receiving', () => {
     expect(dist(second)).not.toBe(dist(first));
   });
 
+  it('a data request: the export lists the user\'s groups; erasing the user takes them out of every group (a new key) before anything else', async () => {
+    const group = await g.create();
+    const [a, b] = [await user(), await user()];
+    await g.join(a, group);
+    await g.join(b, group);
+    const first = await g.sendToGroup(group.group_id, 'before the erasure');
+    await waitFor(() => g.statuses(first).some((x) => x.status === 'delivered'), 'delivered', 20_000);
+    const admin = (method: string, wa: string) => fetch(`${sys.apiUrl}/admin/businesses/${sys.business.business_id}/users/${wa}`, { method, headers: { authorization: `Bearer ${sys.adminToken}` } });
+    const exported = (await (await admin('GET', b)).json()) as { groups: unknown[] };
+    expect(exported.groups).toEqual([{ group_id: group.group_id, role: 'participant' }]);
+    expect((await (await admin('DELETE', b)).json())).toEqual({ success: true, erased: true });
+    expect((await g.sim('GET', `/v1/groups/${group.group_id}`)).json.members).toEqual([a]);
+    await waitFor(() => g.hooks('group_participants_update').some((h) => h.group_id === group.group_id && h.type === 'group_participants_remove'), 'the removal webhook', 20_000);
+    const second = await g.sendToGroup(group.group_id, 'after the erasure');
+    await waitFor(async () => (await g.shown(a, group.group_id)).length === 2, 'a to show the second message', 30_000);
+    expect((await g.shown(b, group.group_id)).map((m) => m.body)).toEqual(['before the erasure']);
+    const dist = (id: string) => SenderKeyMessage.deserialize(new Uint8Array(Buffer.from(relayed.find((r) => r.id === id)!.body, 'base64'))).distributionId();
+    expect(dist(second)).not.toBe(dist(first));
+    expect((await admin('GET', b)).status).toBe(404);
+  });
+
   it('refuses what groups do not take: unknown group 131041, no participants 131020, interactive 131051, another business\'s group 131041', async () => {
     const empty = await g.create();
     const send = (body: Record<string, unknown>, token?: string) => g.api('POST', `/v23.0/${sys.business.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', ...body }, token);

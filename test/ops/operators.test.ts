@@ -33,7 +33,7 @@ describe('operators: queue board, metrics, readiness', () => {
     const api = await get('/admin/queues/api/queues', admin());
     expect(api.status).toBe(200);
     const names = ((await api.json()) as { queues: { name: string; readOnlyMode: boolean }[] }).queues;
-    expect(names.map((q) => q.name).sort()).toEqual(['{conversations}', '{outbound}', '{timers}', '{webhooks}']);
+    expect(names.map((q) => q.name).sort()).toEqual(['{conversations}', '{groups}', '{outbound}', '{timers}', '{webhooks}']);
     expect(names.every((q) => !q.readOnlyMode)).toBe(true);
   });
 
