@@ -86,7 +86,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
       groups: ctx.groups,
       groupSend: { ...ctx, groupHost: ctx.groupHost },
       extraRoutes: [
-        adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
+        adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, groups: ctx.groups, denyPrivate: config.webhookDenyPrivate }),
         opsRoutes({
           token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl,
           inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },

@@ -24,6 +24,8 @@ export interface AdminDeps {
   verify?: (url: string, verifyToken: string) => Promise<{ ok: boolean; reason?: string }>;
   /** SEALPOST_WEBHOOK_DENY_PRIVATE: webhook URLs reaching loopback, private or link-local addresses are refused. */
   denyPrivate?: boolean;
+  /** The businesses' groups: deleted with their number or business. */
+  groups?: { forgetNumber(businessId: string, phoneNumberId: string): Promise<number> };
 }
 
 /**
@@ -47,6 +49,7 @@ export function adminRoutes(deps: AdminDeps) {
   const provisioning = new Provisioning({
     businesses: deps.businesses, denyPrivate: deps.denyPrivate ?? false,
     ...(deps.publisher ? { publisher: deps.publisher } : {}), ...(deps.dataKeys ? { dataKeys: deps.dataKeys } : {}), ...(deps.verify ? { verify: deps.verify } : {}),
+    ...(deps.groups ? { groups: deps.groups } : {}),
   });
   return (app: FastifyInstance): void => {
     /** Runs a provisioning operation, its refusals answered in the Graph envelope. */

@@ -68,7 +68,7 @@ export async function withContext<T>(opts: CommonOpts, fn: (ctx: RouterContext) 
 /** Runs `fn` with the provisioning service over a router context (see {@link withContext}). */
 export async function withProvisioning<T>(opts: CommonOpts, fn: (p: Provisioning, ctx: RouterContext) => Promise<T>): Promise<T> {
   return withContext(opts, (ctx) => fn(new Provisioning({
-    businesses: ctx.businesses, publisher: ctx.publisher, dataKeys: ctx.dataKeys,
+    businesses: ctx.businesses, publisher: ctx.publisher, dataKeys: ctx.dataKeys, groups: ctx.groups,
     denyPrivate: ctx.config.webhookDenyPrivate, regions: Object.keys(ctx.config.regions),
   }), ctx));
 }

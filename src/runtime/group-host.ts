@@ -139,6 +139,12 @@ export class GroupHost {
   async drain(businessId: string, groupId: string): Promise<number> {
     const redis = await this.d.stores.forBusiness(this.d.businesses, businessId);
     const leaseKey = this.d.keys.groupLease(businessId, groupId);
+    if (!(await this.d.businesses.info(businessId))) {
+      // The business was deleted (its groups with it, src/runtime/groups.ts): nothing of the actor can be read.
+      const k = this.d.keys;
+      await redis.del(k.groupActor(businessId, groupId), k.groupMailbox(businessId, groupId), k.groupTrace(businessId, groupId), leaseKey);
+      return 0;
+    }
     const token = randomBytes(12).toString('base64url');
     if ((await redis.set(leaseKey, token, 'PX', this.d.leaseMs, 'NX')) !== 'OK') throw new GroupBusyError(groupId);
     let handled = 0;

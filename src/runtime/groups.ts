@@ -283,6 +283,22 @@ export class GroupService {
   }
 
   /** `DELETE /{group_id}/participants`: all named must be participants (131212, nothing changed, otherwise). */
+  /**
+   * A number (or its whole business) is being deleted: each of its groups goes off the transport (its link
+   * with it) and out of the store, without webhooks (nobody is left to tell). The groups' actors find their
+   * business gone and delete themselves (src/runtime/group-host.ts). Returns how many groups went.
+   */
+  async forgetNumber(businessId: string, phoneNumberId: string): Promise<number> {
+    const ids = await this.store.ids(businessId, phoneNumberId);
+    for (const { id } of ids) {
+      await this.transport.deleteGroup(id);
+      await this.store.delete(businessId, phoneNumberId, id);
+      await this.onMembersChanged?.(businessId, id);
+    }
+    if (ids.length) this.log.info({ phone_number_id: phoneNumberId, groups: ids.length }, 'groups of a deleted number deleted');
+    return ids.length;
+  }
+
   /** The number's groups in which the user is a participant or has a join request (a data-subject export). */
   async membershipsOf(businessId: string, phoneNumberId: string, waId: string): Promise<{ group_id: string; role: 'participant' | 'join_request' }[]> {
     const user = digits(waId);

@@ -56,6 +56,8 @@ export interface ProvisioningDeps {
   businesses: BusinessStore;
   /** Publishes a new number's prekeys on the transport, so users can write to it at once. */
   publisher?: { ensure(phoneNumberId: string): Promise<boolean> };
+  /** The business's groups: deleted (off the transport) with their number or their business. */
+  groups?: { forgetNumber(businessId: string, phoneNumberId: string): Promise<number> };
   /** Adds data key versions; without it {@link Provisioning.rotateDataKey} is unavailable. */
   dataKeys?: { rotate(businessId: string): Promise<{ version: number; activeAt: number }> };
   /** The webhook subscription check (default: GET hub.challenge against the URL). */
@@ -231,6 +233,8 @@ export class Provisioning {
   /** Deletes a business: its tokens, numbers and data key (what it still has in Redis can no longer be read). */
   async delete(businessId: string): Promise<boolean> {
     await this.business(businessId);
+    // Its groups first: registered with the transport, they would outlive the business (their records unreadable).
+    for (const pn of await this.deps.businesses.numbersOf(businessId)) await this.deps.groups?.forgetNumber(businessId, pn);
     return this.deps.businesses.delete(businessId);
   }
 
@@ -269,6 +273,7 @@ export class Provisioning {
   async removeNumber(businessId: string, phoneNumberId: string): Promise<void> {
     const numbers = await this.numbersOfOwn(businessId, phoneNumberId);
     if (numbers.length === 1) throw new ProvisioningError('phone_number_id', 'last_number', 'a business keeps at least one phone number', phoneNumberId);
+    await this.deps.groups?.forgetNumber(businessId, phoneNumberId);
     // The store refuses the last number too, for a concurrent removal this check did not see.
     await this.deps.businesses.removeNumber(businessId, phoneNumberId);
   }

@@ -109,6 +109,26 @@ describe('groups: sending and receiving', () => {
     expect((await admin('GET', b)).status).toBe(404);
   });
 
+  it('deleting a business takes its groups off the transport; their actors delete themselves', async () => {
+    const admin = (method: string, path: string, body?: unknown) => fetch(`${sys.apiUrl}${path}`, {
+      method, headers: { authorization: `Bearer ${sys.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const gone = await sys.ctx.businesses.create({ name: 'Leaving', webhookUrl: sys.receiver.url, appSecret: sys.appSecret, verifyToken: 'v' });
+    await sys.ctx.publisher.ensure(gone.phone_number_id);
+    const mk = await g.api('POST', `/v23.0/${gone.phone_number_id}/groups`, { messaging_product: 'whatsapp', subject: 'leaving' }, gone.access_token);
+    await waitFor(() => g.hooks('group_lifecycle_update').some((x) => x.request_id === mk.json.request_id), 'the group_create webhook', 20_000);
+    const group = g.hooks('group_lifecycle_update').find((x) => x.request_id === mk.json.request_id)!;
+    const member = await user();
+    await g.join(member, group);
+    const sent = await g.api('POST', `/v23.0/${gone.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', to: group.group_id, type: 'text', text: { body: 'bye' } }, gone.access_token);
+    expect(sent.status).toBe(200);
+    await waitFor(async () => (await g.shown(member, group.group_id)).length === 1, 'the member to show the message', 30_000);
+    expect((await admin('DELETE', `/admin/businesses/${gone.business_id}`)).status).toBe(200);
+    expect((await g.sim('GET', `/v1/groups/${group.group_id}`)).status).toBe(404);
+    expect(await sys.ctx.redis.exists(sys.ctx.keys.group(gone.business_id, group.group_id))).toBe(0);
+    await waitFor(async () => (await sys.ctx.redis.exists(sys.ctx.keys.groupActor(gone.business_id, group.group_id))) === 0, 'the group actor to delete itself', 20_000);
+  });
+
   it('refuses what groups do not take: unknown group 131041, no participants 131020, interactive 131051, another business\'s group 131041', async () => {
     const empty = await g.create();
     const send = (body: Record<string, unknown>, token?: string) => g.api('POST', `/v23.0/${sys.business.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', ...body }, token);

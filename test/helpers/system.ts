@@ -70,7 +70,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
       groupSend: { ...ctx, groupHost: ctx.groupHost },
       ...(opts.onRoute ? { onRoute: opts.onRoute } : {}),
     extraRoutes: [
-      adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, denyPrivate: config.webhookDenyPrivate }),
+      adminRoutes({ token: adminToken, businesses: ctx.businesses, stats: ctx.stats, data: ctx.data, publisher: ctx.publisher, dataKeys: ctx.dataKeys, groups: ctx.groups, denyPrivate: config.webhookDenyPrivate }),
       opsRoutes({
         token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url,
         inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },
