@@ -6,7 +6,7 @@ import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
 import { groupMachine, type GroupCommand, type GroupContext, type GroupEvent, type GroupInput } from '../../machines/group.ts';
 import { GroupKeys } from '../signal/group-keys.ts';
 import type { BusinessStore } from '../store/businesses.ts';
-import type { GroupStore } from '../store/groups.ts';
+import type { GroupRecord, GroupStore } from '../store/groups.ts';
 import type { Keys } from '../store/keys.ts';
 import { open, seal, type DataKeys } from '../store/sealer.ts';
 import type { Stores } from '../store/stores.ts';
@@ -154,7 +154,10 @@ export class GroupHost {
       for (let round = 0; round < MAX_ROUNDS; round++) {
         const raw = await redis.lrange(this.d.keys.groupMailbox(businessId, groupId), 0, BATCH - 1);
         const events: GroupEvent[] = [...pending];
-        for (const line of raw) events.push(this.toMachineEvent(c, JSON.parse(line) as GroupMailboxEvent));
+        const parsed = raw.map((line) => JSON.parse(line) as GroupMailboxEvent);
+        // The record changed since it was read (a CHECK is posted after each change): read it again.
+        if (round > 0 && parsed.some((e) => e.type === 'CHECK')) await this.readRecord(c);
+        for (const e of parsed) events.push(this.toMachineEvent(c, e));
         await this.noteRecord(c, events);
         if (!events.length && !c.outbox.length) break;
         const effects = await this.step(c, events);
@@ -176,7 +179,6 @@ export class GroupHost {
     const [v, s, k, o] = await redis.hmget(actorKey, 'v', 's', 'k', 'o');
     const dk = await this.d.dataKeys.get(businessId);
     const record = await this.d.groups.get(businessId, groupId);
-    const pn = record ? await this.d.businesses.phoneNumber(record.phone_number_id) : null;
     let snapshot: AnyMachineSnapshot;
     if (s) {
       const persisted = JSON.parse(open(dk, s, `${actorKey}:s`).toString()) as { value: string; context: GroupContext };
@@ -184,16 +186,27 @@ export class GroupHost {
     } else {
       snapshot = initialTransition(groupMachine, inputOf(groupId, this.d))[0] as unknown as AnyMachineSnapshot;
     }
-    const members = new Map<string, string>();
-    if (record) for (const wa of record.participants) members.set(await conversationId(this.d.dataKeys, businessId, record.phone_number_id, wa), wa);
-    return {
+    const c: GroupLoaded = {
       redis, businessId, groupId, token, dk, version: Number(v ?? 0), snapshot,
       senderKeys: new GroupKeys(k ? open(dk, k, `${actorKey}:k`).toString() : null),
       outbox: o ? (JSON.parse(o) as GroupCommand[]) : [],
-      record, owner: pn?.display_phone_number ?? null, phoneNumberId: record?.phone_number_id ?? pn?.phone_number_id ?? null,
-      members, envelopes: new Map(), memberKeys: new Map(), rowOps: new Map(), trace: [],
+      record, owner: null, phoneNumberId: null, members: new Map(), envelopes: new Map(), memberKeys: new Map(), rowOps: new Map(), trace: [],
       retentionMs: await this.d.retentionOf(businessId),
     };
+    await this.readRecord(c, record);
+    return c;
+  }
+
+  /** The group's record, its number and its members (conversation id → wa_id), read afresh unless given. */
+  private async readRecord(c: GroupLoaded, given?: GroupRecord | null): Promise<void> {
+    const record = given !== undefined ? given : await this.d.groups.get(c.businessId, c.groupId);
+    const pn = record ? await this.d.businesses.phoneNumber(record.phone_number_id) : null;
+    const members = new Map<string, string>();
+    if (record) for (const wa of record.participants) members.set(await conversationId(this.d.dataKeys, c.businessId, record.phone_number_id, wa), wa);
+    c.record = record;
+    c.owner = pn?.display_phone_number ?? c.owner;
+    c.phoneNumberId = record?.phone_number_id ?? c.phoneNumberId;
+    c.members = members;
   }
 
   /** A mailbox entry as the machine sees it: what only the host needs (ciphertext, a sealed key) stays with the host. */

@@ -119,7 +119,7 @@ describe('groups: sending and receiving', () => {
     await waitFor(() => g.hooks('group_lifecycle_update').some((x) => x.request_id === mk.json.request_id), 'the group_create webhook', 20_000);
     const group = g.hooks('group_lifecycle_update').find((x) => x.request_id === mk.json.request_id)!;
     const member = await user();
-    await g.join(member, group);
+    await g.join(member, group as { group_id: string; invite_link: string });
     const sent = await g.api('POST', `/v23.0/${gone.phone_number_id}/messages`, { messaging_product: 'whatsapp', recipient_type: 'group', to: group.group_id, type: 'text', text: { body: 'bye' } }, gone.access_token);
     expect(sent.status).toBe(200);
     await waitFor(async () => (await g.shown(member, group.group_id)).length === 1, 'the member to show the message', 30_000);
