@@ -82,7 +82,7 @@ export async function runGroupBench(opts: { redisUrl: string; groups: number; me
       for (let attempt = 0; ; attempt++) {
         const { json } = await api.request(method, path, body, 60_000, auth);
         const code = (json as Json | null)?.error?.code;
-        if ((code === 130429 || code === 131056) && attempt < 100) {
+        if ((code === 130429 || code === 131056 || code === 131208) && attempt < 100) {
           await new Promise((res) => setTimeout(res, 50));
           continue;
         }

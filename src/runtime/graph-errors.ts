@@ -90,6 +90,13 @@ export class PairRateLimitError extends GraphError {
   }
 }
 
+/** 131208: too many messages to one group in a short time (the pair limit's burst, per group). */
+export class GroupRateLimitError extends GraphError {
+  constructor() {
+    super(131208, 'Group rate limit hit', 'Too many messages sent to this group in a short period of time.', 429);
+  }
+}
+
 /** 131048: the number is spam-limited. */
 export class SpamLimitError extends GraphError {
   constructor() {

@@ -6,13 +6,14 @@ import type { Keys } from '../store/keys.ts';
 import { seal, type DataKeys } from '../store/sealer.ts';
 import type { Stores } from '../store/stores.ts';
 import { metrics } from '../ops/metrics.ts';
-import { SingleMemberGroupError, UnknownGroupGraphError, UnsupportedTypeError } from './graph-errors.ts';
+import { GroupRateLimitError, SingleMemberGroupError, UnknownGroupGraphError, UnsupportedTypeError } from './graph-errors.ts';
 import type { GroupHost } from './group-host.ts';
 import type { GroupService } from './groups.ts';
 import { payloadOf } from './message-body.ts';
 import { MessageType, parseOr100, SEND_REQUESTS } from './message-schemas.ts';
 import type { OutboundService } from './outbound-service.ts';
 import { NumberBlockedError } from './ports.ts';
+import { RateLimitedError } from './rate-limits.ts';
 
 /** The kinds the Cloud API allows in groups: text, media, and text or media templates. */
 export const GROUP_MESSAGE_TYPES = ['text', 'image', 'video', 'audio', 'document', 'template'] as const;
@@ -69,6 +70,13 @@ export async function acceptGroupSend(d: GroupSendDeps, pn: PhoneNumber, body: u
   const g = await d.groups.groupOf(pn.business_id, head.to);
   if (!g || g.phone_number_id !== pn.phone_number_id) throw new UnknownGroupGraphError();
   if (!g.participants.length) throw new SingleMemberGroupError();
+  // The number's throughput (130429) and, per group, the pair limit's burst (131208), before anything is stored.
+  try {
+    await d.outbound.checkLimits(pn.phone_number_id, pn.messages_per_second, `group:${g.id}`);
+  } catch (e) {
+    if (e instanceof RateLimitedError && e.limit === 'pair') throw new GroupRateLimitError();
+    throw e;
+  }
   let message = { type, [type]: payloadOf(type, (body as Record<string, unknown>)[type] as Record<string, unknown>) } as Record<string, unknown> & { type: string };
   message = await d.outbound.withAttachments(pn.business_id, message);
   const redis = await d.stores.forBusiness(d.businesses, pn.business_id);

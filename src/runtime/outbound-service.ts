@@ -111,6 +111,14 @@ export class OutboundService implements OutboundPort {
     return { ...message, [kind]: { ...rest, id: part.id, attachment } } as OutboundRequest['message'];
   }
 
+  /**
+   * The number's throughput (130429) and a burst limit per `key` (the pair limit's), for sends that do not go
+   * through {@link accept} (groups: the key names the group). Throws RateLimitedError.
+   */
+  async checkLimits(phoneNumberId: string, messagesPerSecond: number | undefined, key: string): Promise<void> {
+    if (this.limits) await this.limits.check(phoneNumberId, messagesPerSecond ?? 80, key);
+  }
+
   async accept(req: OutboundRequest): Promise<Accepted> {
     // Blocked by the transport for policy violations: nothing is accepted (the standing it last reported).
     const number = await this.businesses.phoneNumber(req.phoneNumberId);

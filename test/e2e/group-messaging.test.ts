@@ -146,6 +146,14 @@ describe('groups: sending and receiving', () => {
     const onOurs = await send({ to: empty.group_id, type: 'text', text: { body: 'x' } }, other.access_token);
     expect([onOurs.status, onOurs.json.error.code]).toEqual([400, 100]);
     expect((await send({ to: empty.group_id, type: 'text', text: { body: 'mine' } })).status).toBe(200);
+    // A burst to one group past the pair limit's 45: 131208 (HTTP 429), nothing stored for the refused ones.
+    const codes: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await send({ to: empty.group_id, type: 'text', text: { body: `burst ${i}` } });
+      codes.push(r.status === 200 ? 200 : r.json.error.code);
+    }
+    expect(codes.filter((c) => c === 131208).length).toBeGreaterThan(0);
+    expect(codes.every((c) => c === 200 || c === 131208)).toBe(true);
   });
 
   it('through a lossy transport every member device shows each message once; canaries stay out of Redis, logs, the trace and the transport\'s traffic', async () => {
