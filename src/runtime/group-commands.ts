@@ -40,8 +40,8 @@ export interface GroupLoaded {
   /** Row writes of the step (null: delete the key), committed with it. */
   rowOps: Map<string, Record<string, string> | null>;
   trace: string[];
-  /** A trace line was made in this drain (the first of a new group carries the input). */
-  traced?: boolean;
+  /** The seq of the group's last trace line. */
+  traceSeq: number;
   retentionMs: number;
 }
 

@@ -11,6 +11,7 @@ import type { Keys } from '../store/keys.ts';
 import { open, seal, type DataKeys } from '../store/sealer.ts';
 import type { Stores } from '../store/stores.ts';
 import type { ChangeValue } from '../webhook/envelope.ts';
+import type { GroupTraceLine } from '../trace/format.ts';
 import { executeGroupEffects, runLocal, type GroupLoaded } from './group-commands.ts';
 import { conversationId } from './ids.ts';
 import type { Mailboxes } from './mailbox.ts';
@@ -73,12 +74,12 @@ const TRACE_MAX = 300;
 // Commits a group actor's step: the lease must still be ours and the version the one read; sets the snapshot,
 // the sender keys and the outbox, trims the handled mailbox entries, applies the row writes and appends the
 // trace, all at once. KEYS: lease, actor, mailbox, trace, rows...; ARGV: token, version, s, k, o, handled,
-// ttl ms, row ops (JSON), trace lines...
+// ttl ms, row ops (JSON), lease ms, trace seq, trace lines...
 const COMMIT = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local v = tonumber(redis.call('HGET', KEYS[2], 'v') or '0')
 if v ~= tonumber(ARGV[2]) then return -2 end
-redis.call('HSET', KEYS[2], 'v', v + 1, 's', ARGV[3], 'k', ARGV[4], 'o', ARGV[5])
+redis.call('HSET', KEYS[2], 'v', v + 1, 's', ARGV[3], 'k', ARGV[4], 'o', ARGV[5], 'q', ARGV[10])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
 local n = tonumber(ARGV[6])
@@ -91,8 +92,8 @@ for i, op in ipairs(ops) do
     redis.call('PEXPIRE', key, ARGV[7])
   end
 end
-if #ARGV >= 10 then
-  for i = 10, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+if #ARGV >= 11 then
+  for i = 11, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
   redis.call('LTRIM', KEYS[4], -${TRACE_MAX}, -1)
   redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
@@ -176,7 +177,7 @@ export class GroupHost {
 
   private async load(redis: Redis, businessId: string, groupId: string, token: string): Promise<GroupLoaded> {
     const actorKey = this.d.keys.groupActor(businessId, groupId);
-    const [v, s, k, o] = await redis.hmget(actorKey, 'v', 's', 'k', 'o');
+    const [v, s, k, o, q] = await redis.hmget(actorKey, 'v', 's', 'k', 'o', 'q');
     const dk = await this.d.dataKeys.get(businessId);
     const record = await this.d.groups.get(businessId, groupId);
     let snapshot: AnyMachineSnapshot;
@@ -187,7 +188,7 @@ export class GroupHost {
       snapshot = initialTransition(groupMachine, inputOf(groupId, this.d))[0] as unknown as AnyMachineSnapshot;
     }
     const c: GroupLoaded = {
-      redis, businessId, groupId, token, dk, version: Number(v ?? 0), snapshot,
+      redis, businessId, groupId, token, dk, version: Number(v ?? 0), snapshot, traceSeq: Number(q ?? 0),
       senderKeys: new GroupKeys(k ? open(dk, k, `${actorKey}:k`).toString() : null),
       outbox: o ? (JSON.parse(o) as GroupCommand[]) : [],
       record, owner: null, phoneNumberId: null, members: new Map(), envelopes: new Map(), memberKeys: new Map(), rowOps: new Map(), trace: [],
@@ -246,9 +247,12 @@ export class GroupHost {
       c.snapshot = next as unknown as AnyMachineSnapshot;
       const commands = actions.flatMap((a) => (a.type === 'emitCommands' ? (a.params as { list: GroupCommand[] }).list : []));
       // The first line of a new group's trace carries the machine's input, so the trace replays from nothing.
-      const first = c.version === 0 && !c.traced;
-      c.traced = true;
-      c.trace.push(JSON.stringify({ at: event.at, event, commands, ...(first ? { input: inputOf(c.groupId, this.d) } : {}) }));
+      c.traceSeq += 1;
+      const line: GroupTraceLine = {
+        group_id: c.groupId, seq: c.traceSeq, at: event.at, event, state: String(c.snapshot.value), commands,
+        ...(c.traceSeq === 1 ? { input: inputOf(c.groupId, this.d) } : {}),
+      };
+      c.trace.push(JSON.stringify(line));
       const results: GroupEvent[] = [];
       for (const cmd of commands) {
         const local = await runLocal(this.d, c, cmd, event.at);
@@ -269,7 +273,7 @@ export class GroupHost {
       this.d.keys.groupLease(c.businessId, c.groupId), actorKey, this.d.keys.groupMailbox(c.businessId, c.groupId), this.d.keys.groupTrace(c.businessId, c.groupId),
       ...ops.map(([k]) => k),
       c.token, String(c.version), seal(c.dk, snap, `${actorKey}:s`), seal(c.dk, c.senderKeys.serialize(), `${actorKey}:k`), JSON.stringify(effects), String(handled),
-      String(ttl), JSON.stringify(ops.map(([, op]) => (op === null ? { d: 1 } : { s: op }))), String(this.d.leaseMs), ...c.trace) as number;
+      String(ttl), JSON.stringify(ops.map(([, op]) => (op === null ? { d: 1 } : { s: op }))), String(this.d.leaseMs), String(c.traceSeq), ...c.trace) as number;
     if (r === -1) throw new GroupBusyError(c.groupId);
     if (r === -2) throw new Error('group actor changed under its lease');
     c.version = r;

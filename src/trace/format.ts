@@ -1,5 +1,6 @@
 import type { Command } from '../../machines/commands.ts';
 import type { ConversationEvent, ConversationInput } from '../../machines/conversation.ts';
+import type { GroupCommand, GroupEvent, GroupInput } from '../../machines/group.ts';
 
 /**
  * One line of a conversation's trace (JSON Lines): the event delivered, the state after it and the commands
@@ -22,4 +23,18 @@ export interface TraceLine {
    * machine's persisted snapshot before this line, where a replay starts instead.
    */
   before?: unknown;
+}
+
+/**
+ * One line of a group actor's trace (machines/group.ts, docs/groups.md): the same shape with `group_id`
+ * instead of `conversation_id`; members are conversation ids, never numbers.
+ */
+export interface GroupTraceLine {
+  group_id: string;
+  seq: number;
+  at: number;
+  event: GroupEvent;
+  state: string;
+  commands: GroupCommand[];
+  input?: GroupInput;
 }

@@ -2,7 +2,8 @@ import { isDeepStrictEqual } from 'node:util';
 import { initialTransition, transition, type AnyMachineSnapshot } from 'xstate';
 import type { Command, CommandBatch } from '../../machines/commands.ts';
 import { conversationMachine } from '../../machines/conversation.ts';
-import type { TraceLine } from './format.ts';
+import { groupMachine } from '../../machines/group.ts';
+import type { GroupTraceLine, TraceLine } from './format.ts';
 
 /** The outcome of a replay: every step matched, or the first one that did not. */
 export type ReplayResult =
@@ -17,7 +18,7 @@ export class TraceFormatError extends Error {
   }
 }
 
-/** Parses JSON Lines into trace lines, checking the fields replay needs. */
+/** Parses JSON Lines into trace lines (a conversation's, or a group actor's with `group_id`), checking the fields replay needs. */
 export function parseTrace(text: string): TraceLine[] {
   const lines: TraceLine[] = [];
   text.split('\n').forEach((raw, i) => {
@@ -28,9 +29,12 @@ export function parseTrace(text: string): TraceLine[] {
     } catch {
       throw new TraceFormatError(`line ${i + 1}: not JSON`);
     }
+    const g = v as unknown as GroupTraceLine;
+    // A group actor's line replays on the group machine; it is keyed by its group id.
+    if (typeof g.group_id === 'string' && v.conversation_id === undefined) v = { ...v, conversation_id: `group:${g.group_id}` };
     if (typeof v.conversation_id !== 'string' || typeof v.seq !== 'number' || typeof v.event?.type !== 'string' ||
         typeof v.state !== 'string' || !Array.isArray(v.commands)) {
-      throw new TraceFormatError(`line ${i + 1}: needs conversation_id, seq, event.type, state and commands`);
+      throw new TraceFormatError(`line ${i + 1}: needs conversation_id (or group_id), seq, event.type, state and commands`);
     }
     lines.push(v);
   });
@@ -39,11 +43,17 @@ export function parseTrace(text: string): TraceLine[] {
 
 const show = (v: unknown) => JSON.stringify(v);
 
+const isGroup = (l: TraceLine) => l.conversation_id.startsWith('group:');
+/** The machine a trace line is of: a group actor's (`group_id`) or a conversation's. */
+const machineOf = (l: TraceLine) => (isGroup(l) ? groupMachine : conversationMachine) as unknown as typeof conversationMachine;
+
 /** Where a trace starts: the initial state (seq 1), or the snapshot its first line carries. */
 function startOf(first: TraceLine): AnyMachineSnapshot {
-  if (first.before) return conversationMachine.resolveState(first.before as never) as unknown as AnyMachineSnapshot;
+  const machine = machineOf(first);
+  if (first.before) return machine.resolveState(first.before as never) as unknown as AnyMachineSnapshot;
   if (first.seq !== 1) throw new Error(`trace starts at seq ${first.seq} without a "before" snapshot: replay needs seq 1 or one`);
-  return (initialTransition(conversationMachine, first.input ?? { conversationId: first.conversation_id }) as unknown as [AnyMachineSnapshot])[0];
+  const input = first.input ?? (isGroup(first) ? { groupId: first.conversation_id.slice(6) } : { conversationId: first.conversation_id });
+  return (initialTransition(machine, input as never) as unknown as [AnyMachineSnapshot])[0];
 }
 
 const commandsOfActions = (actions: { type: string; params?: unknown }[]): Command[] =>
@@ -80,13 +90,13 @@ export function replayTrace(lines: TraceLine[]): ReplayResult {
       return { ok: false, conversationId, seq: first.seq, diff: (e as Error).message };
     }
     for (const line of convLines) {
-      const [next, actions] = transition(conversationMachine, s as never, line.event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
+      const [next, actions] = transition(machineOf(line), s as never, line.event as never) as unknown as [AnyMachineSnapshot, { type: string; params?: unknown }[]];
       s = next;
       const commands = commandsOfActions(actions);
       const state = String(next.value);
       steps++;
       if (state !== line.state || !isDeepStrictEqual(commands, line.commands)) {
-        const out = [`conversation ${conversationId}, step seq ${line.seq}: event ${show(line.event)}`];
+        const out = [`${isGroup(line) ? `group ${conversationId.slice(6)}` : `conversation ${conversationId}`}, step seq ${line.seq}: event ${show(line.event)}`];
         if (state !== line.state) out.push(`  state    expected ${show(line.state)}`, `           actual   ${show(state)}`);
         if (!isDeepStrictEqual(commands, line.commands)) {
           const n = Math.max(commands.length, line.commands.length);

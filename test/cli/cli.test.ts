@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWebhookReceiver } from '../../src/webhook/receiver.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
+import { groupHelpers } from '../helpers/groups.ts';
 import { sendTemplate, startSystem, type TestSystem } from '../helpers/system.ts';
 
 const run = promisify(execFile);
@@ -95,6 +96,25 @@ describe('sealpost CLI', () => {
     expect(readFileSync(badFile, 'utf8')).toContain('"ENCRYPTED"');
     const missing = await cli(['replay', path.join(dir, 'none.jsonl')], env);
     expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/^sealpost: cannot read .*ENOENT/) });
+  });
+
+  it('trace prints a group actor\'s trace for a group id; replay runs it on the group machine', async () => {
+    const g = groupHelpers(() => sys);
+    const group = await g.create('traced group');
+    const member = await createDevice(sys.platformUrl, '+15556660003');
+    await g.join(member, group);
+    const wamid = await g.sendToGroup(group.group_id, 'group trace me');
+    await waitFor(() => g.statuses(wamid).some((x) => x.status === 'delivered'), 'the group message delivered', 20_000);
+    const traced = await cli(['trace', group.group_id], env);
+    expect(traced.code).toBe(0);
+    const lines = traced.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ group_id: group.group_id, seq: 1, event: { type: 'MEMBERS' }, input: { groupId: group.group_id } });
+    expect(traced.stdout).not.toContain('group trace me');
+    expect(traced.stdout).not.toContain(member);
+    const file = path.join(dir, 'group.jsonl');
+    writeFileSync(file, traced.stdout);
+    expect(await cli(['replay', file], env)).toMatchObject({ code: 0, stdout: expect.stringMatching(/^replay ok: \d+ steps in 1 conversation\(s\) or group\(s\)/) });
+    expect((await cli(['trace', 'G' + 'Z'.repeat(24)], env)).stderr).toMatch(/no trace for group/);
   });
 
   it('token create, list and revoke', async () => {

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { SenderKeyMessage } from '@signalapp/libsignal-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initialTransition, transition } from 'xstate';
-import { groupMachine, type GroupCommand, type GroupEvent } from '../../machines/group.ts';
+import { groupMachine, type GroupCommand } from '../../machines/group.ts';
+import type { GroupTraceLine } from '../../src/trace/format.ts';
+import { parseTrace, replayTrace } from '../../src/trace/replay.ts';
 import { createDevice, waitFor } from '../helpers/devices.ts';
 import { groupHelpers } from '../helpers/groups.ts';
 import { dumpPrefix, keysContaining } from '../helpers/scan.ts';
@@ -216,16 +218,22 @@ describe('groups: sending and receiving', () => {
     await g.sim('POST', `/sim/devices/${b}/groups/${group.group_id}/leave`, {});
     const w2 = await g.sendToGroup(group.group_id, 'after b left');
     await waitFor(() => g.statuses(w2).some((x) => x.status === 'delivered'), 'the second delivered', 20_000);
-    const lines = (await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, -1))
-      .map((l) => JSON.parse(l) as { event: GroupEvent; commands: GroupCommand[]; input?: { groupId: string } });
-    expect(lines[0]!.input).toBeDefined();
+    const raw = await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, -1);
+    const lines = raw.map((l) => JSON.parse(l) as GroupTraceLine);
+    expect(lines[0]!).toMatchObject({ group_id: group.group_id, seq: 1, input: { groupId: group.group_id } });
+    expect(lines.map((l) => l.seq)).toEqual(lines.map((_, i) => i + 1));
     let [snap] = initialTransition(groupMachine, lines[0]!.input!);
     for (const line of lines) {
       const [next, actions] = transition(groupMachine, snap, line.event);
       snap = next;
       const commands = actions.flatMap((x) => (x.type === 'emitCommands' ? (x.params as { list: GroupCommand[] }).list : []));
       expect(commands).toEqual(line.commands);
+      expect(String(next.value)).toBe(line.state);
     }
+    // The replay command's own code (sealpost replay) takes it too, and finds a changed command.
+    expect(replayTrace(parseTrace(raw.join('\n')))).toMatchObject({ ok: true, steps: lines.length, conversations: 1 });
+    const tampered = raw.map((l, i) => (i === lines.length - 1 ? JSON.stringify({ ...lines[i], commands: [...lines[i]!.commands, { type: 'group.delete' }] }) : l));
+    expect(replayTrace(parseTrace(tampered.join('\n')))).toMatchObject({ ok: false, seq: lines.length });
     expect(lines.some((l) => l.commands.some((c) => c.type === 'key.rotate'))).toBe(true);
   });
 });
