@@ -88,6 +88,15 @@ describe('groups: sending and receiving', () => {
     // A new distribution: what was sent after is under a key b's and c's devices never got.
     const dist = (id: string) => SenderKeyMessage.deserialize(new Uint8Array(Buffer.from(relayed.find((r) => r.id === id)!.body, 'base64'))).distributionId();
     expect(dist(second)).not.toBe(dist(first));
+    // A transport that registers the removed member again and hands them the later ciphertext: their device
+    // holds it (it has no key for that distribution) and never shows it.
+    const registered = (await g.sim('GET', `/v1/groups/${group.group_id}`)).json;
+    expect((await g.sim('PUT', `/v1/groups/${group.group_id}`, { ...registered, members: [a, c] })).status).toBe(200);
+    const heldBefore = ((await g.sim('GET', `/sim/devices/${c}/stats`)).json as { held: number }).held;
+    const body = relayed.find((r) => r.id === second)!.body;
+    expect((await g.sim('POST', `/v1/groups/${group.group_id}/messages`, { id: second, from: sys.business.display_phone_number, type: 7, body })).status).toBe(202);
+    await waitFor(async () => ((await g.sim('GET', `/sim/devices/${c}/stats`)).json as { held: number }).held > heldBefore, 'c\'s device to hold what it cannot decrypt', 10_000);
+    expect((await g.shown(c, group.group_id)).map((m) => m.body)).toEqual(['before']);
   });
 
   it('a data request: the export lists the user\'s groups; erasing the user takes them out of every group (a new key) before anything else', async () => {
