@@ -90,6 +90,7 @@ export async function start(config: Config, redisUrl: string, opts: ServeOptions
         opsRoutes({
           token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl,
           inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },
+        groupInspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, businesses: ctx.businesses },
         }),
       ],
     });

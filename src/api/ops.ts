@@ -1,3 +1,4 @@
+import { inspectGroup, type GroupInspectorDeps } from '../ops/group-inspector.ts';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
@@ -23,6 +24,8 @@ export interface OpsDeps {
   platformUrl: string;
   /** The conversation inspector at /admin/conversations/{id} (off when absent). */
   inspector?: InspectorDeps;
+  /** The group actor inspector at /admin/groups/{group_id} (JSON; off when absent). */
+  groupInspector?: GroupInspectorDeps;
 }
 
 const LOGIN_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sealpost admin</title>
@@ -107,6 +110,18 @@ export function opsRoutes(deps: OpsDeps) {
         reply.header('content-security-policy', INSPECTOR_CSP).header('x-content-type-options', 'nosniff').header('referrer-policy', 'no-referrer');
         if (!data) return reply.code(404).type('text/html; charset=utf-8').send('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not found · Sealpost</title></head><body><h1>No such conversation</h1><p>Neither a conversation id nor a wamid of a message Sealpost still holds.</p></body></html>');
         return reply.type('text/html; charset=utf-8').send(inspectorPage(data));
+      });
+    }
+
+    // A group actor, as JSON (members by conversation id, no content, no keys).
+    if (deps.groupInspector) {
+      const gi = deps.groupInspector;
+      app.get('/admin/groups/:group_id', async (req, reply) => {
+        checkAdmin(req, deps.token);
+        const data = await inspectGroup(gi, (req.params as { group_id: string }).group_id);
+        reply.header('cache-control', 'no-store');
+        if (!data) throw new InvalidParameterError('No such group actor: not a group id, or its actor never ran (or was deleted)', 404);
+        return data;
       });
     }
 

@@ -244,5 +244,14 @@ describe('groups: sending and receiving', () => {
     const tampered = raw.map((l, i) => (i === lines.length - 1 ? JSON.stringify({ ...lines[i], commands: [...lines[i]!.commands, { type: 'group.delete' }] }) : l));
     expect(replayTrace(parseTrace(tampered.join('\n')))).toMatchObject({ ok: false, seq: lines.length });
     expect(lines.some((l) => l.commands.some((c) => c.type === 'key.rotate'))).toBe(true);
+    // The operator's view of the actor: members by conversation id, the distribution id, no number, no content.
+    const inspect = async (id: string, token = sys.adminToken) => fetch(`${sys.apiUrl}/admin/groups/${id}`, { headers: { authorization: `Bearer ${token}` } });
+    const view = (await (await inspect(group.group_id)).json()) as Record<string, any>;
+    expect(view).toMatchObject({ group_id: group.group_id, business_id: sys.business.business_id, state: 'active', members: [expect.stringMatching(/^[0-9a-f]{30}$/)], mailbox_events: 0 });
+    expect(view.distribution_id).toBe(SenderKeyMessage.deserialize(new Uint8Array(Buffer.from(relayed.find((r) => r.id === w2)!.body, 'base64'))).distributionId());
+    const text = JSON.stringify(view);
+    for (const secret of [a, b, 'traced', 'after b left']) expect(text).not.toContain(secret);
+    expect((await inspect(group.group_id, 'not-the-admin-token')).status).toBe(401);
+    expect((await inspect('G' + 'Q'.repeat(24))).status).toBe(404);
   });
 });

@@ -74,6 +74,7 @@ export async function startSystem(opts: { workers?: boolean; env?: Record<string
       opsRoutes({
         token: adminToken, queues: Object.values(ctx.queues), metrics, redis: ctx.redis, platformUrl: platform.url,
         inspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, redis: ctx.redis },
+        groupInspector: { stores: ctx.stores, keys: ctx.keys, dataKeys: ctx.dataKeys, businesses: ctx.businesses },
       }),
     ],
   });
