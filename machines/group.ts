@@ -46,6 +46,11 @@ export interface GroupContext {
   keyed: Record<string, number[]>;
   /** Per member: the devices the member's conversation last encrypted the current key for (the member's list). */
   expected?: Record<string, number[]>;
+  /**
+   * Per member: devices the transport named that the group knew nothing of (linked after the key went out),
+   * for which the key was sent to the member again; asked once per device and key.
+   */
+  reshared?: Record<string, number[]>;
   nextSeq: number;
   messages: GroupMessage[];
   timer: { id: string; at: number } | null;
@@ -101,8 +106,11 @@ export type GroupEvent =
 export type GroupCommand =
   /** A new sender key for the group and its distribution message for each member; answers KEY_ROTATED. */
   | { type: 'key.rotate'; members: string[] }
-  /** The current sender key's distribution message for these (new) members. */
-  | { type: 'key.share'; members: string[] }
+  /**
+   * The current sender key's distribution message for these (new) members; with `ifMissing`, only for those
+   * whose copy is gone (a copy kept from the member's join covers every message since, a new one only later ones).
+   */
+  | { type: 'key.share'; members: string[]; ifMissing?: true }
   /** Hand each member's conversation the distribution message (it encrypts it for every device of the member). */
   | { type: 'key.distribute'; members: string[]; dist: string }
   /** groupEncrypt the stored message once; answers ENCRYPTED or ENCRYPT_FAILED. */
@@ -267,7 +275,19 @@ function onPresent({ context, event }: Args): Batch {
     const next = withoutAbsent(m, event.present);
     if (JSON.stringify(next.owed) !== JSON.stringify(m.owed)) list.push(...settle(next, event.at));
   }
+  // A member device the group knows nothing of (linked after the key went out): the member's conversation
+  // sends the key again, to the devices of the member's verified list (a device the transport made up gets
+  // nothing: the conversation encrypts for the signed list only). It owes receipts once KEY_SENT names it.
+  const again = newDevices(context, event.present);
+  if (again.length && context.dist) list.push({ type: 'key.share', members: again, ifMissing: true }, { type: 'key.distribute', members: again, dist: context.dist });
   return { list };
+}
+
+/** Members with a device the transport names that is neither known to hold the key, expected, nor asked for already. */
+function newDevices(context: Ctx, present: Record<string, number[]>): string[] {
+  return Object.entries(present).filter(([mem, ds]) => context.members.includes(mem) && ds.some((d) => d !== 1
+    && !(context.keyed[mem] ?? []).includes(d) && !(context.expected?.[mem] ?? []).includes(d) && !(context.reshared?.[mem] ?? []).includes(d)))
+    .map(([mem]) => mem);
 }
 
 function retransmitDue({ context, event }: Args): Batch {
@@ -354,7 +374,7 @@ export const groupMachine = setup({
         messages: removed.length ? context.messages.flatMap((m) => (removed.some((r) => r in m.owed) ? afterSettle(withoutMembers(m, removed)) : [m])) : context.messages,
       };
     }),
-    setKey: assign(({ event }) => (event.type === 'KEY_ROTATED' ? { dist: event.dist, keyed: {}, expected: {} } : {})),
+    setKey: assign(({ event }) => (event.type === 'KEY_ROTATED' ? { dist: event.dist, keyed: {}, expected: {}, reshared: {} } : {})),
     enqueue: assign(({ context, event }) => {
       if (event.type !== 'SEND') return {};
       // Owed by each member's phone and by every device of theirs known to hold the key or to be getting it.
@@ -420,9 +440,11 @@ export const groupMachine = setup({
       if (event.type !== 'RELAYED' || !event.present) return {};
       const present = event.present;
       const keep = (rec: Record<string, number[]> | undefined) => Object.fromEntries(Object.entries(rec ?? {}).map(([mem, ds]) => [mem, mem in present ? ds.filter((d) => d === 1 || present[mem]!.includes(d)) : ds]));
+      const again = context.dist ? newDevices(context, present) : [];
       return {
         keyed: keep(context.keyed),
         expected: keep(context.expected),
+        reshared: { ...keep(context.reshared), ...Object.fromEntries(again.map((mem) => [mem, union(context.reshared?.[mem] ?? [], present[mem]!)])) },
         messages: context.messages.flatMap((m) => {
           const next = withoutAbsent(m, present);
           return JSON.stringify(next.owed) === JSON.stringify(m.owed) ? [m] : afterSettle(next);

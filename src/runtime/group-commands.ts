@@ -54,9 +54,13 @@ function setRow(c: GroupLoaded, key: string, fields: Record<string, string>): vo
 }
 
 /** Makes each member's copy of the current key's distribution message (sealed, for the member's conversation). */
-async function share(d: GroupHostDeps, c: GroupLoaded, members: string[], dist: string): Promise<void> {
+async function share(d: GroupHostDeps, c: GroupLoaded, members: string[], dist: string, ifMissing = false): Promise<void> {
   for (const member of members) {
     const key = d.keys.groupMemberKey(c.businessId, c.groupId, member);
+    if (ifMissing && !c.rowOps.has(key)) {
+      const kept = await c.redis.hget(key, 'd');
+      if (kept && (JSON.parse(open(c.dk, kept, `${key}:d`).toString()) as { d: string }).d === dist) continue;
+    }
     const skdm = await c.senderKeys.distribution(c.owner!, dist);
     setRow(c, key, { d: seal(c.dk, JSON.stringify({ d: dist, s: skdm }), `${key}:d`) });
   }
@@ -80,7 +84,7 @@ export async function runLocal(d: GroupHostDeps, c: GroupLoaded, cmd: GroupComma
     }
     case 'key.share': {
       const dist = ctxOf(c).dist;
-      if (c.owner && dist) await share(d, c, cmd.members, dist);
+      if (c.owner && dist) await share(d, c, cmd.members, dist, !!cmd.ifMissing);
       return null;
     }
     case 'message.encrypt': {

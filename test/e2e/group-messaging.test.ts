@@ -57,6 +57,32 @@ describe('groups: sending and receiving', () => {
     expect(new Set(relayed.filter((r) => r.id === wamid).map((r) => r.body)).size).toBe(1);
   });
 
+  it('a member links a laptop after the key went out: the transport names it, the key is sent again, the laptop shows what follows', async () => {
+    const group = await g.create();
+    const [a, b] = [await user(), await user()];
+    await g.join(a, group);
+    await g.join(b, group);
+    const first = await g.sendToGroup(group.group_id, 'before the laptop');
+    await waitFor(() => g.statuses(first).some((x) => x.status === 'delivered'), 'delivered', 20_000);
+    const laptop = (await g.sim('POST', `/sim/devices/${a}/linked`, {})).json.device_id as number;
+    const second = await g.sendToGroup(group.group_id, 'after the laptop');
+    await waitFor(async () => (await g.shown(a, group.group_id, laptop)).some((m) => m.id === second), 'the laptop to show the next message', 30_000).catch(async (e) => {
+      if (process.env.DEBUG_GROUPS) {
+        console.log((await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, -1)).join('\n'));
+        console.log(JSON.stringify((await g.sim('GET', `/sim/devices/${a}/stats?device=${laptop}`)).json));
+        const { readTraceLines } = await import('../../src/trace/store.ts');
+        const conv = (JSON.parse((await sys.ctx.redis.lrange(sys.ctx.keys.groupTrace(sys.business.business_id, group.group_id), 0, 0))[0]!) as { event: { members: string[] } }).event.members[0]!;
+        console.log((await readTraceLines(sys.ctx.redis, sys.ctx.keys.trace(conv), conv)).join('\n'));
+      }
+      throw e;
+    });
+    expect((await g.shown(a, group.group_id, laptop)).map((m) => m.body)).toEqual(['after the laptop']);
+    // It got the copy of the key made at a's join (not one made after the message: that could not decrypt it).
+    expect((await g.sim('GET', `/sim/devices/${a}/stats?device=${laptop}`)).json).toMatchObject({ key_reuse: 0, failures: {} });
+    // The message settles once the laptop acknowledged it too (the actor owes nothing more).
+    await waitFor(async () => ((await (await fetch(`${sys.apiUrl}/admin/groups/${group.group_id}`, { headers: { authorization: `Bearer ${sys.adminToken}` } })).json()) as { messages: unknown[] }).messages.length === 0, 'every message settled', 20_000);
+  });
+
   it('a member writes: the business gets it with the group id and the member as sender; the other members see it', async () => {
     const group = await g.create();
     const [a, b] = [await user(), await user()];

@@ -91,6 +91,18 @@ describe('group machine', () => {
     expect(ctx(next.snap).messages[0]!.owed).toEqual({ a: [1], b: [1] });
   });
 
+  it('a device the transport names that the group knew nothing of: the member\'s kept key copy is sent again, once', () => {
+    const { snap } = withMessage();
+    const r = run([
+      { type: 'RELAYED', wamid: 'w1', at: 11, present: { a: [1, 3], b: [1] } },
+      { type: 'RELAYED', wamid: 'w1', at: 12, present: { a: [1, 3], b: [1] } },
+    ], snap);
+    expect(r.commands[0]).toEqual(expect.arrayContaining([{ type: 'key.share', members: ['a'], ifMissing: true }, { type: 'key.distribute', members: ['a'], dist: 'd1' }]));
+    expect(types(r.commands[1]!)).not.toContain('key.distribute');
+    // Not owed by it until the member's conversation says it encrypted the key for it (its verified list).
+    expect(ctx(r.snap).messages[0]!.owed.a).toEqual([1]);
+  });
+
   it('a member who joins gets the current key; nothing is rotated', () => {
     const { snap } = withMessage();
     const r = run([{ type: 'MEMBERS', at: 20, members: ['a', 'b', 'c'] }], snap);
