@@ -1,6 +1,7 @@
 import { and, assign, setup } from 'xstate';
 import type { Command, CommandBatch } from './commands.ts';
-import { derivedWamid, unitHash } from './ids.ts';
+import { derivedWamid } from './ids.ts';
+import { afterFired, backoff, replanned, timerPlan } from './retransmit.ts';
 
 /** Where one outbound message is in its life. */
 export type OutboundState = 'queued' | 'encrypting' | 'encrypted' | 'sent';
@@ -183,22 +184,6 @@ function owedAfterEncryption(m: Msg, e: Ev): number[] | undefined {
 
 const isInFlight = (m: Msg | undefined) => m?.state === 'encrypted' || m?.state === 'sent';
 
-/** Exponential retransmission backoff with a deterministic ±20 % jitter per (message, attempt). */
-function backoff(c: Ctx, m: Msg): number {
-  const s = c.settings;
-  const base = Math.min(s.retransmitBaseMs * 2 ** Math.max(0, m.attempts - 1), s.retransmitMaxMs);
-  return Math.round(base * (0.8 + 0.4 * unitHash(`${m.wamid}:${m.attempts}`)));
-}
-
-/** When the conversation next needs waking: the earliest retransmission or expiry of what it still owes. */
-function nextWake(c: Ctx): number | null {
-  let at: number | null = null;
-  for (const m of c.messages) {
-    const t = Math.min(m.nextAttemptAt ?? Infinity, m.expiresAt);
-    if (at === null || t < at) at = t;
-  }
-  return at;
-}
 
 // ---- command builders (pure functions of context and event) -----------------------------------
 
@@ -284,16 +269,13 @@ function retransmitDue({ context, event }: Args): CommandBatch {
 }
 
 function planTimer({ context }: Args): CommandBatch {
-  const at = nextWake(context);
-  const list: Command[] = [];
-  if (at === null) {
-    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
-  } else if (!context.timer || context.timer.at > at) {
-    // An earlier timer is not cancelled when a later one suffices: it fires, finds nothing due, and replans.
-    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
-    list.push({ type: 'timer.schedule', id: `rt:${at}`, at, event: 'RETRANSMIT_DUE' });
-  }
-  return { list };
+  const plan = timerPlan(context.timer, context.messages);
+  return {
+    list: [
+      ...(plan.cancel ? [{ type: 'timer.cancel', id: plan.cancel } as Command] : []),
+      ...(plan.schedule ? [{ type: 'timer.schedule', ...plan.schedule, event: 'RETRANSMIT_DUE' } as Command] : []),
+    ],
+  };
 }
 
 function scheduleBundleRetry({ context, event }: Args): CommandBatch {
@@ -432,7 +414,7 @@ export const conversationMachine = setup({
     markSent: assign({
       messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => {
         const sent = { ...m, state: 'sent' as const, sentReported: !isControl(m), attempts: m.attempts + 1 };
-        return { ...sent, nextAttemptAt: event.at + backoff(context, sent) };
+        return { ...sent, nextAttemptAt: event.at + backoff(context.settings, sent) };
       }),
     }),
     /** Refused by the transport: it fails now with the refusal's code (then `expire` replaces it with a skip notice). */
@@ -443,7 +425,7 @@ export const conversationMachine = setup({
     }),
     markRetryLater: assign({
       messages: ({ context, event }) => update(context, (m) => m.wamid === wamidOf(event), (m) => ({
-        attempts: m.attempts + 1, nextAttemptAt: event.at + backoff(context, { ...m, attempts: m.attempts + 1 }),
+        attempts: m.attempts + 1, nextAttemptAt: event.at + backoff(context.settings, { ...m, attempts: m.attempts + 1 }),
       })),
     }),
     markDueInFlight: assign({
@@ -518,16 +500,8 @@ export const conversationMachine = setup({
         return [...context.messages.filter((m) => m.senderKey?.group !== event.group), key];
       },
     }),
-    clearFiredTimer: assign({
-      timer: ({ context, event }) => (event.type === 'RETRANSMIT_DUE' && context.timer && (!event.timerId || event.timerId === context.timer.id) ? null : context.timer),
-    }),
-    replan: assign({
-      timer: ({ context }) => {
-        const at = nextWake(context);
-        if (at === null) return null;
-        return !context.timer || context.timer.at > at ? { id: `rt:${at}`, at } : context.timer;
-      },
-    }),
+    clearFiredTimer: assign({ timer: ({ context, event }) => afterFired(context.timer, event) }),
+    replan: assign({ timer: ({ context }) => replanned(context.timer, context.messages) }),
   },
 }).createMachine({
   id: 'conversation',

@@ -1,5 +1,5 @@
 import { and, assign, setup } from 'xstate';
-import { unitHash } from './ids.ts';
+import { afterFired, backoff, replanned, timerPlan } from './retransmit.ts';
 
 /**
  * One group of a business (docs/groups.md, "Sending"): the business's sender key for it (rotated when a member
@@ -27,19 +27,6 @@ const settled = (m: Msg) => Object.values(m.owed).every((d) => d.length === 0);
 /** Every member it was sent to acknowledged it on at least one device. */
 const reached = (m: Msg) => Object.keys(m.owed).every((mem) => (m.acked[mem] ?? []).length > 0);
 
-function backoff(c: Ctx, m: Msg): number {
-  const base = Math.min(c.settings.retransmitBaseMs * 2 ** Math.max(0, m.attempts - 1), c.settings.retransmitMaxMs);
-  return Math.round(base * (0.8 + 0.4 * unitHash(`${m.wamid}:${m.attempts}`)));
-}
-
-function nextWake(c: Ctx): number | null {
-  let at: number | null = null;
-  for (const m of c.messages) {
-    const t = Math.min(m.nextAttemptAt ?? Infinity, m.expiresAt);
-    if (at === null || t < at) at = t;
-  }
-  return at;
-}
 
 /** The statuses and forgetting due for a message after a change to who owes it. */
 function settle(m: Msg, at: number): GroupCommand[] {
@@ -182,15 +169,13 @@ function retransmitDue({ context, event }: Args): Batch {
 }
 
 function planTimer({ context }: Args): Batch {
-  const at = nextWake(context);
-  const list: GroupCommand[] = [];
-  if (at === null) {
-    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
-  } else if (!context.timer || context.timer.at > at) {
-    if (context.timer) list.push({ type: 'timer.cancel', id: context.timer.id });
-    list.push({ type: 'timer.schedule', id: `rt:${at}`, at });
-  }
-  return { list };
+  const plan = timerPlan(context.timer, context.messages);
+  return {
+    list: [
+      ...(plan.cancel ? [{ type: 'timer.cancel', id: plan.cancel } as GroupCommand] : []),
+      ...(plan.schedule ? [{ type: 'timer.schedule', ...plan.schedule } as GroupCommand] : []),
+    ],
+  };
 }
 
 function decryptEnvelope({ context, event }: Args): Batch {
@@ -272,12 +257,12 @@ export const groupMachine = setup({
       messages: ({ context, event }) => context.messages.map((m) => {
         if (m.wamid !== wamidOf(event)) return m;
         const sent = { ...m, state: 'sent' as const, sentReported: true, attempts: m.attempts + 1 };
-        return { ...sent, nextAttemptAt: event.at + backoff(context, sent) };
+        return { ...sent, nextAttemptAt: event.at + backoff(context.settings, sent) };
       }),
     }),
     markRetryLater: assign({
       messages: ({ context, event }) => context.messages.map((m) => (m.wamid === wamidOf(event)
-        ? { ...m, attempts: m.attempts + 1, nextAttemptAt: event.at + backoff(context, { ...m, attempts: m.attempts + 1 }) } : m)),
+        ? { ...m, attempts: m.attempts + 1, nextAttemptAt: event.at + backoff(context.settings, { ...m, attempts: m.attempts + 1 }) } : m)),
     }),
     markDue: assign({
       messages: ({ context, event }) => context.messages.map((m) => (m.state !== 'encrypting' && event.at < m.expiresAt && m.nextAttemptAt !== null && m.nextAttemptAt <= event.at ? { ...m, nextAttemptAt: null } : m)),
@@ -343,16 +328,8 @@ export const groupMachine = setup({
       // Tried again now (a message that still cannot be decrypted comes back as MESSAGE_HELD).
       held: ({ context, event }) => (event.type === 'MEMBER_KEY' ? context.held.filter((h) => h.member !== event.member) : context.held),
     }),
-    clearFiredTimer: assign({
-      timer: ({ context, event }) => (event.type === 'RETRANSMIT_DUE' && context.timer && (!event.timerId || event.timerId === context.timer.id) ? null : context.timer),
-    }),
-    replan: assign({
-      timer: ({ context }) => {
-        const at = nextWake(context);
-        if (at === null) return null;
-        return !context.timer || context.timer.at > at ? { id: `rt:${at}`, at } : context.timer;
-      },
-    }),
+    clearFiredTimer: assign({ timer: ({ context, event }) => afterFired(context.timer, event) }),
+    replan: assign({ timer: ({ context }) => replanned(context.timer, context.messages) }),
   },
 }).createMachine({
   id: 'group',
