@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
 import { readTraceLines } from '../../src/trace/store.ts';
@@ -174,11 +173,10 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
   let redis: OwnRedis | undefined;
   let sys: TestSystem | undefined;
   const workers = workerProcesses(() => sys!.childEnv());
-  const alive: ChildProcess[] = [];
-  let killer: NodeJS.Timeout | undefined;
+  let killer: ReturnType<typeof workers.rolling> | undefined;
 
   afterAll(async () => {
-    clearInterval(killer);
+    killer?.stop();
     await workers.stopAll();
     await sys?.close();
     await redis?.stop();
@@ -192,22 +190,13 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
       env: { SEALPOST_RETRANSMIT_BASE_MS: '400', SEALPOST_RETRANSMIT_MAX_MS: '1500', SEALPOST_BUNDLE_RETRY_MS: '300', SEALPOST_LEASE_MS: '3000' },
     });
     const s = sys;
-    const spawnWorker = () => alive.push(workers.spawn());
-    spawnWorker();
-    spawnWorker();
+    killer = workers.rolling(2);
     const users = await Promise.all(Array.from({ length: 12 }, (_, i) => createDevice(s.platformUrl, `+1555861${String(i).padStart(4, '0')}`)));
     const devices = new Map<string, number[]>();
     for (const u of users) devices.set(u, [1, await link(s, u), await link(s, u)]);
     await openWindows(s, users);
-    let kills = 0;
     // The oldest worker is killed every 2.5 s, five times, while messages are being sent and retransmitted.
-    killer = setInterval(() => {
-      const victim = alive.shift();
-      if (!victim || kills >= 5) return;
-      victim.kill('SIGKILL');
-      kills++;
-      spawnWorker();
-    }, 2500);
+    killer.killEvery(2500, 5);
     await faults(s, { drop: 0.2, duplicate: 0.1, reorder: true });
     const sent = new Map<string, string[]>();
     const wamids: string[] = [];
@@ -246,7 +235,7 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
       }
       throw e;
     });
-    clearInterval(killer);
+    killer.stop();
     await faults(s, { drop: 0, duplicate: 0, reorder: false });
     for (const u of users) {
       for (const d of devices.get(u)!) {
@@ -258,6 +247,6 @@ describe('fan-out through a lossy transport and workers killed with SIGKILL', ()
     await waitFor(() => wamids.every((w) => s.receiver.statuses().some((x) => x.id === w && x.status === 'delivered')), 'a delivered status for every message', 60_000);
     // (Webhooks are at least once: a worker killed between sending one and recording it sends it again.)
     for (const w of wamids) expect(s.receiver.statuses().filter((x) => x.id === w).map((x) => x.status)).not.toContain('failed');
-    expect(kills).toBeGreaterThan(0);
+    expect(killer.kills()).toBeGreaterThan(0);
   }, 400_000);
 });

@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDevice, waitFor } from '../helpers/devices.ts';
 import { groupHelpers } from '../helpers/groups.ts';
@@ -15,12 +14,11 @@ describe('group sends through a lossy transport and workers killed with SIGKILL'
   let redis: OwnRedis | undefined;
   let sys: TestSystem | undefined;
   const workers = workerProcesses(() => sys!.childEnv());
-  const alive: ChildProcess[] = [];
-  let killer: NodeJS.Timeout | undefined;
+  let killer: ReturnType<typeof workers.rolling> | undefined;
   const g = groupHelpers(() => sys!);
 
   afterAll(async () => {
-    clearInterval(killer);
+    killer?.stop();
     await workers.stopAll();
     await sys?.close();
     await redis?.stop();
@@ -34,9 +32,7 @@ describe('group sends through a lossy transport and workers killed with SIGKILL'
       env: { SEALPOST_RETRANSMIT_BASE_MS: '400', SEALPOST_RETRANSMIT_MAX_MS: '1500', SEALPOST_BUNDLE_RETRY_MS: '300', SEALPOST_LEASE_MS: '3000' },
     });
     const s = sys;
-    const spawnWorker = () => alive.push(workers.spawn());
-    spawnWorker();
-    spawnWorker();
+    killer = workers.rolling(2);
     const groups = [await g.create('one'), await g.create('two')];
     const members = new Map<string, [string, number][]>();
     for (const [i, group] of groups.entries()) {
@@ -50,14 +46,7 @@ describe('group sends through a lossy transport and workers killed with SIGKILL'
       }
       members.set(group.group_id, viewers);
     }
-    let kills = 0;
-    killer = setInterval(() => {
-      const victim = alive.shift();
-      if (!victim || kills >= 4) return;
-      victim.kill('SIGKILL');
-      kills++;
-      spawnWorker();
-    }, 2000);
+    killer.killEvery(2000, 4);
     await g.sim('POST', '/sim/faults', { drop: 0.2, duplicate: 0.1, reorder: true });
     const bodies = new Map<string, string[]>();
     const wamids: string[] = [];
@@ -76,9 +65,9 @@ describe('group sends through a lossy transport and workers killed with SIGKILL'
       return true;
     }, 'every member device to show every message', 240_000, 500);
     await waitFor(() => wamids.every((w) => g.statuses(w).some((x) => x.status === 'delivered')), 'every message reported delivered', 120_000, 500);
-    clearInterval(killer);
+    killer.stop();
     await g.sim('POST', '/sim/faults', {});
-    expect(kills).toBeGreaterThan(0);
+    expect(killer.kills()).toBeGreaterThan(0);
     for (const group of groups) {
       for (const [wa, d] of members.get(group.group_id)!) {
         const shown = await g.shown(wa, group.group_id, d);
