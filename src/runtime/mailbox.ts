@@ -1,4 +1,5 @@
 import { Coalescer } from '../redis/coalesce.ts';
+import { LuaScript } from './lua/read-script.ts';
 import { SENDS_LANE, shardOf, shardWakeId } from './shards.ts';
 import type { Stores } from '../store/stores.ts';
 import type { Queue } from 'bullmq';
@@ -29,6 +30,11 @@ export interface WakeJob {
   shard: number;
   region?: string;
 }
+
+const MARK = new LuaScript('mark-2.lua');
+
+/** How long a shard's awake flag lasts without its loop clearing it (a process that died with the job). */
+export const AWAKE_MS = 30_000;
 
 type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number };
 
@@ -66,7 +72,8 @@ export class Mailboxes {
 
   /**
    * Marks the conversation ready in its shard and wakes the shard unless the conversation was marked already
-   * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep). `sends` marks
+   * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep) or the shard
+   * has a wake-up job queued or running already (its awake flag, mark-2.lua: that job's loop claims it). `sends` marks
    * the wake of a newly accepted outbound message: such marks go behind every other (receipts, users' messages,
    * timers), so a business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements
    * and replies in conversations already under way. Within each lane, first in, first out.
@@ -98,7 +105,8 @@ export class Mailboxes {
     const args: (string | number)[] = [];
     for (const m of items) args.push(m.lane === 'sends' ? m.at + SENDS_LANE : m.at, m.conversationId);
     // LT: a conversation already ready keeps its earlier place, and moves up to the events lane if it was a send.
-    const added = await this.stores.forRegion(region).zadd(this.keys.shardReady(shard), 'LT', ...args);
-    if (Number(added) > 0) await this.wakeShard(shard, region, items.every((m) => m.lane === 'sends') ? 'sends' : 'events');
+    const lane = items.every((m) => m.lane === 'sends') ? 's' : 'e';
+    const wake = await MARK.run(this.stores.forRegion(region), [this.keys.shardReady(shard), this.keys.shardAwake(shard)], [AWAKE_MS, lane, ...args]);
+    if (wake === 's' || wake === 'e') await this.wakeShard(shard, region, wake === 's' ? 'sends' : 'events');
   }
 }

@@ -4,13 +4,14 @@ import { maskNumbers } from '../log.ts';
 import { metrics } from '../ops/metrics.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stores } from '../store/stores.ts';
-import { readLuaScript } from './lua/read-script.ts';
-import type { Mailboxes } from './mailbox.ts';
+import { LuaScript } from './lua/read-script.ts';
+import { AWAKE_MS, type Mailboxes } from './mailbox.ts';
 import { SENDS_LANE, SHARDS } from './shards.ts';
 
-const CLAIM_LUA = readLuaScript('claim-2.lua');
-const SETTLE_LUA = readLuaScript('settle-2.lua');
-const STALE_LUA = readLuaScript('stale-3.lua');
+const CLAIM = new LuaScript('claim-2.lua');
+const SETTLE = new LuaScript('settle-2.lua');
+const STALE = new LuaScript('stale-3.lua');
+const REST = new LuaScript('rest-2.lua');
 
 /** A timer this far past due with no tick fired is fired by the sweep (ticks are at most 2 s late by design). */
 const LOST_TICK_MS = 5000;
@@ -120,7 +121,10 @@ export class ShardRunner {
     } finally {
       loop.active = false;
     }
-    if (overBudget) await this.mailboxes.wakeShard(shard, region);
+    // The loop stops: the shard's awake flag goes unless conversations wait (then another wake-up job, as
+    // when the job's time is up). Marks made while the loop ran added no job: this is where they are found.
+    const more = Number(await REST.run(redis, [this.keys.shardReady(shard), this.keys.shardAwake(shard)], [AWAKE_MS]));
+    if (more || overBudget) await this.mailboxes.wakeShard(shard, region);
     metrics.shardDrains.observe(count);
     return count;
   }
@@ -173,7 +177,7 @@ export class ShardRunner {
     }
     if (state.again && mode === 'done') mode = 'again';
     try {
-      const added = Number(await redis.eval(SETTLE_LUA, 2, this.keys.shardReady(shard), this.keys.shardClaimed(shard), conv, mode, String(mode === 'retry' ? lapse : Date.now())));
+      const added = Number(await SETTLE.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard)], [conv, mode, String(mode === 'retry' ? lapse : Date.now())]));
       // A drain that outlived its job's loop wakes the shard itself.
       if (added && !loop.active) await this.mailboxes.wakeShard(shard, region);
     } catch (e) {
@@ -188,7 +192,7 @@ export class ShardRunner {
 
   private async claim(redis: Redis, shard: number, count: number): Promise<string[]> {
     const now = Date.now();
-    return (await redis.eval(CLAIM_LUA, 2, this.keys.shardReady(shard), this.keys.shardClaimed(shard), String(now), String(count), String(now + this.leaseMs))) as string[];
+    return (await CLAIM.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard)], [String(now), String(count), String(now + this.leaseMs)])) as string[];
   }
 
   /**
@@ -203,8 +207,8 @@ export class ShardRunner {
       const redis = this.stores.forRegion(region);
       for (let shard = 0; shard < SHARDS; shard++) {
         passes.push((async () => {
-          const [wake, earliest] = (await redis.eval(STALE_LUA, 3, this.keys.shardReady(shard), this.keys.shardClaimed(shard), this.keys.shardTimers(shard),
-            String(now), String(now - staleMs), String(SENDS_LANE))) as [number, string];
+          const [wake, earliest] = (await STALE.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard), this.keys.shardTimers(shard)],
+            [String(now), String(now - staleMs), String(SENDS_LANE)])) as [number, string];
           if (wake) {
             woken++;
             await this.mailboxes.wakeShard(shard, region);

@@ -3,12 +3,12 @@ import type { Logger } from 'pino';
 import type { TimersQueueJob } from '../queues/timers.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stores } from '../store/stores.ts';
-import { readLuaScript } from './lua/read-script.ts';
+import { LuaScript } from './lua/read-script.ts';
 import type { MailboxEvent, Mailboxes } from './mailbox.ts';
 import { shardOf } from './shards.ts';
 
-const DUE_LUA = readLuaScript('timers-due-2.lua');
-const DONE_LUA = readLuaScript('timers-done-2.lua');
+const DUE = new LuaScript('timers-due-2.lua');
+const DONE = new LuaScript('timers-done-2.lua');
 
 /** Tick granularities: a timer due in d ms is ticked at the end of a bucket of at most d/10 (≥ 100 ms). */
 const BUCKETS = [100, 250, 500, 1000, 2000];
@@ -99,7 +99,7 @@ export class ShardTimers {
     const events = this.keys.shardTimerEvents(shard);
     let fired = 0;
     for (;;) {
-      const flat = (await redis.eval(DUE_LUA, 2, timers, events, String(now), String(PER_PASS))) as (string | null)[];
+      const flat = (await DUE.run(redis, [timers, events], [String(now), String(PER_PASS)])) as (string | null)[];
       if (!flat.length) break;
       const byConversation = new Map<string, MailboxEvent[]>();
       const done: string[] = [];
@@ -117,7 +117,7 @@ export class ShardTimers {
         }
       }
       await Promise.all([...byConversation].map(([conv, evs]) => this.mailboxes.post(conv, evs, this.mailboxTtlMs)));
-      await redis.eval(DONE_LUA, 2, timers, events, ...done);
+      await DONE.run(redis, [timers, events], done);
       fired += flat.length / 3;
       if (flat.length / 3 < PER_PASS) break;
     }

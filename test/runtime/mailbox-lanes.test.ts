@@ -75,4 +75,58 @@ describe('wake-up lanes', () => {
     const job = (await queue.getJobs(['waiting', 'prioritized'])).find((j) => j.data.shard === 11)!;
     expect(job.opts.priority ?? 0).toBe(0);
   });
+
+  it('marks into a shard whose wake-up job is queued or running add no job; what is marked after its loop stops wakes it again', async () => {
+    let adds = 0;
+    const counting = new Proxy(queue, {
+      get(target, prop, receiver) {
+        if (prop === 'add') return (...args: Parameters<typeof queue.add>) => { adds++; return target.add(...args); };
+        return Reflect.get(target, prop, receiver) as unknown;
+      },
+    });
+    const boxes = new Mailboxes(stores, keys, counting);
+    const [a, b, c, during, after] = idsInShard('awake', 17, 5) as [string, string, string, string, string];
+    await boxes.wake(a);
+    expect(adds).toBe(1);
+    await boxes.wake(b);
+    await boxes.wake(c, 'sends');
+    expect(adds).toBe(1);
+    expect(await redis.get(keys.shardAwake(17))).toBe('e');
+
+    const order: string[] = [];
+    const runner = new ShardRunner(stores, keys, {
+      async drainAndCheck(conv) {
+        order.push(conv);
+        // Marked while the shard's loop runs: no job, the loop itself claims it.
+        if (conv === a) await boxes.wake(during);
+        return { handled: 1, pending: false };
+      },
+    }, boxes, createLogger('test', 'silent'), { perShard: 1 });
+    await runner.run(17, null);
+    expect(order).toEqual([a, b, during, c]);
+    expect(adds).toBe(1);
+    // The loop stopped with nothing ready: the flag is gone, and the next mark wakes the shard.
+    expect(await redis.exists(keys.shardAwake(17))).toBe(0);
+    await boxes.wake(after);
+    expect(adds).toBe(2);
+    await runner.close();
+  });
+
+  it('a loop that stops while conversations wait (its time is up) keeps the shard awake and adds its next job', async () => {
+    const [x, y] = idsInShard('budget', 21, 2) as [string, string];
+    await mailboxes.wake(x);
+    await mailboxes.wake(y);
+    for (const j of await queue.getJobs(['waiting', 'prioritized'])) if (j.data.shard === 21) await j.remove();
+    const runner = new ShardRunner(stores, keys, {
+      async drainAndCheck() {
+        await new Promise((r) => setTimeout(r, 30));
+        return { handled: 1, pending: false };
+      },
+    }, mailboxes, createLogger('test', 'silent'), { perShard: 1, budgetMs: 1 });
+    await runner.run(21, null);
+    expect(await redis.zcard(keys.shardReady(21))).toBe(1);
+    expect(await redis.get(keys.shardAwake(21))).toBe('e');
+    expect((await queue.getJobs(['waiting', 'prioritized'])).filter((j) => j.data.shard === 21)).toHaveLength(1);
+    await runner.close();
+  });
 });

@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
 import type { Keys } from '../../store/keys.ts';
-import { readLuaScript } from '../lua/read-script.ts';
+import { LuaScript } from '../lua/read-script.ts';
 
-const RENEW_LUA = readLuaScript('renew-1.lua');
-const RELEASE_LUA = readLuaScript('release-3.lua');
+const RENEW = new LuaScript('renew-1.lua');
+const RELEASE = new LuaScript('release-3.lua');
 
 /** Another process holds the conversation's lease; the wake job should be retried. */
 export class LeaseBusyError extends Error {
@@ -22,7 +22,7 @@ export function takeLease(redis: Redis, leaseKey: string, token: string, leaseMs
 export function keepLease(redis: Redis, leaseKey: string, token: string, leaseMs: number): () => void {
   // Keep the lease while a step waits on the network; a process that stalls longer loses it (fencing).
   const renew = setInterval(() => {
-    redis.eval(RENEW_LUA, 1, leaseKey, token, String(leaseMs)).catch(() => undefined);
+    RENEW.run(redis, [leaseKey], [token, String(leaseMs)]).catch(() => undefined);
   }, Math.max(1000, Math.floor(leaseMs / 3)));
   return () => clearInterval(renew);
 }
@@ -32,5 +32,5 @@ export function keepLease(redis: Redis, leaseKey: string, token: string, leaseMs
  * answers how many events wait in the mailbox.
  */
 export async function releaseLease(redis: Redis, keys: Keys, conversationId: string, token: string, outboxDone: boolean): Promise<number> {
-  return Number(await redis.eval(RELEASE_LUA, 3, keys.lease(conversationId), keys.outbox(conversationId), keys.mailbox(conversationId), token, outboxDone ? '1' : ''));
+  return Number(await RELEASE.run(redis, [keys.lease(conversationId), keys.outbox(conversationId), keys.mailbox(conversationId)], [token, outboxDone ? '1' : '']));
 }
