@@ -13,6 +13,11 @@ import type { Mailboxes, MailboxEvent } from './mailbox.ts';
 import { purgeBucket } from '../queues/timers.ts';
 import { metrics } from '../ops/metrics.ts';
 import { traced } from './trace-context.ts';
+import { LuaScript } from './lua/read-script.ts';
+
+const ACCEPT = new LuaScript('accept-4.lua');
+/** How often accepts renew a conversation's key TTL backstops (well under the day they exceed retention by). */
+const BACKSTOP_RENEW_MS = 3_600_000;
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
 
 
@@ -40,7 +45,7 @@ class PurgeJobsAdded {
 
 /**
  * Accepts outbound messages: the message row (content sealed with the business's data key), the
- * conversation's metadata and the SEND event are written in one MULTI on keys of one hash slot, then the
+ * conversation's metadata and the SEND event are written in one script on keys of one hash slot, then the
  * conversation is woken. The API answers only after that, so an accepted message is durable and the
  * mailbox order is the API's acceptance order.
  */
@@ -157,24 +162,12 @@ export class OutboundService implements OutboundPort {
     const event: MailboxEvent = traced({ type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) });
     if (event.tp) row.tp = event.tp;
     const keepMs = retention + 86_400_000;
-    const written = await redis
-      .multi()
-      .hsetnx(metaKey, 'business_id', req.businessId)
-      .hsetnx(metaKey, 'phone_number_id', req.phoneNumberId)
-      .hsetnx(metaKey, 'wa', seal(dk, req.waId, `${metaKey}:wa`))
-      .pexpire(metaKey, keepMs)
-      .hset(rowKey, row)
-      // A backstop behind the deletion job: the row must outlive the message's TTL so a failure is reported.
-      .pexpire(rowKey, retention + 3_600_000)
-      .zadd(this.keys.retention(conv), now + retention, wamid)
-      .pexpire(this.keys.retention(conv), keepMs)
-      .rpush(this.keys.mailbox(conv), JSON.stringify(event))
-      .pexpire(this.keys.mailbox(conv), keepMs)
-      .exec();
-    // A conversation that already existed and whose deletion job for this retention bucket this process
-    // already added needs no second add (the bucket's job deletes this message too). A conversation created
-    // just now may have been deleted before, its jobs with it: it always gets its job.
-    const created = written?.[0]?.[1] === 1;
+    // One script (accept-4.lua): the metadata made if new, the row with its backstop TTL (it must outlive the
+    // message's TTL so a failure is reported), the retention entry and the SEND event; backstops hourly.
+    const created = Number(await ACCEPT.run(redis, [metaKey, rowKey, this.keys.retention(conv), this.keys.mailbox(conv)], [
+      req.businessId, req.phoneNumberId, seal(dk, req.waId, `${metaKey}:wa`), keepMs, retention + 3_600_000, now, BACKSTOP_RENEW_MS,
+      now + retention, wamid, JSON.stringify(event), ...Object.entries(row).flat(),
+    ])) === 1;
     const purge = created || !this.purgesAdded.has(conv, now + retention, retention)
       ? this.purgeAt(conv, now + retention, retention).then(() => this.purgesAdded.add(conv, now + retention, retention))
       : undefined;
