@@ -33,7 +33,7 @@ export interface WakeJob {
 
 const MARK = new LuaScript('mark-2.lua');
 
-/** How long a shard's awake flag lasts without its loop clearing it (a process that died with the job). */
+/** How long a shard's awake flag lasts unless its job's first claim clears it (a job lost from the queue). */
 export const AWAKE_MS = 30_000;
 
 type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number };
@@ -73,7 +73,7 @@ export class Mailboxes {
   /**
    * Marks the conversation ready in its shard and wakes the shard unless the conversation was marked already
    * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep) or the shard
-   * has a wake-up job queued or running already (its awake flag, mark-2.lua: that job's loop claims it). `sends` marks
+   * has a wake-up job waiting in the queue already (its awake flag, mark-2.lua: that job's loop claims it). `sends` marks
    * the wake of a newly accepted outbound message: such marks go behind every other (receipts, users' messages,
    * timers), so a business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements
    * and replies in conversations already under way. Within each lane, first in, first out.

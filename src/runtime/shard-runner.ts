@@ -5,13 +5,12 @@ import { metrics } from '../ops/metrics.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stores } from '../store/stores.ts';
 import { LuaScript } from './lua/read-script.ts';
-import { AWAKE_MS, type Mailboxes } from './mailbox.ts';
+import type { Mailboxes } from './mailbox.ts';
 import { SENDS_LANE, SHARDS } from './shards.ts';
 
-const CLAIM = new LuaScript('claim-2.lua');
+const CLAIM = new LuaScript('claim-3.lua');
 const SETTLE = new LuaScript('settle-2.lua');
 const STALE = new LuaScript('stale-3.lua');
-const REST = new LuaScript('rest-2.lua');
 
 /** A timer this far past due with no tick fired is fired by the sweep (ticks are at most 2 s late by design). */
 const LOST_TICK_MS = 5000;
@@ -51,7 +50,7 @@ const isLeaseBusy = (e: unknown) => (e as Error)?.name === 'LeaseBusyError';
 const isConflict = (e: unknown) => (e as Error)?.name === 'CommitConflictError';
 
 /**
- * Runs shards: a shard's wake-up job claims the shard's ready conversations (claim-2.lua) and drains each
+ * Runs shards: a shard's wake-up job claims the shard's ready conversations (claim-3.lua) and drains each
  * under its own fenced lease, a few at once, claiming more as drains end until none is ready. A drain waiting
  * on the network (a slow bundle fetch) holds up only itself: the job polls for newly ready conversations
  * while it runs, and ends without it once nothing else is ready (the drain settles on its own, waking the
@@ -95,12 +94,14 @@ export class ShardRunner {
     const mine = loop.mine;
     let count = 0;
     let overBudget = false;
+    let first = true;
     try {
       for (;;) {
         overBudget = Date.now() - started >= this.budgetMs;
         const room = this.perShard - mine.size;
         const endedBefore = loop.ended;
-        const claimed = room > 0 && !overBudget ? await this.claim(redis, shard, room) : [];
+        const claimed = room > 0 && !overBudget ? await this.claim(redis, shard, room, first) : [];
+        first = false;
         for (const conv of claimed) if (this.start(conv, shard, region, redis, loop)) count++;
         if (!mine.size) break;
         // Wait for a drain to end (then claim again) or, after a while, look for newly ready conversations.
@@ -121,10 +122,7 @@ export class ShardRunner {
     } finally {
       loop.active = false;
     }
-    // The loop stops: the shard's awake flag goes unless conversations wait (then another wake-up job, as
-    // when the job's time is up). Marks made while the loop ran added no job: this is where they are found.
-    const more = Number(await REST.run(redis, [this.keys.shardReady(shard), this.keys.shardAwake(shard)], [AWAKE_MS]));
-    if (more || overBudget) await this.mailboxes.wakeShard(shard, region);
+    if (overBudget) await this.mailboxes.wakeShard(shard, region);
     metrics.shardDrains.observe(count);
     return count;
   }
@@ -190,9 +188,10 @@ export class ShardRunner {
     }
   }
 
-  private async claim(redis: Redis, shard: number, count: number): Promise<string[]> {
+  private async claim(redis: Redis, shard: number, count: number, first: boolean): Promise<string[]> {
     const now = Date.now();
-    return (await CLAIM.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard)], [String(now), String(count), String(now + this.leaseMs)])) as string[];
+    return (await CLAIM.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard), this.keys.shardAwake(shard)],
+      [String(now), String(count), String(now + this.leaseMs), first ? '1' : ''])) as string[];
   }
 
   /**

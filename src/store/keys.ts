@@ -86,7 +86,7 @@ export class Keys {
   shardReady(shard: number): string { return `${this.shard(shard)}:ready`; }
   /** Sorted set: the shard's conversations claimed by a drain, by when they count as abandoned (crashed drain). */
   shardClaimed(shard: number): string { return `${this.shard(shard)}:claimed`; }
-  /** String: set while the shard has a wake-up job queued or running (`e`, or `s` for the sends lane): marks skip BullMQ then. */
+  /** String: set while the shard has a wake-up job waiting in the queue (`e`, or `s` for the sends lane): marks skip BullMQ then. */
   shardAwake(shard: number): string { return `${this.shard(shard)}:awake`; }
   /** Sorted set: the shard's durable timers (`<conversation id> <timer id>`) by due time. */
   shardTimers(shard: number): string { return `${this.shard(shard)}:timers`; }
