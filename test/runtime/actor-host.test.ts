@@ -40,6 +40,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let failTimers = false;
   const webhookMessages: Record<string, any>[] = [];
   const log = createLogger('test', 'silent');
+  /** The conversation's outbox: the meta hash's `o`, a JSON array of commands (none once cleared). */
+  const outboxOf = async (conv: string): Promise<string[]> => JSON.parse((await redis.hget(keys.meta(conv), 'o')) ?? '[]') as string[];
 
   beforeEach(async () => {
     world = await startHostWorld('host');
@@ -217,7 +219,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
       const r = await oneAtATime.drainAndCheck(conv);
       drains.push(r);
       expect(await redis.exists(keys.lease(conv))).toBe(0);
-      expect(await redis.llen(keys.outbox(conv))).toBe(0);
+      expect(await outboxOf(conv)).toEqual([]);
       if (!r.pending) break;
     }
     // One mailbox event per drain: the first two leave events waiting, the third does not.
@@ -365,7 +367,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     expect(cancelled).toEqual([]);
     expect(statuses).toEqual([]);
     // Nothing is left in the outbox once the timer is applied.
-    expect(await redis.llen(keys.outbox(conversationOfWamid(wamid)!))).toBe(0);
+    expect(await outboxOf(conversationOfWamid(wamid)!)).toEqual([]);
   });
 
   it('keeps a committed timer in the outbox until it reaches the queue: a drain that dies before replays it', async () => {
@@ -375,13 +377,36 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     failTimers = true;
     await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
     // The send was committed and handed over; its retransmit timer is still owed, in the outbox.
-    const owed = (await redis.lrange(keys.outbox(conv), 0, -1)).map((o) => JSON.parse(o) as { type: string });
+    const owed = (await outboxOf(conv)).map((o) => JSON.parse(o) as { type: string });
     expect(owed.map((o) => o.type)).toContain('timer.schedule');
     expect(timers).toEqual([]);
     failTimers = false;
     await host.drain(conv);
     expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/)]);
-    expect(await redis.llen(keys.outbox(conv))).toBe(0);
+    expect(await outboxOf(conv)).toEqual([]);
+  });
+
+  it('replays an outbox an earlier version left in a list of its own, and the next commit deletes that list', async () => {
+    const waId = await createDevice(platform.url, '+15557770014');
+    const { wamid } = await send(waId, 'left by an earlier version');
+    const conv = conversationOfWamid(wamid)!;
+    failTimers = true;
+    await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
+    // As the earlier version stored it: the owed commands in the outbox list, nothing in the meta hash.
+    const owed = await outboxOf(conv);
+    expect(owed.length).toBeGreaterThan(0);
+    await redis.hdel(keys.meta(conv), 'o', 'ov');
+    await redis.rpush(keys.outbox(conv), ...owed);
+    failTimers = false;
+    await host.drain(conv);
+    expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/)]);
+    expect(await redis.exists(keys.outbox(conv))).toBe(0);
+    expect(await outboxOf(conv)).toEqual([]);
+    // The next commit keeps the outbox in the meta hash, marked so: no list is looked for again.
+    await send(waId, 'after the upgrade');
+    await host.drain(conv);
+    expect(await redis.hget(keys.meta(conv), 'ov')).toBe('1');
+    expect(await redis.exists(keys.outbox(conv))).toBe(0);
   });
 
   it('refuses to run a conversation whose lease another process holds, and fences a stale commit', async () => {

@@ -16,7 +16,6 @@ export interface StoredState {
   snapRow: Buffer | Record<string, string> | null;
   /** undefined when not read with the rest (a warm state was at hand): read later if it is not used. */
   sess: Buffer | null | undefined;
-  outbox: string[];
 }
 
 /** The machine's input for a conversation: the host's timings and the business's retention. */
@@ -41,13 +40,12 @@ async function retentionOf(h: HostParts, businessId: string): Promise<number> {
  * command here must go out before the first await, so the reads share the lease's round trip.
  */
 export async function readState(h: HostParts, redis: Redis, id: string, withSession = true): Promise<StoredState> {
-  const [metaRow, snapRow, sess, outbox] = await Promise.all([
+  const [metaRow, snapRow, sess] = await Promise.all([
     redis.hgetall(h.keys.meta(id)),
     readStoredSnapshot(redis, h.keys.snapshot(id)),
     withSession ? redis.getBuffer(h.keys.session(id)) : undefined,
-    redis.lrange(h.keys.outbox(id), 0, -1),
   ]);
-  return { metaRow, snapRow, sess, outbox };
+  return { metaRow, snapRow, sess };
 }
 
 /**
@@ -70,7 +68,7 @@ async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | R
  * and the session when the stored snapshot is exactly the one it holds (see warm.ts).
  */
 export async function load(h: HostParts, redis: Redis, id: string, state: StoredState, warm?: WarmState): Promise<Loaded | null> {
-  const { metaRow, snapRow, outbox } = state;
+  const { metaRow, snapRow } = state;
   if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
   const dk = await h.dataKeys.get(metaRow.business_id);
   const pn = await h.businesses.phoneNumber(metaRow.phone_number_id);
@@ -100,6 +98,10 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     // The stored Signal state of every device of the user (the single-device form written before reads as device 1).
     crypto = new DeviceSessions(identity, meta.display, waId, sess ? decodeDeviceSessions(openBinary(dk, sess, `${h.keys.session(id)}:s`)) : undefined);
   }
+  // The outbox is the meta hash's `o` (commit.lua); a conversation last committed by an earlier version
+  // (a version, no `ov`) may still have one in a list of its own, read once here.
+  const legacyOutbox = metaRow.v !== undefined && metaRow.ov === undefined;
+  const outbox = metaRow.o ? (JSON.parse(metaRow.o) as string[]) : legacyOutbox ? await redis.lrange(h.keys.outbox(id), 0, -1) : [];
   return {
     id,
     redis,
@@ -117,6 +119,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     identity,
     warm: hit,
     outbox: outbox.map((o) => JSON.parse(o) as Command),
+    legacyOutbox,
     ciphertexts: new Map(),
     envelopes: new Map(),
     inbound: new Map(),

@@ -53,7 +53,10 @@ export interface Loaded {
   identity: NumberIdentity;
   /** True when this drain started from the process's warm state (warm.ts) instead of opening the stored one. */
   warm: boolean;
+  /** The effects of the last commit not yet known to be applied (the meta hash's `o`; a crash replays them). */
   outbox: Command[];
+  /** The outbox was read from the list an earlier version kept it in: the next commit deletes that list. */
+  legacyOutbox: boolean;
   /** Ciphertexts made in this drain (one per device), so a send needs no read-back. */
   ciphertexts: Map<string, DeviceCiphertexts>;
   /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */

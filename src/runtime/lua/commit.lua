@@ -8,9 +8,10 @@
     KEYS[2] lease
     KEYS[3] mailbox list
     KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
-    KEYS[5] outbox list
+    KEYS[5] outbox list, as stored before the outbox moved into the meta hash (deleted when ARGV[10] says so)
     KEYS[6] trace list (one entry per step: its lines compressed, see src/trace/store.ts)
-    KEYS[7] meta hash (also holds v = snapshot version, t = trace sequence)
+    KEYS[7] meta hash (also holds v = snapshot version, t = trace sequence, o = the outbox, ov = 1: the outbox
+            is kept here, not in KEYS[5])
     KEYS[8] retention sorted set (score = when a message's retention ends, member = message id)
     KEYS[9..] message rows, addressed by index from ARGV[12]
 
@@ -20,10 +21,10 @@
     ARGV[4]  trace sequence after this step
     ARGV[5]  new sealed session ('' = unchanged)
     ARGV[6]  number of mailbox entries consumed (LTRIM from the head)
-    ARGV[7]  outbox entries as a JSON array of strings ('[]' = empty outbox)
+    ARGV[7]  the outbox: its entries as a JSON array of strings ('[]' = empty), the meta hash's field `o`
     ARGV[8]  the step's trace entry to append ('' = none)
     ARGV[9]  trace length bound, in entries (steps)
-    ARGV[10] lease duration (ms), renewed on success
+    ARGV[10] '1' to delete the outbox list of KEYS[5] (read from there at load: written by an earlier version)
     ARGV[11] key TTL backstop (ms)
     ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
     ARGV[13] retention entries to add, JSON: [[score, member], ...]
@@ -66,9 +67,9 @@ local version = tostring(tonumber(current) + 1)
 redis.call('SET', snap, ARGV[3], 'PX', ttl)
 local renew = ARGV[17] ~= ''
 if renew then
-  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'x', ARGV[17])
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'o', ARGV[7], 'ov', '1', 'x', ARGV[17])
 else
-  redis.call('HSET', meta, 'v', version, 't', ARGV[4])
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'o', ARGV[7], 'ov', '1')
 end
 if ARGV[5] ~= '' then
   redis.call('SET', sess, ARGV[5], 'PX', ttl)
@@ -76,16 +77,16 @@ end
 if pops > 0 then
   redis.call('LTRIM', mbox, pops, -1)
 end
-redis.call('DEL', outbox)
-local entries = cjson.decode(ARGV[7])
-if #entries > 0 then redis.call('RPUSH', outbox, unpack(entries)) end
+if ARGV[10] == '1' then redis.call('DEL', outbox) end
 if ARGV[15] ~= '' then
   redis.call('DEL', trace)
   if ARGV[15] ~= '-' then redis.call('RPUSH', trace, ARGV[15]) end
 end
 if ARGV[8] ~= '' then
-  redis.call('RPUSH', trace, ARGV[8])
-  redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
+  -- Trimmed only once over its bound (RPUSH answers the length).
+  if redis.call('RPUSH', trace, ARGV[8]) > tonumber(ARGV[9]) then
+    redis.call('LTRIM', trace, -tonumber(ARGV[9]), -1)
+  end
 end
 -- (PEXPIRE on a key that does not exist does nothing.) A trace rewritten here is a new key.
 if renew or ARGV[15] ~= '' then redis.call('PEXPIRE', trace, ttl) end
@@ -136,5 +137,5 @@ elseif #adds > 0 and redis.call('PTTL', ret) == -1 then
   -- The index was emptied (and so deleted) since the last renewal: made again here, without a TTL.
   redis.call('PEXPIRE', ret, ttl)
 end
-redis.call('PEXPIRE', lease, tonumber(ARGV[10]))
+-- (The lease is renewed by the drain's timer, src/runtime/host/lease.ts, not by every commit.)
 return version
