@@ -58,7 +58,7 @@ export async function commit(
   if (c.crypto.dirty) sealedSession = sealBinary(c.dk, Buffer.from(encodeDeviceSessions(c.crypto.snapshot())), `${h.keys.session(c.id)}:s`);
   const rowKeys = rows.map((r) => h.keys.message(c.id, r.wamid));
   const ops: Record<string, unknown>[] = rows.map((r, i) => ({
-    k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}),
+    k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}), ...(r.made ? { made: true } : {}),
   }));
   if (Object.keys(metaSet).length) ops.push({ k: 0, set: metaSet });
   const keys = [

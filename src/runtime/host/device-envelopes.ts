@@ -20,6 +20,11 @@ export const CIPHERTEXT_FIELDS = ['cd', 'ct', 'ty'] as const;
  */
 export async function readCiphertexts(h: HostParts, c: Loaded, wamid: string): Promise<{ cts: DeviceCiphertexts; legacy: boolean } | null> {
   const [cd, ct, ty] = await c.redis.hmget(h.keys.message(c.id, wamid), ...CIPHERTEXT_FIELDS);
+  return parseCiphertexts(c, cd ?? null, ct ?? null, ty ?? null);
+}
+
+/** The ciphertexts of a row's fields `cd`, `ct`, `ty` (see {@link readCiphertexts}). */
+export function parseCiphertexts(c: Loaded, cd: string | null, ct: string | null, ty: string | null): { cts: DeviceCiphertexts; legacy: boolean } | null {
   if (cd) return { cts: JSON.parse(cd) as DeviceCiphertexts, legacy: false };
   if (ct && ty) return { cts: { 1: [Number(ty), c.crypto.registrationId(1) ?? 1, ct] }, legacy: true };
   return null;

@@ -61,7 +61,7 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
   if (loaded && !loaded.deleted && loaded.stored) {
     h.warm.keep(conversationId, {
       stored: loaded.stored, version: loaded.version, waSealed: loaded.waSealed, waId: loaded.meta.waId, display: loaded.meta.display,
-      identity: loaded.identity, snapshot: loaded.snapshot, crypto: loaded.crypto,
+      identity: loaded.identity, snapshot: loaded.snapshot, crypto: loaded.crypto, rowInfo: loaded.rowInfo,
     });
   }
   return { handled, pending: waiting > 0 };

@@ -155,6 +155,8 @@ async function readInbound(h: HostParts, c: Loaded, id: string): Promise<Inbound
 async function readOpaque(h: HostParts, c: Loaded, wamid: string, kept?: StatusCommand['row']): Promise<{ bo: string | undefined; kind: string; acceptedAt: number | null; tp: string | null }> {
   const rowKey = h.keys.message(c.id, wamid);
   // `tp`: the trace context the message was accepted in (kept in its row while tracing is on).
-  const [sealed, kind, at, tp] = kept ? [kept.bo ?? null, kept.k ?? null, kept.at ?? null, null] : await c.redis.hmget(rowKey, 'bo', 'k', 'at', 'tp');
+  const known = c.rowInfo.get(wamid);
+  const [sealed, kind, at, tp] = kept ? [kept.bo ?? null, kept.k ?? null, kept.at ?? null, null]
+    : known ? [known.bo, known.k, known.at, known.tp] : await c.redis.hmget(rowKey, 'bo', 'k', 'at', 'tp');
   return { bo: sealed ? open(c.dk, sealed, `${rowKey}:bo`).toString() : undefined, kind: kind ?? 'service', acceptedAt: at ? Number(at) : null, tp: tp ?? null };
 }

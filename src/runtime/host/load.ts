@@ -120,6 +120,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     warm: hit,
     outbox: outbox.map((o) => JSON.parse(o) as Command),
     legacyOutbox,
+    rowInfo: hit ? warm.rowInfo : new Map(),
     ciphertexts: new Map(),
     envelopes: new Map(),
     inbound: new Map(),

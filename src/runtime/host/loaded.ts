@@ -16,12 +16,32 @@ export interface Meta {
 /** A timer command, as a drain nets them before they reach the timers queue. */
 export type TimerCommand = Extract<Command, { type: 'timer.schedule' | 'timer.cancel' }>;
 
+/** An outbound row's fields that statuses report (see Loaded.rowInfo). */
+export interface RowInfo {
+  bo: string | null;
+  k: string | null;
+  at: string | null;
+  tp: string | null;
+}
+
+/** Most messages a conversation keeps {@link RowInfo} for. */
+export const ROW_INFO_MAX = 64;
+
+/** Keeps a message's {@link RowInfo}, the oldest out beyond the bound. */
+export function keepRowInfo(c: Pick<Loaded, 'rowInfo'>, wamid: string, info: RowInfo): void {
+  c.rowInfo.delete(wamid);
+  c.rowInfo.set(wamid, info);
+  if (c.rowInfo.size > ROW_INFO_MAX) c.rowInfo.delete(c.rowInfo.keys().next().value!);
+}
+
 /** What a step does to one message row (commit.lua's row operation). */
 export interface RowOp {
   wamid: string;
   set?: Record<string, string>;
   del?: string[];
   drop?: boolean;
+  /** The row is made by this step (a user's message): it gets its TTL backstop here. */
+  made?: boolean;
 }
 
 /** An inbound message as stored (sealed) and forwarded to the business. */
@@ -57,6 +77,12 @@ export interface Loaded {
   outbox: Command[];
   /** The outbox was read from the list an earlier version kept it in: the next commit deletes that list. */
   legacyOutbox: boolean;
+  /**
+   * What statuses report from outbound message rows (callback data, sealed; kind; accept time; trace context),
+   * read once with the content at encryption and kept while the conversation stays warm (warm.ts): the
+   * `sent` and `delivered` statuses then read nothing. Bounded: {@link ROW_INFO_MAX} messages, oldest out.
+   */
+  rowInfo: Map<string, RowInfo>;
   /** Ciphertexts made in this drain (one per device), so a send needs no read-back. */
   ciphertexts: Map<string, DeviceCiphertexts>;
   /** Envelope bodies of this drain's ENVELOPE events, kept out of the machine and the trace. */

@@ -11,9 +11,9 @@ import { GROUP_ID } from '../../store/groups.ts';
 import { open, seal } from '../../store/sealer.ts';
 import { isInboundMessageId } from '../ids.ts';
 import { TransportUnavailableError, UnknownAddressError, UnknownDeviceError } from '../transport-client.ts';
-import { CIPHERTEXT_FIELDS, readCiphertexts, type DeviceCiphertexts } from './device-envelopes.ts';
+import { CIPHERTEXT_FIELDS, parseCiphertexts, readCiphertexts, type DeviceCiphertexts } from './device-envelopes.ts';
 import { receiveAttachments } from './inbound-media.ts';
-import type { Loaded, RowOp } from './loaded.ts';
+import { keepRowInfo, type Loaded, type RowOp } from './loaded.ts';
 import type { HostParts } from './parts.ts';
 
 /** The user's phone, the primary device (1): its list signs the others in, its identity is pinned. */
@@ -81,6 +81,8 @@ export async function encrypt(
   const now = new Date(at);
   let message: { message: Record<string, unknown> & { type: string }; ts: string } | null = null;
   let senderKey: string | null = null;
+  // The row's ciphertexts when read with its content (undefined: not read yet).
+  let stored: ReturnType<typeof parseCiphertexts> | undefined;
   if (cmd.senderKey) {
     // The group's distribution message for this member (src/runtime/group-commands.ts); a newer one replaced it: dropped.
     const key = h.keys.groupMemberKey(c.meta.businessId, cmd.senderKey.group, c.id);
@@ -89,10 +91,13 @@ export async function encrypt(
     if (!held || held.d !== cmd.senderKey.dist) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'sender_key_replaced' };
     senderKey = held.s;
   } else if (!cmd.skip && !cmd.read) {
+    // One read: the content, the ciphertexts made before (a retransmission's), and what statuses report.
     const rowKey = h.keys.message(c.id, wamid);
-    const sealed = await c.redis.hget(rowKey, 'c');
+    const [sealed, cd, ct, ty, bo, k, acceptedAt, tp] = await c.redis.hmget(rowKey, 'c', ...CIPHERTEXT_FIELDS, 'bo', 'k', 'at', 'tp');
     if (!sealed) return { type: 'ENCRYPT_FAILED', wamid, at, reason: 'message_missing' };
     message = JSON.parse(open(c.dk, sealed, `${rowKey}:c`).toString()) as typeof message;
+    stored = parseCiphertexts(c, cd ?? null, ct ?? null, ty ?? null);
+    keepRowInfo(c, wamid, { bo: bo ?? null, k: k ?? null, at: acceptedAt ?? null, tp: tp ?? null });
   }
   const plaintext = (deviceSeq: number): Uint8Array => {
     if (cmd.skip) return encodeContent({ v: 1, kind: 'skip', seq: deviceSeq });
@@ -105,7 +110,7 @@ export async function encrypt(
   if (!c.crypto.hasSession(PRIMARY, now)) {
     return { type: 'ENCRYPT_FAILED', wamid, at, reason: c.crypto.verified(PRIMARY) ? 'no_session' : 'not_listed' };
   }
-  const kept = c.ciphertexts.has(wamid) ? { cts: c.ciphertexts.get(wamid)!, legacy: false } : await readCiphertexts(h, c, wamid);
+  const kept = c.ciphertexts.has(wamid) ? { cts: c.ciphertexts.get(wamid)!, legacy: false } : stored !== undefined ? stored : await readCiphertexts(h, c, wamid);
   const before = kept?.cts ?? {};
   const cts: DeviceCiphertexts = {};
   const added: number[] = [];
@@ -136,6 +141,8 @@ export async function encrypt(
   }
   c.ciphertexts.set(wamid, cts);
   op.set = { ...op.set, cd: JSON.stringify(cts) };
+  // A skip, a read receipt or a sender key has no accepted row: this makes it, with its TTL backstop.
+  if (cmd.skip || cmd.read || cmd.senderKey) op.made = true;
   if (kept?.legacy) op.del = [...new Set([...(op.del ?? []), ...CIPHERTEXT_FIELDS.filter((f) => f !== 'cd')])];
   return {
     type: 'ENCRYPTED', wamid, at, messageType: cts[PRIMARY]![0], devices: Object.keys(cts).map(Number),

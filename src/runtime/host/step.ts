@@ -76,7 +76,9 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
           const row = c.inbound.get(cmd.id);
           if (!row) break;
           const rowKey = h.keys.message(c.id, cmd.id);
-          rowOp(cmd.id).set = { c: seal(c.dk, JSON.stringify(row), `${rowKey}:c`), in: '1', at: String(cmd.at) };
+          const op = rowOp(cmd.id);
+          op.set = { c: seal(c.dk, JSON.stringify(row), `${rowKey}:c`), in: '1', at: String(cmd.at) };
+          op.made = true;
           metaSet.li = String(cmd.at);
           indexes.push(cmd.id);
           retained.push([cmd.at + c.retentionMs, cmd.id]);

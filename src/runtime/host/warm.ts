@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { AnyMachineSnapshot } from 'xstate';
 import type { DeviceSessions } from '../../signal/device-sessions.ts';
 import type { NumberIdentity } from '../../store/businesses.ts';
+import type { RowInfo } from './loaded.ts';
 
 /**
  * A conversation as this process's last drain of it left it: the machine snapshot and the Signal state in
@@ -19,6 +20,8 @@ export interface WarmState {
   identity: NumberIdentity;
   snapshot: AnyMachineSnapshot;
   crypto: DeviceSessions;
+  /** Status fields of its outbound rows (Loaded.rowInfo): rows change only by commits, which this state saw. */
+  rowInfo: Map<string, RowInfo>;
 }
 
 /**

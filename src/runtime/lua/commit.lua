@@ -26,7 +26,8 @@
     ARGV[9]  trace length bound, in entries (steps)
     ARGV[10] '1' to delete the outbox list of KEYS[5] (read from there at load: written by an earlier version)
     ARGV[11] key TTL backstop (ms)
-    ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?}]
+    ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?,
+             "made": true? (a row this step makes: it gets the TTL backstop)}]
     ARGV[13] retention entries to add, JSON: [[score, member], ...]
     ARGV[14] retention members to remove, JSON: [member, ...]
     ARGV[15] the whole trace to keep before appending, as one entry ('' = keep it as it is, '-' = empty it)
@@ -118,7 +119,7 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
       end
       if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
       -- A row made here (a user's message) gets the backstop TTL too; an outbound row keeps the one it has.
-      if op.k > 0 and redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
+      if op.made then redis.call('PEXPIRE', key, ttl) end
     end
   end
 end
