@@ -32,6 +32,7 @@ export interface WakeJob {
 }
 
 const MARK = new LuaScript('mark-2.lua');
+const POST = new LuaScript('post-1.lua');
 
 /** How long a shard's awake flag lasts unless its job's first claim clears it (a job lost from the queue). */
 export const AWAKE_MS = 30_000;
@@ -61,12 +62,7 @@ export class Mailboxes {
   /** Appends events to the conversation's mailbox and makes sure the conversation gets drained. */
   async post(conversationId: string, events: MailboxEvent[], ttlMs: number): Promise<void> {
     if (!events.length) return;
-    const key = this.keys.mailbox(conversationId);
-    await (await this.stores.forConversation(conversationId))
-      .multi()
-      .rpush(key, ...events.map((e) => JSON.stringify(e)))
-      .pexpire(key, ttlMs)
-      .exec();
+    await POST.run(await this.stores.forConversation(conversationId), [this.keys.mailbox(conversationId)], [ttlMs, ...events.map((e) => JSON.stringify(e))]);
     await this.wake(conversationId);
   }
 
