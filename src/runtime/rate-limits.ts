@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../store/keys.ts';
-import { readLuaScript } from './lua/read-script.ts';
+import { LuaScript } from './lua/read-script.ts';
 
-const LUA = readLuaScript('rateLimit-1.lua');
+const LIMITS = new LuaScript('limits-2.lua');
 
 /** The Cloud API's default throughput per business number (messages per second). */
 export const DEFAULT_THROUGHPUT = 80;
@@ -20,29 +20,24 @@ export class RateLimitedError extends Error {
 }
 
 /**
- * The Cloud API's send limits as token buckets in Redis (one Lua call each, so every API process shares
- * them): throughput per business number (130429) and the pair limit per (number, user) (131056). The pair
- * bucket is keyed by the opaque conversation id, never by the user's number.
+ * The Cloud API's send limits as token buckets in Redis (one script for both, limits-2.lua, so every API
+ * process shares them): throughput per business number (130429) and the pair limit per (number, user)
+ * (131056), taken together or not at all. The pair bucket is keyed by a digest of the opaque conversation id,
+ * never by the user's number.
  */
 export class RateLimits {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
-  ) {
-    redis.defineCommand('sealpostRateLimit', { numberOfKeys: 1, lua: LUA });
-  }
+  ) {}
 
-  private async take(key: string, capacity: number, perMs: number, now: number): Promise<number> {
-    return Number(await (this.redis as unknown as { sealpostRateLimit: (...a: unknown[]) => Promise<number> }).sealpostRateLimit(key, capacity, perMs, now));
-  }
-
-  /** Takes a send from both buckets or throws {@link RateLimitedError} (the pair bucket is only charged if the number's passed). */
+  /** Takes a send from both buckets or throws {@link RateLimitedError} (a refused send takes from neither). */
   async check(phoneNumberId: string, throughputPerS: number, conversationId: string, now = Date.now()): Promise<void> {
-    const tp = await this.take(this.keys.rateLimit('tp', phoneNumberId), throughputPerS, throughputPerS / 1000, now);
-    if (tp > 0) throw new RateLimitedError('throughput', tp);
     // A digest, not the conversation id: the bucket outlives an erased conversation by a few minutes.
     const pairId = createHash('sha256').update(`pair|${conversationId}`).digest('hex').slice(0, 32);
-    const pair = await this.take(this.keys.rateLimit('pair', pairId), PAIR_BURST, 1 / PAIR_INTERVAL_MS, now);
-    if (pair > 0) throw new RateLimitedError('pair', pair);
+    const [which, wait] = (await LIMITS.run(this.redis, [this.keys.throughputBucket(phoneNumberId), this.keys.pairBucket(phoneNumberId, pairId)],
+      [throughputPerS, throughputPerS / 1000, PAIR_BURST, 1 / PAIR_INTERVAL_MS, now])) as [number, number];
+    if (which === 1) throw new RateLimitedError('throughput', wait);
+    if (which === 2) throw new RateLimitedError('pair', wait);
   }
 }

@@ -94,8 +94,10 @@ export class Keys {
   shardTimerEvents(shard: number): string { return `${this.shard(shard)}:tev`; }
   /** Hash in the shared store: conversation id → region, for conversations of region-pinned businesses. */
   get conversationRegions(): string { return `${this.prefix}:convregion`; }
-  /** Hash: a token bucket (`tp`: a number's throughput; `pair`: one conversation's pair limit). */
-  rateLimit(kind: 'tp' | 'pair', id: string): string { return `${this.prefix}:rl:${kind}:${id}`; }
+  /** String "tokens:at": a business number's throughput bucket (its pair buckets share its hash tag). */
+  throughputBucket(phoneNumberId: string): string { return `${this.prefix}:rl:{n:${phoneNumberId}}:tp`; }
+  /** String "tokens:at": the pair limit's bucket of one conversation (or group) of a business number. */
+  pairBucket(phoneNumberId: string, pairId: string): string { return `${this.prefix}:rl:{n:${phoneNumberId}}:pair:${pairId}`; }
   /** String: inbound message id → conversation id. */
   messageIndex(wamid: string): string { return `${this.prefix}:wm:${wamid}`; }
   /** Media received in a conversation (deleted with it: an erase or the end of its retention). */
