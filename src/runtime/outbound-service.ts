@@ -14,6 +14,7 @@ import { purgeBucket } from '../queues/timers.ts';
 import { metrics } from '../ops/metrics.ts';
 import { traced } from './trace-context.ts';
 import { LuaScript } from './lua/read-script.ts';
+import { ROW_BACKSTOP_MS } from './host/loaded.ts';
 
 const ACCEPT = new LuaScript('accept-4.lua');
 /** How often accepts renew a conversation's key TTL backstops (well under the day they exceed retention by). */
@@ -165,7 +166,7 @@ export class OutboundService implements OutboundPort {
     // One script (accept-4.lua): the metadata made if new, the row with its backstop TTL (it must outlive the
     // message's TTL so a failure is reported), the retention entry and the SEND event; backstops hourly.
     const created = Number(await ACCEPT.run(redis, [metaKey, rowKey, this.keys.retention(conv), this.keys.mailbox(conv)], [
-      req.businessId, req.phoneNumberId, seal(dk, req.waId, `${metaKey}:wa`), keepMs, retention + 3_600_000, now, BACKSTOP_RENEW_MS,
+      req.businessId, req.phoneNumberId, seal(dk, req.waId, `${metaKey}:wa`), keepMs, retention + ROW_BACKSTOP_MS, now, BACKSTOP_RENEW_MS,
       now + retention, wamid, JSON.stringify(event), ...Object.entries(row).flat(),
     ])) === 1;
     const purge = created || !this.purgesAdded.has(conv, now + retention, retention)

@@ -144,12 +144,25 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const conv = conversationOfWamid(wamid)!;
     await host.drain(conv);
     expect(await redis.call('OBJECT', 'ENCODING', keys.message(conv, wamid))).toBe('hashtable');
+    const { c: _c, cd: _cd, ...kept } = await redis.hgetall(keys.message(conv, wamid));
+    const ttlBefore = await redis.pttl(keys.message(conv, wamid));
     await pullUntil(() => true);
     await host.drain(conv);
     expect(statuses.map((s) => s.status)).toContain('delivered');
-    // The ciphertext made the row a hash table; once it is forgotten the rest is rewritten compactly, TTL kept.
+    // The ciphertext made the row a hash table; once it is forgotten the rest is rewritten compactly, TTL kept:
+    // by this host from what it read at encryption, and by one that did not encrypt it (nothing known: read back).
     expect(await redis.call('OBJECT', 'ENCODING', keys.message(conv, wamid))).toBe('listpack');
-    expect(await redis.pttl(keys.message(conv, wamid))).toBeGreaterThan(0);
+    expect(await redis.hgetall(keys.message(conv, wamid))).toEqual(kept);
+    expect(Math.abs((await redis.pttl(keys.message(conv, wamid))) - ttlBefore)).toBeLessThan(10_000);
+    const second = (await send(waId, 'compact me too')).wamid;
+    await host.drain(conv);
+    const { c: _c2, cd: _cd2, ...kept2 } = await redis.hgetall(keys.message(conv, second));
+    await pullUntil(() => statuses.some((st) => st.wamid === second && st.status === 'delivered') || true);
+    await hostWithTraceMax(300).drain(conv);
+    expect(statuses.filter((st) => st.wamid === second).map((st) => st.status)).toContain('delivered');
+    expect(await redis.call('OBJECT', 'ENCODING', keys.message(conv, second))).toBe('listpack');
+    expect(await redis.hgetall(keys.message(conv, second))).toEqual(kept2);
+    expect(await redis.pttl(keys.message(conv, second))).toBeGreaterThan(0);
     expect(await redis.type(keys.snapshot(conv))).toBe('string');
     expect((await redis.strlen(keys.snapshot(conv)))).toBeLessThan(200);
     const meta = await redis.hgetall(keys.meta(conv));

@@ -59,6 +59,7 @@ export async function commit(
   const rowKeys = rows.map((r) => h.keys.message(c.id, r.wamid));
   const ops: Record<string, unknown>[] = rows.map((r, i) => ({
     k: i + 1, ...(r.drop ? { drop: true } : {}), ...(r.set ? { set: r.set } : {}), ...(r.del ? { del: r.del } : {}), ...(r.made ? { made: true } : {}),
+    ...(r.rewrite ? { rewrite: r.rewrite.fields, until: r.rewrite.expireAt } : {}),
   }));
   if (Object.keys(metaSet).length) ops.push({ k: 0, set: metaSet });
   const keys = [

@@ -24,6 +24,9 @@ export interface RowInfo {
   tp: string | null;
 }
 
+/** How long an outbound message's row outlives its retention (a backstop behind its deletion job). */
+export const ROW_BACKSTOP_MS = 3_600_000;
+
 /** Most messages a conversation keeps {@link RowInfo} for. */
 export const ROW_INFO_MAX = 64;
 
@@ -42,6 +45,11 @@ export interface RowOp {
   drop?: boolean;
   /** The row is made by this step (a user's message): it gets its TTL backstop here. */
   made?: boolean;
+  /**
+   * The whole row as it is to be, with when it expires (ms): written afresh instead of deleting fields and
+   * reading back the rest (a delivered message's row, whose remaining fields the drain knows: RowInfo).
+   */
+  rewrite?: { fields: Record<string, string>; expireAt: number };
 }
 
 /** An inbound message as stored (sealed) and forwarded to the business. */

@@ -5,7 +5,7 @@ import type { TraceLine } from '../../trace/format.ts';
 import { SERVICE_WINDOW_MS } from '../ports.ts';
 import { commit } from './commit.ts';
 import { inputOf } from './load.ts';
-import { keyTtlMs, type Loaded, type RowOp, type StatusCommand } from './loaded.ts';
+import { keyTtlMs, ROW_BACKSTOP_MS, type Loaded, type RowOp, type StatusCommand } from './loaded.ts';
 import { decrypt, encrypt, fetchBundle, PRIMARY } from './local-commands.ts';
 import type { HostParts } from './parts.ts';
 import { boundedTrace, prunedTrace } from './trace-compaction.ts';
@@ -120,6 +120,13 @@ export async function step(h: HostParts, c: Loaded, events: ConversationEvent[],
           // Ciphertexts made earlier in this step are not written at all.
           if (op.set) for (const f of CIPHERTEXT_FIELDS) delete op.set[f];
           c.ciphertexts.delete(cmd.wamid);
+          // An outbound row read at encryption: what is left of it is known, so it is written afresh (compact)
+          // with the TTL backstop it got when accepted.
+          const info = c.rowInfo.get(cmd.wamid);
+          if (info?.at) {
+            const fields: Record<string, string> = { at: info.at, ...(info.k ? { k: info.k } : {}), ...(info.bo ? { bo: info.bo } : {}), ...(info.tp ? { tp: info.tp } : {}), ...op.set };
+            op.rewrite = { fields, expireAt: Number(info.at) + c.retentionMs + ROW_BACKSTOP_MS };
+          }
           break;
         }
         default:

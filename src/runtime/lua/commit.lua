@@ -27,7 +27,8 @@
     ARGV[10] '1' to delete the outbox list of KEYS[5] (read from there at load: written by an earlier version)
     ARGV[11] key TTL backstop (ms)
     ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?,
-             "made": true? (a row this step makes: it gets the TTL backstop)}]
+             "made": true? (a row this step makes: it gets the TTL backstop),
+             "rewrite": {field: value}?, "until": ms? (the whole row written afresh, expiring then)}]
     ARGV[13] retention entries to add, JSON: [[score, member], ...]
     ARGV[14] retention members to remove, JSON: [member, ...]
     ARGV[15] the whole trace to keep before appending, as one entry ('' = keep it as it is, '-' = empty it)
@@ -96,6 +97,16 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
   if op.k > 0 then key = KEYS[8 + op.k] end
   if op.drop then
     redis.call('DEL', key)
+  elseif op.rewrite then
+    -- The row as it is to be (the drain knows every field left): written afresh, compact, with its backstop.
+    local fields = {}
+    for f, v in pairs(op.rewrite) do
+      fields[#fields + 1] = f
+      fields[#fields + 1] = v
+    end
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(fields))
+    redis.call('PEXPIREAT', key, op['until'])
   else
     if op.del and #op.del > 0 then
       redis.call('HDEL', key, unpack(op.del))
