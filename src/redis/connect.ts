@@ -38,14 +38,18 @@ export function parseClusterUrl(url: string): { nodes: { host: string; port: num
  * command API; code that must see every node uses {@link mastersOf}).
  */
 export function connectRedis(url: string, opts: RedisOptions & { enableAutoPipelining?: boolean } = {}): Redis {
-  if (!isClusterUrl(url)) return new Redis(url, opts);
+  if (!isClusterUrl(url)) {
+    const r = new Redis(url, opts);
+    if (opts.enableAutoPipelining) coalesceWrites(r);
+    return r;
+  }
   const { nodes, password, username, tls } = parseClusterUrl(url);
   const { enableAutoPipelining, lazyConnect, ...redisOptions } = opts;
-  return new Cluster(nodes, {
+  const cluster = new Cluster(nodes, {
     ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
     // ioredis picks an auto-pipeline's node from a command's first argument, which for scripts is the key
     // count, not a key: scripts would go to a random node and bounce with MOVED (redis/ioredis#2109, #1890).
-    autoPipeliningIgnoredCommands: ['eval', 'evalsha', 'call', 'sealpostCommit', 'sealpostRateLimit'],
+    autoPipeliningIgnoredCommands: ['eval', 'evalsha', 'call', 'sealpostCommit'],
     ...(lazyConnect !== undefined ? { lazyConnect } : {}),
     redisOptions: { ...redisOptions, ...(password !== undefined ? { password } : {}), ...(username ? { username } : {}), ...(tls ? { tls: {} } : {}) },
     // Commands retried through MOVED/ASK and short topology changes (a failover, a resharding).
@@ -53,6 +57,37 @@ export function connectRedis(url: string, opts: RedisOptions & { enableAutoPipel
     retryDelayOnFailover: 200,
     retryDelayOnClusterDown: 300,
   }) as unknown as Redis;
+  if (enableAutoPipelining) cluster.on('+node', (node: Redis) => coalesceWrites(node));
+  return cluster as unknown as Redis;
+}
+
+/**
+ * Writes to the connection's socket within one turn of the event loop go out together: the socket is corked
+ * at the first and uncorked once the turn's callbacks and promise jobs have run (setImmediate), so a busy
+ * process makes one write system call where each drain's commands, issued from different continuations, made
+ * one each (ioredis's auto-pipelining joins only commands of one tick). A write waits at most for the rest of
+ * the current turn.
+ */
+function coalesceWrites(r: Redis): void {
+  const patch = () => {
+    const socket = (r as unknown as { stream?: import('node:net').Socket }).stream;
+    if (!socket || (socket as { sealpostCorked?: boolean }).sealpostCorked) return;
+    (socket as { sealpostCorked?: boolean }).sealpostCorked = true;
+    const write = socket.write.bind(socket) as (...a: unknown[]) => boolean;
+    let corked = false;
+    socket.write = ((...args: unknown[]) => {
+      if (!corked) {
+        corked = true;
+        socket.cork();
+        setImmediate(() => {
+          corked = false;
+          socket.uncork();
+        });
+      }
+      return write(...args);
+    }) as typeof socket.write;
+  };
+  r.on('connect', patch);
 }
 
 /** True when `r` is a cluster client. */
