@@ -82,6 +82,8 @@ export interface BenchResult {
   worker_rss_mb_by_conversations: Record<string, number>;
   /** Sends the API answered with 130429/131056 (the number's throughput or the pair limit) and the bench resent. */
   sends_resent_after_limits: number;
+  /** The business's phone numbers the users are spread over (each 1,000 messages a second at most). */
+  numbers: number;
   /** `--devices-per-user`: each bench user's devices, the phone plus `devices_per_user - 1` linked companions. */
   devices_per_user: number;
   /**
@@ -169,9 +171,17 @@ export async function runBench(opts: {
   tracing?: boolean;
   /** Devices of each user (1 to 5): the phone plus this many minus one companions linked before the phases. */
   devicesPerUser?: number;
+  /**
+   * The business's phone numbers (1 to 16, default 4), each at the Cloud API's top throughput (1,000 messages a
+   * second); user i talks to number i mod n. One number caps what the API accepts at 1,000/s, below what the
+   * router is asked to reach, and the backend's resends past it would be measured as the router's cost.
+   */
+  numbers?: number;
 }): Promise<BenchResult> {
   const log = opts.log ?? (() => {});
   const devicesPerUser = opts.devicesPerUser ?? 1;
+  const numberCount = opts.numbers ?? 4;
+  if (!(Number.isInteger(numberCount) && numberCount >= 1 && numberCount <= 16)) throw new Error('numbers must be 1 to 16');
   if (!(Number.isInteger(devicesPerUser) && devicesPerUser >= 1 && devicesPerUser <= 5)) throw new Error('devicesPerUser must be 1 to 5');
   configureLogging({ level: 'warn' });
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
@@ -213,17 +223,25 @@ export async function runBench(opts: {
   const sim = new HttpJsonClient(platform.url, 32);
   try {
     const biz = await ctx.businesses.create({ name: 'Bench', webhookUrl: receiver.url, appSecret: 'bench-secret', verifyToken: 'v', throughputMps: 1000 });
-    await ctx.publisher.ensure(biz.phone_number_id);
-    // The bench's number is an established sender (unlimited tier): a new number may reach only 250 users a
-    // day outside the service window, and every conversation here is business-initiated.
-    const standing = await fetch(`${platform.url}/sim/numbers/${encodeURIComponent(biz.display_phone_number)}/integrity`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tier: 4 }),
-    });
-    if (!standing.ok) throw new Error(`could not set the bench number's messaging tier: ${standing.status}`);
+    const numbers: { phone_number_id: string; display_phone_number: string }[] = [biz];
+    while (numbers.length < numberCount) numbers.push(await ctx.businesses.addNumber(biz.business_id, { throughputMps: 1000 }));
+    for (const n of numbers) {
+      await ctx.publisher.ensure(n.phone_number_id);
+      // The bench's numbers are established senders (unlimited tier): a new number may reach only 250 users a
+      // day outside the service window, and every conversation here is business-initiated.
+      const standing = await fetch(`${platform.url}/sim/numbers/${encodeURIComponent(n.display_phone_number)}/integrity`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ tier: 4 }),
+      });
+      if (!standing.ok) throw new Error(`could not set the bench number's messaging tier: ${standing.status}`);
+    }
+    // Which number writes to each user (user i: number i mod n).
+    const numberOf = new Map<string, string>();
     const users: string[] = [];
     for (let i = 0; i < opts.conversations; i++) {
       const res = await fetch(`${platform.url}/sim/devices`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ phone: `+1777${String(i).padStart(7, '0')}`, prekeys: 1 }) });
-      users.push(((await res.json()) as { wa_id: string }).wa_id);
+      const waId = ((await res.json()) as { wa_id: string }).wa_id;
+      users.push(waId);
+      numberOf.set(waId, numbers[i % numbers.length]!.phone_number_id);
       if ((i + 1) % 20_000 === 0) log(`${i + 1}/${opts.conversations} devices registered`);
     }
     // `--devices-per-user n`: every user links n - 1 companions (own identity, registration id and prekeys; the
@@ -237,7 +255,7 @@ export async function runBench(opts: {
       // As a backend does: past the number's throughput (1,000/s here) the API answers 130429; wait and resend.
       for (let attempt = 0; ; attempt++) {
         const at = Date.now();
-        const { json } = await api.request('POST', `/v23.0/${biz.phone_number_id}/messages`, {
+        const { json } = await api.request('POST', `/v23.0/${numberOf.get(to)}/messages`, {
           messaging_product: 'whatsapp', to, type: 'template', template: { name: 'bench', language: { code: 'en' } },
         }, 60_000, { authorization: `Bearer ${biz.access_token}` });
         const messages = (json as { messages?: { id: string }[] } | null)?.messages;
@@ -428,6 +446,7 @@ export async function runBench(opts: {
       worker_rss_mb_by_conversations: rssByConversations,
       sends_resent_after_limits: throttled,
       devices_per_user: devicesPerUser,
+      numbers: numberCount,
       envelopes_per_s: Math.round(envelopes / elapsed),
       router_cpu_ms_per_envelope: Number(((workerCpu + redisCpu) / envelopes).toFixed(3)),
       tracing: !!sink,

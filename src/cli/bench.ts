@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { CliError, common, config, redisFor, type CommonOpts } from './common.ts';
 
 type BenchOpts = CommonOpts & {
-  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean; tracing?: boolean; devicesPerUser: string; groupMembers?: string; groups: string;
+  messages: string; conversations: string; workers: string; json?: boolean; profile?: string; latencyRate?: string; runs: string; matrix?: string; out: string; platformInline?: boolean; tracing?: boolean; devicesPerUser: string; numbers: string; groupMembers?: string; groups: string;
 };
 
 /** `bench`: the end-to-end benchmark, with the crypto and BullMQ ceilings measured in the same run. */
@@ -21,6 +21,7 @@ export function benchCommand(program: Command): void {
     .option('--platform-inline', 'run the platform (transport, devices) in the bench process instead of a process of its own')
     .option('--tracing', 'trace every message (sampler at 100 %) in the API and worker processes, exporting over OTLP to a sink that discards')
     .option('--devices-per-user <n>', 'devices of each bench user, 1 to 5: the phone plus n - 1 linked companions, each sent every message', '1')
+    .option('--numbers <n>', 'the business\'s phone numbers the users are spread over, 1 to 16, each at the top throughput (1,000 messages a second)', '4')
     .option('--group-members <n>', 'instead: the group bench, groups of n members (1 to 8), group sends against one-to-one sends in the same run')
     .option('--groups <n>', 'with --group-members: how many groups', '20')
     .action(runBenchCommand);
@@ -39,6 +40,8 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
     throw new CliError(`--devices-per-user must be an integer from 1 to 5 (the phone plus up to 4 linked companions), not ${JSON.stringify(opts.devicesPerUser)}`);
   }
   const devicesPerUser = Number(opts.devicesPerUser);
+  if (!/^([1-9]|1[0-6])$/.test(opts.numbers.trim())) throw new CliError(`--numbers must be an integer from 1 to 16, not ${JSON.stringify(opts.numbers)}`);
+  const numbers = Number(opts.numbers);
   // Loaded only here: the bench pulls in the platform and the measuring code, which no other command needs.
   const { runBench } = await import('../../bench/bench.ts');
   const { medianOf, writeReport } = await import('../../bench/report.ts');
@@ -50,12 +53,12 @@ async function runBenchCommand(opts: BenchOpts): Promise<void> {
     const results = [];
     for (let i = 0; i < runs; i++) {
       log(`run ${i + 1}/${runs} with ${w} worker process(es)…`);
-      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, tracing: !!opts.tracing, devicesPerUser, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
+      results.push(await runBench({ redisUrl, messages, conversations, workers: w, log, platformInline: !!opts.platformInline, tracing: !!opts.tracing, devicesPerUser, numbers, ...(opts.profile ? { profileDir: opts.profile } : {}), ...(opts.latencyRate ? { latencyRate: Number(opts.latencyRate) } : {}) }));
     }
     byWorkers.set(w, results);
   }
   if (opts.matrix) {
-    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}${opts.tracing ? ' --tracing' : ''}${devicesPerUser > 1 ? ` --devices-per-user ${devicesPerUser}` : ''}`;
+    const command = `npm run bench -- --messages ${messages} --conversations ${conversations} --runs ${runs} --matrix ${matrix.join(',')}${opts.platformInline ? ' --platform-inline' : ''}${opts.tracing ? ' --tracing' : ''}${devicesPerUser > 1 ? ` --devices-per-user ${devicesPerUser}` : ''}${numbers !== 4 ? ` --numbers ${numbers}` : ''}`;
     writeReport(opts.out, command, byWorkers);
     log(`wrote ${opts.out}`);
   }

@@ -41,7 +41,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   const webhookMessages: Record<string, any>[] = [];
   const log = createLogger('test', 'silent');
   /** The conversation's outbox: the meta hash's `o`, a JSON array of commands (none once cleared). */
-  const outboxOf = async (conv: string): Promise<string[]> => JSON.parse((await redis.hget(keys.meta(conv), 'o')) ?? '[]') as string[];
+  const outboxOf = async (conv: string): Promise<{ type: string }[]> => JSON.parse((await redis.hget(keys.meta(conv), 'o')) ?? '[]') as { type: string }[];
 
   beforeEach(async () => {
     world = await startHostWorld('host');
@@ -390,7 +390,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     failTimers = true;
     await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
     // The send was committed and handed over; its retransmit timer is still owed, in the outbox.
-    const owed = (await outboxOf(conv)).map((o) => JSON.parse(o) as { type: string });
+    const owed = await outboxOf(conv);
     expect(owed.map((o) => o.type)).toContain('timer.schedule');
     expect(timers).toEqual([]);
     failTimers = false;
@@ -409,7 +409,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
     const owed = await outboxOf(conv);
     expect(owed.length).toBeGreaterThan(0);
     await redis.hdel(keys.meta(conv), 'o', 'ov');
-    await redis.rpush(keys.outbox(conv), ...owed);
+    await redis.rpush(keys.outbox(conv), ...owed.map((o) => JSON.stringify(o)));
     failTimers = false;
     await host.drain(conv);
     expect(timers.map((t) => t.id)).toEqual([expect.stringMatching(/^rt:/)]);

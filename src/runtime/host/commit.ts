@@ -68,7 +68,7 @@ export async function commit(
   ];
   const args = [
     token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
-    JSON.stringify([...c.timerOps, ...outbox].map((o) => JSON.stringify(o))), trace.length ? encodeTraceChunk(c.id, trace) : '', String(h.traceMax),
+    JSON.stringify([...c.timerOps, ...outbox]), trace.length ? encodeTraceChunk(c.id, trace) : '', String(h.traceMax),
     c.legacyOutbox ? '1' : '', String(keyTtlMs(c)), JSON.stringify(ops),
     JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
     extra.traceReset ? (extra.traceReset.length ? encodeTraceChunk(c.id, extra.traceReset) : '-') : '',

@@ -101,7 +101,8 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
   // The outbox is the meta hash's `o` (commit.lua); a conversation last committed by an earlier version
   // (a version, no `ov`) may still have one in a list of its own, read once here.
   const legacyOutbox = metaRow.v !== undefined && metaRow.ov === undefined;
-  const outbox = metaRow.o ? (JSON.parse(metaRow.o) as string[]) : legacyOutbox ? await redis.lrange(h.keys.outbox(id), 0, -1) : [];
+  const outbox = metaRow.o ? (JSON.parse(metaRow.o) as Command[])
+    : legacyOutbox ? (await redis.lrange(h.keys.outbox(id), 0, -1)).map((o) => JSON.parse(o) as Command) : [];
   return {
     id,
     redis,
@@ -118,7 +119,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     waSealed: metaRow.wa,
     identity,
     warm: hit,
-    outbox: outbox.map((o) => JSON.parse(o) as Command),
+    outbox,
     legacyOutbox,
     rowInfo: hit ? warm.rowInfo : new Map(),
     ciphertexts: new Map(),

@@ -21,7 +21,7 @@
     ARGV[4]  trace sequence after this step
     ARGV[5]  new sealed session ('' = unchanged)
     ARGV[6]  number of mailbox entries consumed (LTRIM from the head)
-    ARGV[7]  the outbox: its entries as a JSON array of strings ('[]' = empty), the meta hash's field `o`
+    ARGV[7]  the outbox: its commands as a JSON array ('[]' = empty), the meta hash's field `o`
     ARGV[8]  the step's trace entry to append ('' = none)
     ARGV[9]  trace length bound, in entries (steps)
     ARGV[10] '1' to delete the outbox list of KEYS[5] (read from there at load: written by an earlier version)
