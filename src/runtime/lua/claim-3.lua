@@ -1,9 +1,9 @@
 --[[
   Claims up to ARGV[2] of a shard's ready conversations for a drain: pops those ready longest (lowest
   score: receipts, replies and timers before newly accepted sends) and marks them claimed until ARGV[3], when
-  they count as abandoned (a crashed drain). Claims abandoned before ARGV[1] go back to the ready set first.
-  A wake-up job's first claim clears the shard's awake flag (mark-2.lua): its job is no longer waiting, so
-  the next mark queues another.
+  they count as abandoned (a crashed drain). A wake-up job's first claim also puts claims abandoned before
+  ARGV[1] back in the ready set (a shard with such claims is woken by the runner's sweep), and clears the
+  shard's awake flag (mark-2.lua): its job is no longer waiting, so the next mark queues another.
 
   Input:
     KEYS[1] the shard's ready set
@@ -12,7 +12,7 @@
     ARGV[1] now (ms)
     ARGV[2] how many to claim at most
     ARGV[3] until when the claims hold (ms)
-    ARGV[4] '1' on a wake-up job's first claim: clear the awake flag
+    ARGV[4] '1' on a wake-up job's first claim: return abandoned claims, clear the awake flag
 
   Output:
     the claimed conversation ids, in claim order
@@ -20,11 +20,11 @@
 local now = tonumber(ARGV[1])
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[3])
-end
-local abandoned = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 64)
-for _, id in ipairs(abandoned) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], 'LT', now, id)
+  local abandoned = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 64)
+  for _, id in ipairs(abandoned) do
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZADD', KEYS[1], 'LT', now, id)
+  end
 end
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[2])
 local claimed, args = {}, {}
