@@ -4,7 +4,7 @@ import type { ConversationEvent } from '../../../machines/conversation.ts';
 import { metrics } from '../../ops/metrics.ts';
 import type { MailboxEvent } from '../mailbox.ts';
 import { applyTimers, executeEffects } from './effects.ts';
-import { keepLease, LeaseBusyError, nextOrRelease, releaseLease, takeLease } from './lease.ts';
+import { keepLease, LeaseBusyError, releaseLease, takeLease } from './lease.ts';
 import { load, readState } from './load.ts';
 import type { Loaded } from './loaded.ts';
 import type { HostParts } from './parts.ts';
@@ -48,16 +48,14 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
   let outboxDone = false;
   let waiting = 0;
   let loaded: Loaded | null = null;
-  // Set when the drain's last look at the mailbox released the lease too (nextOrRelease).
-  const released = { done: false };
   try {
     loaded = await load(h, redis, conversationId, state, warm);
-    handled = await run(h, redis, conversationId, token, loaded, firstBatch, released);
+    handled = await run(h, redis, conversationId, token, loaded, firstBatch);
     outboxDone = true;
     metrics.drainSeconds.observe((performance.now() - started) / 1000);
   } finally {
     stopRenewing();
-    if (!released.done) waiting = await releaseLease(redis, h.keys, conversationId, token, outboxDone, loaded?.legacyOutbox ?? false);
+    waiting = await releaseLease(redis, h.keys, conversationId, token, outboxDone, loaded?.legacyOutbox ?? false);
   }
   // Every step committed: what is in memory is what Redis holds, worth keeping for the next drain.
   if (loaded && !loaded.deleted && loaded.stored) {
@@ -70,9 +68,7 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
 }
 
 /** The drain's body, under the lease: replay the outbox, then steps until the mailbox is empty. */
-async function run(
-  h: HostParts, redis: Redis, conversationId: string, token: string, loaded: Loaded | null, firstBatch: string[], released: { done: boolean },
-): Promise<number> {
+async function run(h: HostParts, redis: Redis, conversationId: string, token: string, loaded: Loaded | null, firstBatch: string[]): Promise<number> {
   const mailboxKey = h.keys.mailbox(conversationId);
   if (!loaded) {
     // No such conversation (deleted, or an event for an id we never made): drop what waits for it.
@@ -90,20 +86,8 @@ async function run(
     batch = null; // effects went over the network meanwhile: read the mailbox afresh
   }
   for (let i = 0; i < h.maxSteps; i++) {
-    let raw = batch;
+    const raw = batch ?? (await redis.lrange(mailboxKey, 0, h.batchSize - 1));
     batch = null;
-    if (!raw && !pending.length) {
-      // Nothing of this drain left: its timers go to the queue, then either more events or the release, in
-      // one round trip.
-      await applyTimers(h, loaded);
-      const next = await nextOrRelease(redis, h.keys, conversationId, token, h.batchSize, loaded.legacyOutbox);
-      if (!next) {
-        released.done = true;
-        return handled;
-      }
-      raw = next;
-    }
-    raw ??= await redis.lrange(mailboxKey, 0, h.batchSize - 1);
     const fromMailbox = raw.map((r) => toMachineEvent(loaded, JSON.parse(r) as MailboxEvent));
     // Retention ticks go last: they are timers, and a message arriving in the same batch keeps the
     // conversation alive instead of being lost with it.

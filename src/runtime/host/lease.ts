@@ -4,7 +4,6 @@ import { LuaScript } from '../lua/read-script.ts';
 
 const RENEW = new LuaScript('renew-1.lua');
 const RELEASE = new LuaScript('release-4.lua');
-const NEXT = new LuaScript('next-4.lua');
 
 /** Another process holds the conversation's lease; the wake job should be retried. */
 export class LeaseBusyError extends Error {
@@ -36,28 +35,3 @@ export async function releaseLease(redis: Redis, keys: Keys, conversationId: str
   return Number(await RELEASE.run(redis, [keys.lease(conversationId), keys.meta(conversationId), keys.mailbox(conversationId), keys.outbox(conversationId)],
     [token, outboxDone ? '1' : '', legacyOutbox ? '1' : '']));
 }
-
-/**
- * The mailbox's next events if any wait (the lease kept), else the lease released with the outbox cleared,
- * every effect of the drain having been applied (next-4.lua): null then. Throws {@link LeaseLostError} (named
- * as a commit conflict: the shard runner retries it quietly) when the lease is no longer `token`'s.
- */
-export async function nextOrRelease(redis: Redis, keys: Keys, conversationId: string, token: string, max: number, legacyOutbox: boolean): Promise<string[] | null> {
-  try {
-    const events = (await NEXT.run(redis, [keys.lease(conversationId), keys.meta(conversationId), keys.mailbox(conversationId), keys.outbox(conversationId)],
-      [token, max, legacyOutbox ? '1' : ''])) as string[];
-    return events.length ? events : null;
-  } catch (e) {
-    if (String((e as Error).message).includes('LEASE_LOST')) throw new LeaseLostError(conversationId);
-    throw e;
-  }
-}
-
-/** The lease expired and another process may have the conversation now: this drain stops (nothing more is read). */
-export class LeaseLostError extends Error {
-  constructor(readonly conversationId: string) {
-    super('conversation lease lost');
-    this.name = 'CommitConflictError';
-  }
-}
-
