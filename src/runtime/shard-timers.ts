@@ -9,6 +9,7 @@ import { shardOf } from './shards.ts';
 
 const DUE = new LuaScript('timers-due-2.lua');
 const DONE = new LuaScript('timers-done-2.lua');
+const TIMER = new LuaScript('timer-2.lua');
 
 /** Tick granularities: a timer due in d ms is ticked at the end of a bucket of at most d/10 (≥ 100 ms). */
 const BUCKETS = [100, 250, 500, 1000, 2000];
@@ -53,22 +54,15 @@ export class ShardTimers {
     const shard = shardOf(conversationId);
     const region = await this.stores.regionOf(conversationId);
     const member = `${conversationId} ${timerId}`;
-    await this.stores.forRegion(region).multi()
-      .zadd(this.keys.shardTimers(shard), at, member)
-      .hset(this.keys.shardTimerEvents(shard), member, JSON.stringify(event))
-      .exec();
+    await TIMER.run(this.stores.forRegion(region), [this.keys.shardTimers(shard), this.keys.shardTimerEvents(shard)], [member, at, JSON.stringify(event)]);
     await this.tickAt(shard, region, at);
-
   }
 
   /** Cancels a timer (one already fired or never made is fine). */
   async cancel(conversationId: string, timerId: string): Promise<void> {
     const shard = shardOf(conversationId);
     const member = `${conversationId} ${timerId}`;
-    await (await this.stores.forConversation(conversationId)).multi()
-      .zrem(this.keys.shardTimers(shard), member)
-      .hdel(this.keys.shardTimerEvents(shard), member)
-      .exec();
+    await TIMER.run(await this.stores.forConversation(conversationId), [this.keys.shardTimers(shard), this.keys.shardTimerEvents(shard)], [member, '']);
   }
 
   /** Makes sure a tick job runs for the shard at the bucket of `at` (one per shard and bucket: the job id). */
