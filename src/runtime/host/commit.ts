@@ -69,7 +69,7 @@ export async function commit(
   const args = [
     token, c.version, sealedSnap, String(c.traceSeq), sealedSession, String(pops),
     JSON.stringify([...c.timerOps, ...outbox]), trace.length ? encodeTraceChunk(c.id, trace) : '', String(h.traceMax),
-    c.legacyOutbox ? '1' : '', String(keyTtlMs(c)), JSON.stringify(ops),
+    c.outboxStored ? '1' : '', String(keyTtlMs(c)), JSON.stringify(ops),
     JSON.stringify(extra.retained ?? []), JSON.stringify(extra.purged ?? []),
     extra.traceReset ? (extra.traceReset.length ? encodeTraceChunk(c.id, extra.traceReset) : '-') : '',
     extra.deleteAll ? '1' : '',
@@ -83,7 +83,7 @@ export async function commit(
     throw e;
   }
   c.crypto.markClean();
-  c.legacyOutbox = false;
+  c.outboxStored = c.timerOps.length + outbox.length > 0;
   if (renew) c.ttlRenewedAt = now;
   c.outbox = outbox;
   c.stored = extra.deleteAll ? null : sealedSnap;

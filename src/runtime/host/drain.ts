@@ -55,7 +55,7 @@ export async function drainAndCheck(h: HostParts, conversationId: string): Promi
     metrics.drainSeconds.observe((performance.now() - started) / 1000);
   } finally {
     stopRenewing();
-    waiting = await releaseLease(redis, h.keys, conversationId, token, outboxDone, loaded?.legacyOutbox ?? false);
+    waiting = await releaseLease(redis, h.keys, conversationId, token, outboxDone);
   }
   // Every step committed: what is in memory is what Redis holds, worth keeping for the next drain.
   if (loaded && !loaded.deleted && loaded.stored) {

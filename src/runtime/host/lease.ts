@@ -3,7 +3,7 @@ import type { Keys } from '../../store/keys.ts';
 import { LuaScript } from '../lua/read-script.ts';
 
 const RENEW = new LuaScript('renew-1.lua');
-const RELEASE = new LuaScript('release-4.lua');
+const RELEASE = new LuaScript('release-3.lua');
 
 /** Another process holds the conversation's lease; the wake job should be retried. */
 export class LeaseBusyError extends Error {
@@ -28,10 +28,9 @@ export function keepLease(redis: Redis, leaseKey: string, token: string, leaseMs
 }
 
 /**
- * Gives the lease back if `token` still holds it, clearing the outbox too when `outboxDone` (release-4.lua);
+ * Gives the lease back if `token` still holds it, deleting the outbox too when `outboxDone` (release-3.lua);
  * answers how many events wait in the mailbox.
  */
-export async function releaseLease(redis: Redis, keys: Keys, conversationId: string, token: string, outboxDone: boolean, legacyOutbox = false): Promise<number> {
-  return Number(await RELEASE.run(redis, [keys.lease(conversationId), keys.meta(conversationId), keys.mailbox(conversationId), keys.outbox(conversationId)],
-    [token, outboxDone ? '1' : '', legacyOutbox ? '1' : '']));
+export async function releaseLease(redis: Redis, keys: Keys, conversationId: string, token: string, outboxDone: boolean): Promise<number> {
+  return Number(await RELEASE.run(redis, [keys.lease(conversationId), keys.outbox(conversationId), keys.mailbox(conversationId)], [token, outboxDone ? '1' : '']));
 }

@@ -16,6 +16,8 @@ export interface StoredState {
   snapRow: Buffer | Record<string, string> | null;
   /** undefined when not read with the rest (a warm state was at hand): read later if it is not used. */
   sess: Buffer | null | undefined;
+  /** The outbox's commands (none when the key is absent). */
+  outbox: Command[];
 }
 
 /** The machine's input for a conversation: the host's timings and the business's retention. */
@@ -40,12 +42,27 @@ async function retentionOf(h: HostParts, businessId: string): Promise<number> {
  * command here must go out before the first await, so the reads share the lease's round trip.
  */
 export async function readState(h: HostParts, redis: Redis, id: string, withSession = true): Promise<StoredState> {
-  const [metaRow, snapRow, sess] = await Promise.all([
+  const [metaRow, snapRow, sess, outbox] = await Promise.all([
     redis.hgetall(h.keys.meta(id)),
     readStoredSnapshot(redis, h.keys.snapshot(id)),
     withSession ? redis.getBuffer(h.keys.session(id)) : undefined,
+    readOutbox(redis, h.keys.outbox(id)),
   ]);
-  return { metaRow, snapRow, sess };
+  return { metaRow, snapRow, sess, outbox };
+}
+
+/**
+ * The outbox: a string holding the commands as a JSON array, or the list of JSON commands versions before
+ * 2026-12-03 kept (a commit's SET or a release's DEL replaces it).
+ */
+async function readOutbox(redis: Redis, key: string): Promise<Command[]> {
+  try {
+    const raw = await redis.get(key);
+    return raw ? (JSON.parse(raw) as Command[]) : [];
+  } catch (e) {
+    if (!String((e as Error).message).startsWith('WRONGTYPE')) throw e;
+    return (await redis.lrange(key, 0, -1)).map((o) => JSON.parse(o) as Command);
+  }
 }
 
 /**
@@ -68,7 +85,7 @@ async function readStoredSnapshot(redis: Redis, key: string): Promise<Buffer | R
  * and the session when the stored snapshot is exactly the one it holds (see warm.ts).
  */
 export async function load(h: HostParts, redis: Redis, id: string, state: StoredState, warm?: WarmState): Promise<Loaded | null> {
-  const { metaRow, snapRow } = state;
+  const { metaRow, snapRow, outbox } = state;
   if (!metaRow.business_id || !metaRow.phone_number_id || !metaRow.wa) return null;
   const dk = await h.dataKeys.get(metaRow.business_id);
   const pn = await h.businesses.phoneNumber(metaRow.phone_number_id);
@@ -98,11 +115,6 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     // The stored Signal state of every device of the user (the single-device form written before reads as device 1).
     crypto = new DeviceSessions(identity, meta.display, waId, sess ? decodeDeviceSessions(openBinary(dk, sess, `${h.keys.session(id)}:s`)) : undefined);
   }
-  // The outbox is the meta hash's `o` (commit.lua); a conversation last committed by an earlier version
-  // (a version, no `ov`) may still have one in a list of its own, read once here.
-  const legacyOutbox = metaRow.v !== undefined && metaRow.ov === undefined;
-  const outbox = metaRow.o ? (JSON.parse(metaRow.o) as Command[])
-    : legacyOutbox ? (await redis.lrange(h.keys.outbox(id), 0, -1)).map((o) => JSON.parse(o) as Command) : [];
   return {
     id,
     redis,
@@ -120,7 +132,7 @@ export async function load(h: HostParts, redis: Redis, id: string, state: Stored
     identity,
     warm: hit,
     outbox,
-    legacyOutbox,
+    outboxStored: outbox.length > 0,
     rowInfo: hit ? warm.rowInfo : new Map(),
     ciphertexts: new Map(),
     envelopes: new Map(),

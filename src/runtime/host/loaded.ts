@@ -81,10 +81,10 @@ export interface Loaded {
   identity: NumberIdentity;
   /** True when this drain started from the process's warm state (warm.ts) instead of opening the stored one. */
   warm: boolean;
-  /** The effects of the last commit not yet known to be applied (the meta hash's `o`; a crash replays them). */
+  /** The effects of the last commit not yet known to be applied (the outbox key; a crash replays them). */
   outbox: Command[];
-  /** The outbox was read from the list an earlier version kept it in: the next commit deletes that list. */
-  legacyOutbox: boolean;
+  /** Whether an outbox may be stored now (read at load, or written by a commit): a commit with none deletes it. */
+  outboxStored: boolean;
   /**
    * What statuses report from outbound message rows (callback data, sealed; kind; accept time; trace context),
    * read once with the content at encryption and kept while the conversation stays warm (warm.ts): the

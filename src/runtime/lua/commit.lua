@@ -8,10 +8,10 @@
     KEYS[2] lease
     KEYS[3] mailbox list
     KEYS[4] session (sealed Signal state), written only when ARGV[5] is not ''
-    KEYS[5] outbox list, as stored before the outbox moved into the meta hash (deleted when ARGV[10] says so)
+    KEYS[5] the outbox: a string, its commands as a JSON array, present only while not empty (a list in versions
+            before 2026-12-03: SET and DEL replace either)
     KEYS[6] trace list (one entry per step: its lines compressed, see src/trace/store.ts)
-    KEYS[7] meta hash (also holds v = snapshot version, t = trace sequence, o = the outbox, ov = 1: the outbox
-            is kept here, not in KEYS[5])
+    KEYS[7] meta hash (also holds v = snapshot version, t = trace sequence)
     KEYS[8] retention sorted set (score = when a message's retention ends, member = message id)
     KEYS[9..] message rows, addressed by index from ARGV[12]
 
@@ -21,10 +21,10 @@
     ARGV[4]  trace sequence after this step
     ARGV[5]  new sealed session ('' = unchanged)
     ARGV[6]  number of mailbox entries consumed (LTRIM from the head)
-    ARGV[7]  the outbox: its commands as a JSON array ('[]' = empty), the meta hash's field `o`
+    ARGV[7]  the outbox: its commands as a JSON array ('[]' = empty: the key is deleted if ARGV[10] says one is stored)
     ARGV[8]  the step's trace entry to append ('' = none)
     ARGV[9]  trace length bound, in entries (steps)
-    ARGV[10] '1' to delete the outbox list of KEYS[5] (read from there at load: written by an earlier version)
+    ARGV[10] '1' when an outbox may be stored (it is deleted if this step's is empty)
     ARGV[11] key TTL backstop (ms)
     ARGV[12] row operations, JSON: [{"k": index from 1 (KEYS[8+k]; 0 = the meta hash), "set": {field: value}?, "del": [field]?, "drop": true?,
              "made": true? (a row this step makes: it gets the TTL backstop),
@@ -69,9 +69,9 @@ local version = tostring(tonumber(current) + 1)
 redis.call('SET', snap, ARGV[3], 'PX', ttl)
 local renew = ARGV[17] ~= ''
 if renew then
-  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'o', ARGV[7], 'ov', '1', 'x', ARGV[17])
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'x', ARGV[17])
 else
-  redis.call('HSET', meta, 'v', version, 't', ARGV[4], 'o', ARGV[7], 'ov', '1')
+  redis.call('HSET', meta, 'v', version, 't', ARGV[4])
 end
 if ARGV[5] ~= '' then
   redis.call('SET', sess, ARGV[5], 'PX', ttl)
@@ -79,7 +79,13 @@ end
 if pops > 0 then
   redis.call('LTRIM', mbox, pops, -1)
 end
-if ARGV[10] == '1' then redis.call('DEL', outbox) end
+-- The outbox is a key of its own, not a field of the meta hash: a value over 64 bytes would turn the hash into
+-- Redis's large encoding for good (~500 bytes more per idle conversation).
+if ARGV[7] ~= '[]' then
+  redis.call('SET', outbox, ARGV[7], 'PX', ARGV[11])
+elseif ARGV[10] == '1' then
+  redis.call('DEL', outbox)
+end
 if ARGV[15] ~= '' then
   redis.call('DEL', trace)
   if ARGV[15] ~= '-' then redis.call('RPUSH', trace, ARGV[15]) end
