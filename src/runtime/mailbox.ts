@@ -35,7 +35,7 @@ const MARK = new LuaScript('mark-2.lua');
 const POST = new LuaScript('post-1.lua');
 
 /** How long a shard's awake flag lasts unless its job's first claim clears it (a job lost from the queue). */
-export const AWAKE_MS = 30_000;
+const AWAKE_MS = 30_000;
 
 type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number };
 

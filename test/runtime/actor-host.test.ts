@@ -40,6 +40,17 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let failTimers = false;
   const webhookMessages: Record<string, any>[] = [];
   const log = createLogger('test', 'silent');
+  /**
+   * A send to a new device whose drain fails when its timers reach the queue (after the commits): what the
+   * outbox then owes. `failTimers` is left on.
+   */
+  const drainFailingAtTimers = async (phone: string, body: string) => {
+    const waId = await createDevice(platform.url, phone);
+    const conv = conversationOfWamid((await send(waId, body)).wamid)!;
+    failTimers = true;
+    await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
+    return { waId, conv, owed: await outboxOf(conv) };
+  };
   /** The conversation's outbox: a string key, a JSON array of commands (absent once cleared). */
   const outboxOf = async (conv: string): Promise<{ type: string }[]> => JSON.parse((await redis.get(keys.outbox(conv))) ?? '[]') as { type: string }[];
 
@@ -384,13 +395,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   });
 
   it('keeps a committed timer in the outbox until it reaches the queue: a drain that dies before replays it', async () => {
-    const waId = await createDevice(platform.url, '+15557770013');
-    const { wamid } = await send(waId, 'timer survives');
-    const conv = conversationOfWamid(wamid)!;
-    failTimers = true;
-    await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
+    const { conv, owed } = await drainFailingAtTimers('+15557770013', 'timer survives');
     // The send was committed and handed over; its retransmit timer is still owed, in the outbox.
-    const owed = await outboxOf(conv);
     expect(owed.map((o) => o.type)).toContain('timer.schedule');
     expect(timers).toEqual([]);
     failTimers = false;
@@ -400,13 +406,8 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   });
 
   it('replays an outbox an earlier version left as a list, and deletes it once applied', async () => {
-    const waId = await createDevice(platform.url, '+15557770014');
-    const { wamid } = await send(waId, 'left by an earlier version');
-    const conv = conversationOfWamid(wamid)!;
-    failTimers = true;
-    await expect(host.drain(conv)).rejects.toThrow('timers queue unreachable');
+    const { waId, conv, owed } = await drainFailingAtTimers('+15557770014', 'left by an earlier version');
     // As the earlier version stored it: the owed commands as a list, one JSON command per entry.
-    const owed = await outboxOf(conv);
     expect(owed.length).toBeGreaterThan(0);
     await redis.del(keys.outbox(conv));
     await redis.rpush(keys.outbox(conv), ...owed.map((o) => JSON.stringify(o)));

@@ -98,6 +98,15 @@ if ARGV[8] ~= '' then
 end
 -- (PEXPIRE on a key that does not exist does nothing.) A trace rewritten here is a new key.
 if renew or ARGV[15] ~= '' then redis.call('PEXPIRE', trace, ttl) end
+-- A hash's fields as HSET takes them: field, value, field, value...
+local function pairsOf(t)
+  local out = {}
+  for f, v in pairs(t) do
+    out[#out + 1] = f
+    out[#out + 1] = v
+  end
+  return out
+end
 for _, op in ipairs(cjson.decode(ARGV[12])) do
   local key = meta
   if op.k > 0 then key = KEYS[8 + op.k] end
@@ -105,13 +114,8 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
     redis.call('DEL', key)
   elseif op.rewrite then
     -- The row as it is to be (the drain knows every field left): written afresh, compact, with its backstop.
-    local fields = {}
-    for f, v in pairs(op.rewrite) do
-      fields[#fields + 1] = f
-      fields[#fields + 1] = v
-    end
     redis.call('DEL', key)
-    redis.call('HSET', key, unpack(fields))
+    redis.call('HSET', key, unpack(pairsOf(op.rewrite)))
     redis.call('PEXPIREAT', key, op['until'])
   else
     if op.del and #op.del > 0 then
@@ -129,11 +133,7 @@ for _, op in ipairs(cjson.decode(ARGV[12])) do
       end
     end
     if op.set then
-      local fields = {}
-      for f, v in pairs(op.set) do
-        fields[#fields + 1] = f
-        fields[#fields + 1] = v
-      end
+      local fields = pairsOf(op.set)
       if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
       -- A row made here (a user's message) gets the backstop TTL too; an outbound row keeps the one it has.
       if op.made then redis.call('PEXPIRE', key, ttl) end
