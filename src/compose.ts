@@ -83,7 +83,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     leaseMs: config.leaseMs,
   }, (pnid) => ctx.publisher.preKeysOf(pnid));
   host.useMedia(ctx.media);
-  // Shards' wake-up jobs: each drains its shard's ready conversations, several at once.
+  // Shards' wake-ups: each drains its shard's ready conversations, several at once.
   const runner = new ShardRunner(ctx.stores, keys, host, ctx.mailboxes, ctx.log.child({ component: 'shards' }), {
     leaseMs: config.leaseMs,
     perShard: config.shardDrains,
@@ -91,7 +91,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     onTimersDue: async (shard, region) => void (await shardTimers.fire(shard, region)),
   });
   const conversations = startConversationWorker({
-    connection, prefix, queueName: keys.queueName('conversations'), runner,
+    connection, prefix, queueName: keys.queueName('conversations'), shared: ctx.stores.shared, keys, runner,
     concurrency: Math.min(SHARDS, config.workerConcurrency), log: ctx.log,
   });
   runner.startSweeping(1000);
@@ -110,7 +110,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
   const outbound = startOutboundWorker({
     connection, prefix, queueName: keys.queueName('outbound'), businesses: ctx.businesses, outbound: ctx.outbound, log: ctx.log.child({ component: 'outbound-queue' }),
   });
-  for (const [queue, w] of [['conversations', conversations], ['timers', timers], ['webhooks', webhooks.worker], ['outbound', outbound], ['groups', groups]] as const) {
+  for (const [queue, w] of [['conversations', conversations.worker], ['timers', timers], ['webhooks', webhooks.worker], ['outbound', outbound], ['groups', groups]] as const) {
     (w as Worker).on('completed', (job: Job) => observeJob(queue, job));
     (w as Worker).on('failed', (job: Job | undefined) => {
       metrics.jobFailures.inc({ queue });
@@ -143,7 +143,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
       sweeper.stop();
       await puller.stop();
       await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close(), groups.close()]);
-      // Drains that outlived their wake-up job (a slow conversation) finish before the process goes.
+      // Drains that outlived their wake-up's loop (a slow conversation) finish before the process goes.
       await runner.close();
     },
   };

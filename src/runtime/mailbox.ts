@@ -1,9 +1,9 @@
 import { Coalescer } from '../redis/coalesce.ts';
 import { LuaScript } from './lua/read-script.ts';
-import { SENDS_LANE, shardOf, shardWakeId } from './shards.ts';
+import { SENDS_LANE, shardOf } from './shards.ts';
 import type { Stores } from '../store/stores.ts';
-import type { Queue } from 'bullmq';
 import type { Keys } from '../store/keys.ts';
+import { pushWake } from './wake-list.ts';
 
 /**
  * An event as it waits in a conversation's mailbox (the host turns it into a machine event). `tp`, only while
@@ -22,10 +22,7 @@ export type MailboxEvent = (
   | { type: 'ERASE'; at: number }
 ) & { tp?: string };
 
-/** The BullMQ priority of a shard's wake when only newly accepted sends wait (any priority runs after un-prioritized jobs). */
-export const SENDS_PRIORITY = 1;
-
-/** Job data of a wake-up job: a shard, in the shared store or a region's. */
+/** Job data of a wake-up job of the conversations queue (added by versions before the wake list). */
 export interface WakeJob {
   shard: number;
   region?: string;
@@ -34,17 +31,20 @@ export interface WakeJob {
 const MARK = new LuaScript('mark-2.lua');
 const POST = new LuaScript('post-1.lua');
 
-/** How long a shard's awake flag lasts unless its job's first claim clears it (a job lost from the queue). */
-const AWAKE_MS = 30_000;
+/**
+ * How long a shard's awake flag lasts unless its loop's first claim clears it: a wake-up lost with a process
+ * that popped it and died holds the shard's marks back this long, until the sweep wakes it (stale-4.lua).
+ */
+export const AWAKE_MS = 5_000;
 
 type ReadyMark = { conversationId: string; lane: 'events' | 'sends'; at: number };
 
 /**
  * Per-conversation FIFO mailboxes, and the wake-ups that get them drained: a conversation with events waiting
- * is marked ready in its shard (src/runtime/shards.ts), and the shard has one deduplicated wake-up job (at
- * most one active and one waiting, BullMQ `keepLastIfActive`). A shard's drain claims its ready conversations
- * and drains each under the conversation's own fenced lease (src/runtime/shard-runner.ts), so one
- * conversation's events are handled by one worker at a time, in mailbox order, across any number of processes.
+ * is marked ready in its shard (src/runtime/shards.ts), and the shard gets a wake-up on the wake list unless
+ * one waits for it already (src/runtime/wake-list.ts). A shard's loop claims its ready conversations and drains
+ * each under the conversation's own fenced lease (src/runtime/shard-runner.ts), so one conversation's events
+ * are handled by one worker at a time, in mailbox order, across any number of processes.
  */
 export class Mailboxes {
   /** Ready marks of one event-loop turn, one ZADD per shard (src/redis/coalesce.ts). */
@@ -54,7 +54,6 @@ export class Mailboxes {
   constructor(
     private readonly stores: Stores,
     private readonly keys: Keys,
-    private readonly wakeQueue: Queue<WakeJob>,
   ) {
     this.marks = new Coalescer((key, items) => this.mark(key, items));
   }
@@ -68,11 +67,12 @@ export class Mailboxes {
 
   /**
    * Marks the conversation ready in its shard and wakes the shard unless the conversation was marked already
-   * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep) or the shard
-   * has a wake-up job waiting in the queue already (its awake flag, mark-2.lua: that job's loop claims it). `sends` marks
-   * the wake of a newly accepted outbound message: such marks go behind every other (receipts, users' messages,
-   * timers), so a business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements
-   * and replies in conversations already under way. Within each lane, first in, first out.
+   * (whoever marked it wakes the shard; a mark nobody woke for is found by the runner's sweep) or a wake-up of
+   * the shard waits already (its awake flag, mark-2.lua: that wake-up's loop claims it). `sends` marks the
+   * wake of a newly accepted outbound message: such marks go behind every other (receipts, users' messages,
+   * timers), in the shard's ready set and, when they are all a shard has, on the wake list's sends lane, so a
+   * business's burst of new sends (a campaign to 100,000 users) does not hold up acknowledgements and replies
+   * in conversations already under way. Within each lane, first in, first out.
    */
   async wake(conversationId: string, lane: 'events' | 'sends' = 'events'): Promise<void> {
     const region = await this.stores.regionOf(conversationId);
@@ -81,17 +81,9 @@ export class Mailboxes {
     await this.marks.add(`${region ?? ''}|${shardOf(conversationId)}`, { conversationId, lane, at: this.lastAt });
   }
 
-  /** Adds the shard's wake-up job unless one already waits (the lane: as {@link wake}). */
+  /** Pushes a wake-up of the shard onto the wake list (in the lane: as {@link wake}). */
   async wakeShard(shard: number, region: string | null, lane: 'events' | 'sends' = 'events'): Promise<void> {
-    await this.wakeQueue.add('wake', region ? { shard, region } : { shard }, {
-      // BullMQ takes jobs without a priority before any prioritized job.
-      ...(lane === 'sends' ? { priority: SENDS_PRIORITY } : {}),
-      deduplication: { id: shardWakeId(shard, region), keepLastIfActive: true },
-      removeOnComplete: true,
-      removeOnFail: 1000,
-      attempts: 20,
-      backoff: { type: 'exponential', delay: 200 },
-    });
+    await pushWake(this.stores.shared, this.keys, shard, region, lane);
   }
 
   private async mark(key: string, items: ReadyMark[]): Promise<void> {

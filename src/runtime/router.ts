@@ -80,7 +80,7 @@ export function createRouterContext(config: Config, redisUrl: string, masterKey:
     groups: new Queue<GroupJob>(keys.queueName('groups'), { connection, prefix, streams, ...telemetry }),
   };
   const stores = new Stores(redis, keys, config.regions, defineCommitScript);
-  const mailboxes = new Mailboxes(stores, keys, queues.conversations);
+  const mailboxes = new Mailboxes(stores, keys);
   const webhooks = new WebhookOutbox((b) => stores.forBusiness(businesses, b), keys, queues.webhooks, (b) => dataKeys.get(b));
   const stats = new Stats(redis, keys);
   const outbound = new OutboundService(stores, keys, dataKeys, businesses, mailboxes, config.retentionMs,

@@ -5,12 +5,12 @@ import { metrics } from '../ops/metrics.ts';
 import type { Keys } from '../store/keys.ts';
 import type { Stores } from '../store/stores.ts';
 import { LuaScript } from './lua/read-script.ts';
-import type { Mailboxes } from './mailbox.ts';
+import { AWAKE_MS, type Mailboxes } from './mailbox.ts';
 import { SENDS_LANE, SHARDS } from './shards.ts';
 
 const CLAIM = new LuaScript('claim-3.lua');
 const SETTLE = new LuaScript('settle-2.lua');
-const STALE = new LuaScript('stale-3.lua');
+const STALE = new LuaScript('stale-4.lua');
 
 /** A timer this far past due with no tick fired is fired by the sweep (ticks are at most 2 s late by design). */
 const LOST_TICK_MS = 5000;
@@ -24,9 +24,9 @@ export interface Drainer {
 export interface ShardRunnerOptions {
   /** Conversations one shard's drain runs at once. */
   perShard?: number;
-  /** How long one wake-up job keeps claiming before it hands the shard back (fairness between shards). */
+  /** How long one wake-up's loop keeps claiming before it hands the shard back (fairness between shards). */
   budgetMs?: number;
-  /** A drain still running after this long no longer keeps its shard's job waiting for it. */
+  /** A drain still running after this long no longer keeps its shard's loop waiting for it. */
   slowMs?: number;
   /** The conversation lease's duration: a claim not settled within it counts as abandoned. */
   leaseMs?: number;
@@ -36,7 +36,7 @@ export interface ShardRunnerOptions {
   onTimersDue?: (shard: number, region: string | null, earliest: number) => Promise<void>;
 }
 
-/** A wake-up job's loop: whether it still claims, and how many of its drains have ended. */
+/** A wake-up's loop: whether it still claims, and how many of its drains have ended. */
 interface Loop {
   active: boolean;
   /** Its drains still running (removed in the same turn as `ended` counts them). */
@@ -50,16 +50,20 @@ const isLeaseBusy = (e: unknown) => (e as Error)?.name === 'LeaseBusyError';
 const isConflict = (e: unknown) => (e as Error)?.name === 'CommitConflictError';
 
 /**
- * Runs shards: a shard's wake-up job claims the shard's ready conversations (claim-3.lua) and drains each
- * under its own fenced lease, a few at once, claiming more as drains end until none is ready. A drain waiting
- * on the network (a slow bundle fetch) holds up only itself: the job polls for newly ready conversations
- * while it runs, and ends without it once nothing else is ready (the drain settles on its own, waking the
- * shard again if it must). Claims name the conversation with the time they lapse: a process that dies
- * mid-drain leaves claims that go back to the ready set once its leases have expired too.
+ * Runs shards: a shard's wake-up (src/runtime/wake-list.ts) runs a loop that claims the shard's ready
+ * conversations (claim-3.lua) and drains each under its own fenced lease, a few at once, claiming more as
+ * drains end until none is ready. A drain waiting on the network (a slow bundle fetch) holds up only itself:
+ * the loop polls for newly ready conversations while it runs, and ends without it once nothing else is ready
+ * (the drain settles on its own, waking the shard again if it must). Claims name the conversation with the
+ * time they lapse: a process that dies mid-drain leaves claims that go back to the ready set once its leases
+ * have expired too. One loop per shard runs in a process at a time: a wake-up of a shard whose loop runs
+ * here already makes that loop look once more before it ends.
  */
 export class ShardRunner {
   /** Conversations drained in this process now; `again` when claimed once more meanwhile. */
   private readonly running = new Map<string, { again: boolean }>();
+  /** Shards whose loop runs in this process (`region|shard`); `again` when woken once more meanwhile. */
+  private readonly loops = new Map<string, { again: boolean }>();
   /** Every drain in flight in this process (close() waits for them). */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly attempts = new Map<string, number>();
@@ -85,8 +89,33 @@ export class ShardRunner {
     this.maxAttempts = opts.maxAttempts ?? 20;
   }
 
-  /** One wake-up job of a shard: drains its ready conversations; answers how many drains it started. */
+  /** A wake-up of a shard: drains its ready conversations; answers how many drains it started. */
   async run(shard: number, region: string | null): Promise<number> {
+    const key = `${region ?? ''}|${shard}`;
+    const live = this.loops.get(key);
+    if (live) {
+      live.again = true;
+      return 0;
+    }
+    const state = { again: false };
+    this.loops.set(key, state);
+    let count = 0;
+    try {
+      for (;;) {
+        state.again = false;
+        const { started, handedBack } = await this.loop(shard, region);
+        count += started;
+        // Out of time, the loop pushed a wake-up of the shard: the shard waits its turn behind the others.
+        if (!state.again || handedBack) break;
+      }
+    } finally {
+      this.loops.delete(key);
+    }
+    return count;
+  }
+
+  /** One loop over a shard: claims and drains until nothing is ready (or its time is up). */
+  private async loop(shard: number, region: string | null): Promise<{ started: number; handedBack: boolean }> {
     const redis = this.stores.forRegion(region);
     const started = Date.now();
     let wakeUp: () => void = () => {};
@@ -114,7 +143,7 @@ export class ShardRunner {
           if (loop.ended !== endedBefore) wakeUp();
         });
         wakeUp = () => {};
-        // Only slow drains left and nothing new ready (or the job's time is up): end the job; those drains
+        // Only slow drains left and nothing new ready (or the loop's time is up): end the loop; those drains
         // settle on their own. Checked and set in one turn, so a drain ending now either sees the loop active
         // (and its conversation is claimed again) or not (and wakes the shard itself).
         if (!ended && loop.ended === endedBefore && (overBudget || !claimed.length)) break;
@@ -124,7 +153,7 @@ export class ShardRunner {
     }
     if (overBudget) await this.mailboxes.wakeShard(shard, region);
     metrics.shardDrains.observe(count);
-    return count;
+    return { started: count, handedBack: overBudget };
   }
 
   /** Starts draining a claimed conversation, or notes the claim for the drain already running it here. */
@@ -176,7 +205,7 @@ export class ShardRunner {
     if (state.again && mode === 'done') mode = 'again';
     try {
       const added = Number(await SETTLE.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard)], [conv, mode, String(mode === 'retry' ? lapse : Date.now())]));
-      // A drain that outlived its job's loop wakes the shard itself.
+      // A drain that outlived its loop wakes the shard itself.
       if (added && !loop.active) await this.mailboxes.wakeShard(shard, region);
     } catch (e) {
       // The claim lapses and the conversation is drained again then.
@@ -197,7 +226,8 @@ export class ShardRunner {
   /**
    * One pass over every shard of every store: wakes shards with ready conversations nobody woke them for
    * (older than `staleMs`), with abandoned or lapsed claims, and hands due timers on. Any number of processes
-   * may sweep: a wake is deduplicated.
+   * may sweep: a shard with a wake-up waiting (its awake flag) is not woken again until the flag is cleared or
+   * lapses, so of the sweeps and marks in between one pushes it.
    */
   async sweep(now = Date.now(), staleMs = 1000): Promise<number> {
     let woken = 0;
@@ -206,8 +236,8 @@ export class ShardRunner {
       const redis = this.stores.forRegion(region);
       for (let shard = 0; shard < SHARDS; shard++) {
         passes.push((async () => {
-          const [wake, earliest] = (await STALE.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard), this.keys.shardTimers(shard)],
-            [String(now), String(now - staleMs), String(SENDS_LANE)])) as [number, string];
+          const [wake, earliest] = (await STALE.run(redis, [this.keys.shardReady(shard), this.keys.shardClaimed(shard), this.keys.shardTimers(shard), this.keys.shardAwake(shard)],
+            [String(now), String(now - staleMs), String(SENDS_LANE), String(AWAKE_MS)])) as [number, string];
           if (wake) {
             woken++;
             await this.mailboxes.wakeShard(shard, region);

@@ -19,8 +19,3 @@ export function shardOf(conversationId: string): number {
   }
   return (h >>> 0) % SHARDS;
 }
-
-/** The BullMQ deduplication id of a shard's wake-up job (region '' for the shared store). */
-export function shardWakeId(shard: number, region: string | null | undefined): string {
-  return `s:${region ?? ''}:${shard}`;
-}

@@ -86,8 +86,13 @@ export class Keys {
   shardReady(shard: number): string { return `${this.shard(shard)}:ready`; }
   /** Sorted set: the shard's conversations claimed by a drain, by when they count as abandoned (crashed drain). */
   shardClaimed(shard: number): string { return `${this.shard(shard)}:claimed`; }
-  /** String: set while the shard has a wake-up job waiting in the queue (`e`, or `s` for the sends lane): marks skip BullMQ then. */
+  /** String: set while the shard has a wake-up waiting in the wake list (`e`, or `s` for the sends lane): marks push none then. */
   shardAwake(shard: number): string { return `${this.shard(shard)}:awake`; }
+  /**
+   * List in the shared store: wake-ups of shards (src/runtime/wake-list.ts) waiting for a worker process, one
+   * list per lane, both under one hash tag so a worker blocks on the two at once (events before sends).
+   */
+  wakeList(lane: 'events' | 'sends'): string { return `${this.prefix}:{wake}:${lane === 'sends' ? 's' : 'e'}`; }
   /** Sorted set: the shard's durable timers (`<conversation id> <timer id>`) by due time. */
   shardTimers(shard: number): string { return `${this.shard(shard)}:timers`; }
   /** Hash: the mailbox event each of the shard's timers posts when due. */

@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { startPlatform } from '../../src/platform/server.ts';
 import { defineCommitScript } from '../../src/runtime/actor-host.ts';
-import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
+import { Mailboxes } from '../../src/runtime/mailbox.ts';
 import { TransportClient } from '../../src/runtime/transport-client.ts';
 import { BusinessStore } from '../../src/store/businesses.ts';
 import { Keys } from '../../src/store/keys.ts';
@@ -13,7 +12,7 @@ import { deletePrefix, testPrefix, testRedisUrl } from './redis.ts';
 
 /**
  * What an actor host runs on in the runtime tests: the test Redis under a prefix of its own, a real platform
- * (transport and devices) on a free port, and the stores, mailboxes and wake-up queue over them. `close()`
+ * (transport and devices) on a free port, and the stores and mailboxes over them. `close()`
  * deletes what the prefix holds and stops the platform.
  */
 export async function startHostWorld(name: string) {
@@ -24,13 +23,11 @@ export async function startHostWorld(name: string) {
   const businesses = new BusinessStore(redis, keys, dataKeys);
   const platform = await startPlatform({ port: 0 });
   const transport = new TransportClient(platform.url);
-  const wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
   const stores = new Stores(redis, keys, {}, defineCommitScript);
-  const mailboxes = new Mailboxes(stores, keys, wake);
+  const mailboxes = new Mailboxes(stores, keys);
   return {
-    prefix, redis, keys, dataKeys, businesses, platform, transport, wake, stores, mailboxes,
+    prefix, redis, keys, dataKeys, businesses, platform, transport, stores, mailboxes,
     async close() {
-      await wake.close();
       await platform.close();
       await deletePrefix(testRedisUrl(), prefix);
       redis.disconnect();

@@ -156,15 +156,16 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
       expect(found.map((s) => s.name), what).toHaveLength(1);
       return found[0]!;
     };
-    // API → queue: the wake-up job added inside the request, processed by the worker.
-    // (A drain that finds events arrived meanwhile wakes the conversation again from within its job: that
-    // add belongs to the trace too, but under the job, not the request.)
-    const add = one((s) => s.kind === PRODUCER && s.parentSpanId === server.spanId && s.attributes['messaging.system'] === 'bullmq' && String(s.attributes['messaging.destination.name']).includes('conversations'), 'wake-up job added');
-    expect(add).toMatchObject({ service: 'sealpost-api', parentSpanId: server.spanId, attributes: { 'messaging.operation.type': 'send' } });
-    const processed = one((s) => s.kind === CONSUMER && s.parentSpanId === add.spanId, 'wake-up job processed');
-    expect(processed).toMatchObject({ service: 'sealpost-worker', attributes: { 'messaging.system': 'bullmq', 'messaging.operation.type': 'process' } });
-    // Queue → the conversation's drain, linked to the message's trace. (The job wakes a shard: the other
-    // drains it ran, of this conversation's later events or of other conversations, are under it too.)
+    // API → wake list: the shard's wake-up pushed inside the request, popped and run by the worker.
+    // (A drain that finds events arrived meanwhile wakes the conversation again from within its loop: that
+    // wake-up belongs to the trace too, but under the loop, not the request.)
+    const add = one((s) => s.kind === PRODUCER && s.parentSpanId === server.spanId && s.name === 'sealpost.wake', 'wake-up pushed');
+    expect(add).toMatchObject({ service: 'sealpost-api', parentSpanId: server.spanId, attributes: { 'messaging.system': 'redis', 'messaging.operation.type': 'send' } });
+    expect(String(add.attributes['messaging.destination.name'])).toContain('{wake}');
+    const processed = one((s) => s.kind === CONSUMER && s.parentSpanId === add.spanId, 'wake-up run');
+    expect(processed).toMatchObject({ service: 'sealpost-worker', name: 'sealpost.wake', attributes: { 'messaging.system': 'redis', 'messaging.operation.type': 'process' } });
+    // Wake-up → the conversation's drain, linked to the message's trace. (The wake-up is a shard's: the other
+    // drains its loop ran, of this conversation's later events or of other conversations, are under it too.)
     const drain = one((s) => s.name === 'sealpost.drain' && s.parentSpanId === processed.spanId && s.links.some((l) => l.spanId === server.spanId), 'drain');
     expect(drain.links).toContainEqual({ traceId: server.traceId, spanId: server.spanId });
     expect(drain.attributes).toMatchObject({ 'sealpost.business_id': sys.business.business_id, 'sealpost.phone_number_id': sys.business.phone_number_id });
@@ -193,7 +194,7 @@ describe('tracing: one trace per message across the API, the queue, the drain, t
       expect(post).toMatchObject({ kind: CLIENT, name: 'POST', attributes: { 'http.response.status_code': 200 } });
       expect(post.links).toContainEqual({ traceId: server.traceId, spanId: w.parentSpanId });
     }
-    // One trace crossing both processes: API, queue, drain, transport, webhook.
+    // One trace crossing both processes: API, wake-up, drain, transport, webhook.
     expect(new Set(trace.map((s) => s.service))).toEqual(new Set(['sealpost-api', 'sealpost-worker']));
     expect(trace.length).toBeGreaterThanOrEqual(8);
 

@@ -1,4 +1,3 @@
-import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
@@ -6,7 +5,7 @@ import type { startPlatform } from '../../src/platform/server.ts';
 import { ActorHost, CommitConflictError, defineCommitScript, LeaseBusyError, type HostSinks, type StatusUpdate } from '../../src/runtime/actor-host.ts';
 import { Stores } from '../../src/store/stores.ts';
 import { conversationId, conversationOfWamid } from '../../src/runtime/ids.ts';
-import type { Mailboxes, WakeJob } from '../../src/runtime/mailbox.ts';
+import type { Mailboxes } from '../../src/runtime/mailbox.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
 import { TransportClient } from '../../src/runtime/transport-client.ts';
 import { TransportPuller } from '../../src/runtime/transport-puller.ts';
@@ -23,7 +22,6 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
   let redis: Redis;
   let keys: Keys;
   let platform: Awaited<ReturnType<typeof startPlatform>>;
-  let wake: Queue<WakeJob>;
   let host: ActorHost;
   let hostWithTraceMax: (traceMax: number) => ActorHost;
   let outbound: OutboundService;
@@ -56,7 +54,7 @@ describe('actor host on real Redis, real libsignal and a real transport', () => 
 
   beforeEach(async () => {
     world = await startHostWorld('host');
-    ({ redis, keys, dataKeys, platform, transport, wake, mailboxes } = world);
+    ({ redis, keys, dataKeys, platform, transport, mailboxes } = world);
     const { businesses, stores } = world;
     const sinks: HostSinks = {
       async webhook(_b, _p, values) {

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defineCommitScript } from '../../src/runtime/actor-host.ts';
@@ -17,7 +16,6 @@ describe('outbound accept: deletion jobs', () => {
   let redis: Redis;
   let prefix: string;
   let keys: Keys;
-  let wake: Queue<WakeJob>;
   let outbound: OutboundService;
   let biz: Awaited<ReturnType<BusinessStore['create']>>;
   const purges: { conv: string; until: number }[] = [];
@@ -28,16 +26,14 @@ describe('outbound accept: deletion jobs', () => {
     keys = new Keys(prefix);
     const dataKeys = new DataKeys(redis, keys, randomBytes(32));
     const businesses = new BusinessStore(redis, keys, dataKeys);
-    wake = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
     const stores = new Stores(redis, keys, {}, defineCommitScript);
     purges.length = 0;
-    outbound = new OutboundService(stores, keys, dataKeys, businesses, new Mailboxes(stores, keys, wake), 3_600_000,
+    outbound = new OutboundService(stores, keys, dataKeys, businesses, new Mailboxes(stores, keys), 3_600_000,
       async (conv, until) => { purges.push({ conv, until }); });
     biz = await businesses.create({ name: 'Acme', webhookUrl: 'http://127.0.0.1:9/hook', appSecret: 'secret-secret', verifyToken: 'v' });
   });
 
   afterEach(async () => {
-    await wake.close();
     await deletePrefix(testRedisUrl(), prefix);
     redis.disconnect();
   });

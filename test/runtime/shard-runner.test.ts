@@ -1,4 +1,4 @@
-import type { Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
@@ -11,7 +11,7 @@ import { ShardRunner } from '../../src/runtime/shard-runner.ts';
 import { shardOf } from '../../src/runtime/shards.ts';
 import type { BusinessStore } from '../../src/store/businesses.ts';
 import type { Keys } from '../../src/store/keys.ts';
-import { startConversationWorker } from '../../workers/conversation.ts';
+import { startConversationWorker, type ConversationWorker } from '../../workers/conversation.ts';
 import { createDevice, deviceMessages, waitFor } from '../helpers/devices.ts';
 import { startHostWorld } from '../helpers/host-world.ts';
 import { testRedisUrl } from '../helpers/redis.ts';
@@ -65,8 +65,8 @@ describe('shard runner', () => {
     return outbound.accept({ businessId: biz.business_id, phoneNumberId: biz.phone_number_id, waId, message: { type: 'text', text: { body } } });
   }
 
-  function startWorker(runner: ShardRunner): Worker<WakeJob> {
-    const worker = startConversationWorker({ connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix, queueName: keys.queueName('conversations'), runner, concurrency: 4, log });
+  function startWorker(runner: ShardRunner): ConversationWorker {
+    const worker = startConversationWorker({ connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix, queueName: keys.queueName('conversations'), shared: redis, keys, runner, concurrency: 4, log });
     stop.push(async () => {
       await worker.close();
       await runner.close();
@@ -95,8 +95,8 @@ describe('shard runner', () => {
     await waitFor(async () => (await Promise.all(others.map((w) => deviceMessages(platform.url, w)))).every((m) => m.length === 1), 'the others delivered', 4000, 50);
     // The others went through while the slow one still waited for its bundle.
     expect(slowAnswered).toBe(false);
-    // A conversation of the shard that becomes ready after the shard's job ended (the slow drain still runs)
-    // gets a job of its own.
+    // A conversation of the shard that becomes ready after the shard's loop ended (the slow drain still runs)
+    // gets a wake-up of its own.
     await send(others[0]!, 'second, while the slow one still waits');
     await waitFor(async () => (await deviceMessages(platform.url, others[0]!)).length === 2, 'the second message', 4000, 50);
     expect(slowAnswered).toBe(false);
@@ -112,7 +112,8 @@ describe('shard runner', () => {
     const dead = new ShardRunner(world.stores, keys, { drainAndCheck: () => new Promise(() => {}) }, world.mailboxes, log, { leaseMs: 1000 });
     void dead.run(shard, null);
     await waitFor(async () => (await redis.zcard(keys.shardClaimed(shard))) === 3, 'the dead drain claimed all three');
-    await world.wake.obliterate({ force: true });
+    // The wake-up the marks pushed is gone with it (popped by the process that died).
+    await redis.del(keys.wakeList('events'), keys.wakeList('sends'));
     expect(await redis.zcard(keys.shardReady(shard))).toBe(0);
     // Another process: its sweep finds the lapsed claims and wakes the shard.
     const runner = new ShardRunner(world.stores, keys, host, world.mailboxes, log, { leaseMs: 1000 });
@@ -123,5 +124,19 @@ describe('shard runner', () => {
     }, 'every message delivered by the other process', 15_000, 250);
     for (const w of waIds) expect((await deviceMessages(platform.url, w)).map((m) => [m.text?.body, m.arrivals])).toEqual([[`to ${w}`, 1]]);
     await waitFor(async () => (await redis.zcard(keys.shardClaimed(shard))) === 0, 'no claim left');
+  }, 30_000);
+
+  it('a wake-up job of the conversations queue, as an earlier version adds it, drains its shard (a rolling upgrade)', async () => {
+    const { waIds, shard } = await usersInOneShard(2, 7_200_000);
+    for (const w of waIds) await createDevice(platform.url, `+${w}`);
+    for (const w of waIds) await send(w, `to ${w}`);
+    // Only the job wakes the shard: the wake list's entry is dropped, the awake flag kept (no sweep here).
+    await redis.del(keys.wakeList('events'), keys.wakeList('sends'));
+    const queue = new Queue<WakeJob>(keys.queueName('conversations'), { connection: { url: testRedisUrl() } as never, prefix: keys.bullPrefix });
+    stop.push(() => queue.close());
+    await queue.add('wake', { shard }, { removeOnComplete: true });
+    startWorker(new ShardRunner(world.stores, keys, host, world.mailboxes, log));
+    await waitFor(async () => (await Promise.all(waIds.map((w) => deviceMessages(platform.url, w)))).every((m) => m.length === 1), 'both delivered', 10_000, 100);
+    await waitFor(async () => (await queue.getJobCounts('waiting', 'active', 'prioritized')).active === 0, 'the job done');
   }, 30_000);
 });

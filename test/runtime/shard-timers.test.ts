@@ -36,12 +36,11 @@ describe('shard timers on real Redis and BullMQ', () => {
   const redis = new Redis(testRedisUrl());
   const connection = { url: testRedisUrl() } as never;
   const timersQueue = new Queue<TimersQueueJob>(keys.queueName('timers'), { connection, prefix: keys.bullPrefix });
-  const wakeQueue = new Queue<WakeJob>(keys.queueName('conversations'), { connection, prefix: keys.bullPrefix });
   const stores = new Stores(redis, keys, {}, defineCommitScript);
-  const mailboxes = new Mailboxes(stores, keys, wakeQueue);
+  const mailboxes = new Mailboxes(stores, keys);
   const timers = new ShardTimers(stores, keys, timersQueue, mailboxes, 60_000, createLogger('test', 'silent'));
   afterAll(async () => {
-    await Promise.all([timersQueue.close(), wakeQueue.close()]);
+    await Promise.all([timersQueue.close()]);
     await deletePrefix(testRedisUrl(), prefix);
     redis.disconnect();
   });

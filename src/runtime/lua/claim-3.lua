@@ -1,9 +1,9 @@
 --[[
   Claims up to ARGV[2] of a shard's ready conversations for a drain: pops those ready longest (lowest
   score: receipts, replies and timers before newly accepted sends) and marks them claimed until ARGV[3], when
-  they count as abandoned (a crashed drain). A wake-up job's first claim also puts claims abandoned before
+  they count as abandoned (a crashed drain). A wake-up loop's first claim also puts claims abandoned before
   ARGV[1] back in the ready set (a shard with such claims is woken by the runner's sweep), and clears the
-  shard's awake flag (mark-2.lua): its job is no longer waiting, so the next mark queues another.
+  shard's awake flag (mark-2.lua): its wake-up no longer waits, so the next mark pushes another.
 
   Input:
     KEYS[1] the shard's ready set
@@ -12,7 +12,7 @@
     ARGV[1] now (ms)
     ARGV[2] how many to claim at most
     ARGV[3] until when the claims hold (ms)
-    ARGV[4] '1' on a wake-up job's first claim: return abandoned claims, clear the awake flag
+    ARGV[4] '1' on a wake-up loop's first claim: return abandoned claims, clear the awake flag
 
   Output:
     the claimed conversation ids, in claim order
