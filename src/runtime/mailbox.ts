@@ -29,7 +29,7 @@ export interface WakeJob {
 }
 
 const MARK = new LuaScript('mark-2.lua');
-const POST = new LuaScript('post-1.lua');
+const POST = new LuaScript('post-2.lua');
 
 /**
  * How long a shard's awake flag lasts unless its loop's first claim clears it: a wake-up lost with a process
@@ -58,11 +58,15 @@ export class Mailboxes {
     this.marks = new Coalescer((key, items) => this.mark(key, items));
   }
 
-  /** Appends events to the conversation's mailbox and makes sure the conversation gets drained. */
+  /**
+   * Appends events to the conversation's mailbox and makes sure the conversation gets drained: marked ready,
+   * unless a drain holds its lease now (post-2.lua), which takes them itself.
+   */
   async post(conversationId: string, events: MailboxEvent[], ttlMs: number): Promise<void> {
     if (!events.length) return;
-    await POST.run(await this.stores.forConversation(conversationId), [this.keys.mailbox(conversationId)], [ttlMs, ...events.map((e) => JSON.stringify(e))]);
-    await this.wake(conversationId);
+    const held = await POST.run(await this.stores.forConversation(conversationId), [this.keys.mailbox(conversationId), this.keys.lease(conversationId)],
+      [ttlMs, ...events.map((e) => JSON.stringify(e))]);
+    if (Number(held) !== 1) await this.wake(conversationId);
   }
 
   /**

@@ -16,7 +16,7 @@ import { traced } from './trace-context.ts';
 import { LuaScript } from './lua/read-script.ts';
 import { ROW_BACKSTOP_MS } from './host/loaded.ts';
 
-const ACCEPT = new LuaScript('accept-4.lua');
+const ACCEPT = new LuaScript('accept-5.lua');
 /** How often accepts renew a conversation's key TTL backstops (well under the day they exceed retention by). */
 const BACKSTOP_RENEW_MS = 3_600_000;
 import { MediaRefusedError, MediaUploadFailedError, NumberBlockedError, SERVICE_WINDOW_MS, WindowClosedError, type Accepted, type OutboundPort, type OutboundRequest } from './ports.ts';
@@ -163,16 +163,19 @@ export class OutboundService implements OutboundPort {
     const event: MailboxEvent = traced({ type: 'SEND', wamid, at: now, ...(req.ttlMs ? { ttlMs: Math.min(req.ttlMs, retention) } : {}) });
     if (event.tp) row.tp = event.tp;
     const keepMs = retention + 86_400_000;
-    // One script (accept-4.lua): the metadata made if new, the row with its backstop TTL (it must outlive the
-    // message's TTL so a failure is reported), the retention entry and the SEND event; backstops hourly.
-    const created = Number(await ACCEPT.run(redis, [metaKey, rowKey, this.keys.retention(conv), this.keys.mailbox(conv)], [
+    // One script (accept-5.lua): the metadata made if new, the row with its backstop TTL (it must outlive the
+    // message's TTL so a failure is reported), the retention entry and the SEND event; backstops hourly. A
+    // drain holding the conversation's lease takes the SEND itself: no ready mark then.
+    const answer = Number(await ACCEPT.run(redis, [metaKey, rowKey, this.keys.retention(conv), this.keys.mailbox(conv), this.keys.lease(conv)], [
       req.businessId, req.phoneNumberId, seal(dk, req.waId, `${metaKey}:wa`), keepMs, retention + ROW_BACKSTOP_MS, now, BACKSTOP_RENEW_MS,
       now + retention, wamid, JSON.stringify(event), ...Object.entries(row).flat(),
-    ])) === 1;
+    ]));
+    const created = (answer & 1) === 1;
+    const draining = (answer & 2) === 2;
     const purge = created || !this.purgesAdded.has(conv, now + retention, retention)
       ? this.purgeAt(conv, now + retention, retention).then(() => this.purgesAdded.add(conv, now + retention, retention))
       : undefined;
-    await Promise.all([purge, this.mailboxes.wake(conv, 'sends'), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
+    await Promise.all([purge, draining ? undefined : this.mailboxes.wake(conv, 'sends'), this.stats?.count(req.businessId, { accepted: 1 }, now)]);
     metrics.accepted.inc();
     return { wamid, waId: req.waId, conversationId: conv };
   }

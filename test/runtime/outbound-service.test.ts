@@ -3,7 +3,8 @@ import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defineCommitScript } from '../../src/runtime/actor-host.ts';
 import { conversationOfWamid } from '../../src/runtime/ids.ts';
-import { Mailboxes, type WakeJob } from '../../src/runtime/mailbox.ts';
+import { Mailboxes } from '../../src/runtime/mailbox.ts';
+import { shardOf } from '../../src/runtime/shards.ts';
 import { OutboundService } from '../../src/runtime/outbound-service.ts';
 import { BusinessStore } from '../../src/store/businesses.ts';
 import { Keys } from '../../src/store/keys.ts';
@@ -62,5 +63,22 @@ describe('outbound accept: deletion jobs', () => {
     await template('15550001111');
     expect(purges).toHaveLength(before + 2);
     expect(purges.at(-1)!.conv).toBe(conv);
+  });
+
+  it('marks the conversation ready in the sends lane, unless a drain holds its lease (that drain takes the SEND)', async () => {
+    const first = await template('15550003333');
+    const conv = conversationOfWamid(first.wamid)!;
+    const ready = keys.shardReady(shardOf(conv));
+    expect(await redis.zscore(ready, conv)).not.toBeNull();
+    expect(await redis.lrange(keys.mailbox(conv), 0, -1)).toHaveLength(1);
+    // A drain took the conversation (claimed off the ready set) and holds its lease.
+    await redis.zrem(ready, conv);
+    await redis.set(keys.lease(conv), 'drain', 'PX', 10_000);
+    await template('15550003333');
+    expect(await redis.zscore(ready, conv)).toBeNull();
+    expect(await redis.lrange(keys.mailbox(conv), 0, -1)).toHaveLength(2);
+    await redis.del(keys.lease(conv));
+    await template('15550003333');
+    expect(await redis.zscore(ready, conv)).not.toBeNull();
   });
 });

@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { defineCommitScript } from '../../src/runtime/actor-host.ts';
+import { releaseLease, takeLease } from '../../src/runtime/host/lease.ts';
 import { Mailboxes } from '../../src/runtime/mailbox.ts';
 import { ShardRunner } from '../../src/runtime/shard-runner.ts';
 import { shardOf } from '../../src/runtime/shards.ts';
@@ -154,5 +155,20 @@ describe('wake list', () => {
     expect(await runner.run(30, null)).toBe(2);
     expect(order).toEqual([a, b]);
     expect(most).toBe(1);
+  });
+
+  it('an event posted while a drain holds the lease is left to that drain: no mark; its release counts it', async () => {
+    const mailboxes = new Mailboxes(stores, keys);
+    const conv = idInShard('leased', 40);
+    expect(await takeLease(redis, keys.lease(conv), 'drain-1', 10_000)).toBe('OK');
+    await mailboxes.post(conv, [{ type: 'PURGE_DUE', at: 1 }], 60_000);
+    expect(await redis.zcard(keys.shardReady(40))).toBe(0);
+    expect(await redis.llen(keys.wakeList('events'))).toBe(0);
+    // The drain's release answers what waits (the runner then has the conversation claimed again).
+    expect(await releaseLease(redis, keys, conv, 'drain-1', true)).toBe(1);
+    // No lease: the next post marks it and wakes its shard.
+    await mailboxes.post(conv, [{ type: 'PURGE_DUE', at: 2 }], 60_000);
+    expect(await redis.zrange(keys.shardReady(40), '0', '-1')).toEqual([conv]);
+    expect((await redis.lrange(keys.wakeList('events'), 0, -1)).map((e) => decodeWake(e)?.shard)).toEqual([40]);
   });
 });

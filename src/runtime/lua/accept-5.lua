@@ -2,13 +2,16 @@
   Accepts an outbound message: the conversation's metadata (made if new), the message row, its retention
   entry and the SEND event in the mailbox, in one step on keys of one hash slot ({c:<id>}). The keys' TTL
   backstops (retention and a day) are renewed at most every ARGV[7] ms (the meta field `xa` says when they
-  last were); a key made here gets its TTL at once.
+  last were); a key made here gets its TTL at once. Whether a drain holds the conversation's lease is
+  answered too: that drain takes the SEND (its loop reads the mailbox again, and its release counts what
+  is left, release-3.lua), so the accept needs no ready mark.
 
   Input:
     KEYS[1] meta hash
     KEYS[2] the message row (hash)
     KEYS[3] retention sorted set
     KEYS[4] mailbox list
+    KEYS[5] the conversation's lease
     ARGV[1] business id        ARGV[2] phone number id        ARGV[3] the user's number, sealed
     ARGV[4] key TTL backstop (ms)
     ARGV[5] the row's TTL backstop (ms)
@@ -20,7 +23,8 @@
     ARGV[11..] the row's field, value pairs
 
   Output:
-    1 when the conversation's metadata was made now (a new or deleted-and-new conversation), else 0
+    1 when the conversation's metadata was made now (a new or deleted-and-new conversation), else 0; plus 2
+    when a drain holds the conversation's lease
 ]]
 local meta, row, ret, mbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(ARGV[6])
@@ -45,5 +49,7 @@ else
   if redis.call('PTTL', ret) == -1 then redis.call('PEXPIRE', ret, ARGV[4]) end
   if fresh then redis.call('PEXPIRE', mbox, ARGV[4]) end
 end
-if created then return 1 end
-return 0
+local held = 0
+if redis.call('EXISTS', KEYS[5]) == 1 then held = 2 end
+if created then return 1 + held end
+return held
