@@ -16,28 +16,34 @@ import { SHARDS } from './shards.ts';
  * shard then (src/runtime/shard-runner.ts). BullMQ still drives what must wait for a time (timers, deletions).
  */
 
-/** A shard to wake: its number, its region (null: the shared store) and, tracing on, the waker's span. */
+/**
+ * A shard to wake: its number, its region (null: the shared store), when it was pushed (ms, the pusher's
+ * clock: the wait metric) and, tracing on, the waker's span.
+ */
 export interface ShardWake {
   shard: number;
   region: string | null;
+  at: number;
   tp?: string;
 }
 
-/** The list entry of a wake-up: `shard|traceparent|region` (the region last: it is configuration text). */
+/** The list entry of a wake-up: `shard|at|traceparent|region` (the region last: it is configuration text). */
 export function encodeWake(w: ShardWake): string {
-  return `${w.shard}|${w.tp ?? ''}|${w.region ?? ''}`;
+  return `${w.shard}|${w.at}|${w.tp ?? ''}|${w.region ?? ''}`;
 }
 
 /** A list entry read back, or null if it is not one (never thrown: a bad entry must not stop the listener). */
 export function decodeWake(entry: string): ShardWake | null {
   const a = entry.indexOf('|');
   const b = a < 0 ? -1 : entry.indexOf('|', a + 1);
-  if (b < 0) return null;
+  const c = b < 0 ? -1 : entry.indexOf('|', b + 1);
+  if (c < 0) return null;
   const shard = Number(entry.slice(0, a));
-  if (!Number.isInteger(shard) || shard < 0 || shard >= SHARDS) return null;
-  const tp = entry.slice(a + 1, b);
-  const region = entry.slice(b + 1);
-  return { shard, region: region || null, ...(tp ? { tp } : {}) };
+  const at = Number(entry.slice(a + 1, b));
+  if (!Number.isInteger(shard) || shard < 0 || shard >= SHARDS || !Number.isFinite(at) || a + 1 === b) return null;
+  const tp = entry.slice(b + 1, c);
+  const region = entry.slice(c + 1);
+  return { shard, region: region || null, at, ...(tp ? { tp } : {}) };
 }
 
 /** Pushes a shard's wake-up (inside a producer span when tracing is on, whose context the token carries). */
@@ -46,7 +52,7 @@ export async function pushWake(shared: Redis, keys: Keys, shard: number, region:
   await inSpan('sealpost.wake', {
     kind: 'producer',
     attributes: { 'messaging.system': 'redis', 'messaging.destination.name': list, 'messaging.operation.type': 'send', 'sealpost.shard': shard },
-  }, (span) => shared.rpush(list, encodeWake({ shard, region, ...(span?.traceparent ? { tp: span.traceparent } : {}) })));
+  }, (span) => shared.rpush(list, encodeWake({ shard, region, at: Date.now(), ...(span?.traceparent ? { tp: span.traceparent } : {}) })));
 }
 
 /** What a wake-up runs: a shard's loop (src/runtime/shard-runner.ts). */
@@ -121,6 +127,9 @@ export class WakeListener {
   }
 
   private async runShard(w: ShardWake, list: string): Promise<void> {
+    const started = Date.now();
+    // As for a queue's jobs: the wait from the push, the time the shard's loop took.
+    metrics.jobWaitSeconds.observe({ queue: 'conversations' }, Math.max(0, started - w.at) / 1000);
     try {
       await inSpan('sealpost.wake', {
         kind: 'consumer', parent: w.tp ?? null,
@@ -130,6 +139,8 @@ export class WakeListener {
       // Its conversations stay ready; the sweep wakes the shard again once its awake flag has lapsed.
       metrics.jobFailures.inc({ queue: 'conversations' });
       this.log.warn({ shard: w.shard, err: maskNumbers((e as Error).message) }, 'shard wake-up failed');
+    } finally {
+      metrics.jobSeconds.observe({ queue: 'conversations' }, (Date.now() - started) / 1000);
     }
   }
 

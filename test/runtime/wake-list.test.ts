@@ -45,14 +45,14 @@ describe('wake list', () => {
 
   it('reads back what it writes, region and trace context included, and refuses what is not a wake-up', () => {
     const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
-    expect(decodeWake(encodeWake({ shard: 7, region: null }))).toEqual({ shard: 7, region: null });
-    expect(decodeWake(encodeWake({ shard: 63, region: 'eu|west', tp }))).toEqual({ shard: 63, region: 'eu|west', tp });
-    for (const bad of ['', '7', '7|', 'x||', '64||', '-1||', '1.5||']) expect(decodeWake(bad), bad).toBeNull();
+    expect(decodeWake(encodeWake({ shard: 7, region: null, at: 5 }))).toEqual({ shard: 7, region: null, at: 5 });
+    expect(decodeWake(encodeWake({ shard: 63, region: 'eu|west', at: 1796321618727, tp }))).toEqual({ shard: 63, region: 'eu|west', at: 1796321618727, tp });
+    for (const bad of ['', '7', '7|1', '7|1|', 'x|1||', '64|1||', '-1|1||', '1.5|1||', '1|||', '1|x||']) expect(decodeWake(bad), bad).toBeNull();
   });
 
   it('runs the events lane before the sends lane, skips an unreadable entry and goes on', async () => {
-    await redis.rpush(keys.wakeList('sends'), encodeWake({ shard: 9, region: null }));
-    await redis.rpush(keys.wakeList('events'), 'not a wake-up', encodeWake({ shard: 3, region: null }), encodeWake({ shard: 4, region: 'eu' }));
+    await redis.rpush(keys.wakeList('sends'), encodeWake({ shard: 9, region: null, at: Date.now() }));
+    await redis.rpush(keys.wakeList('events'), 'not a wake-up', encodeWake({ shard: 3, region: null, at: Date.now() }), encodeWake({ shard: 4, region: 'eu', at: Date.now() }));
     const ran: string[] = [];
     listen({ async run(shard, region) { ran.push(`${region ?? ''}:${shard}`); return 0; } }, 1);
     await waitFor(() => ran.length === 3, 'three loops');
@@ -61,7 +61,7 @@ describe('wake list', () => {
   });
 
   it('runs at most its concurrency of shard loops at once, leaving the rest on the list for other processes', async () => {
-    for (let s = 0; s < 5; s++) await redis.rpush(keys.wakeList('events'), encodeWake({ shard: s, region: null }));
+    for (let s = 0; s < 5; s++) await redis.rpush(keys.wakeList('events'), encodeWake({ shard: s, region: null, at: Date.now() }));
     let active = 0;
     let most = 0;
     let started = 0;
@@ -92,7 +92,7 @@ describe('wake list', () => {
   });
 
   it('a shard loop that fails does not stop the listener', async () => {
-    await redis.rpush(keys.wakeList('events'), encodeWake({ shard: 1, region: null }), encodeWake({ shard: 2, region: null }));
+    await redis.rpush(keys.wakeList('events'), encodeWake({ shard: 1, region: null, at: Date.now() }), encodeWake({ shard: 2, region: null, at: Date.now() }));
     const ran: number[] = [];
     listen({
       async run(shard) {
