@@ -9,6 +9,7 @@ const FIELDS = [
   'msgs_per_s', 'ratio_to_crypto_ceiling', 'p50_ms', 'p99_ms', 'saturated_p50_ms', 'redis_commands_per_message',
   'redis_scripts_per_message', 'worker_cpu_ms_per_message', 'redis_cpu_ms_per_message', 'router_cpu_ms_per_message',
   'api_cpu_ms_per_message', 'platform_cpu_ms_per_message', 'crypto_ceiling_msgs_per_s', 'first_contact_per_s', 'worker_rss_mb',
+  'paced_worker_cpu_ms_per_message', 'paced_router_cpu_ms_per_message', 'paced_redis_commands_per_message',
 ];
 
 const median = (xs: number[]) => {

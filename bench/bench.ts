@@ -71,6 +71,13 @@ export interface BenchResult {
   /** Redis commands per message in the throughput phase (commands inside scripts included), and script calls. */
   redis_commands_per_message: number;
   redis_scripts_per_message: number;
+  /**
+   * The same in the latency phase (paced: few events per drain, so each message pays its own wake-up, drain and
+   * commits): worker and router (workers + Redis) CPU and Redis commands per message sent in it.
+   */
+  paced_worker_cpu_ms_per_message: number;
+  paced_router_cpu_ms_per_message: number;
+  paced_redis_commands_per_message: number;
   /** The most-called Redis commands of the throughput phase, per message (inner script commands included). */
   redis_commands_by_name: Record<string, number>;
   /** Resident memory of the worker processes (MB, summed), at the end of the run. */
@@ -377,6 +384,7 @@ export async function runBench(opts: {
     const latencyMessages = Math.min(opts.messages, Math.max(200, rate * 5));
     log(`latency: ${latencyMessages} messages at ${rate}/s (half the throughput)…`);
     const paced: Promise<{ wamid: string; at: number }>[] = [];
+    const [pacedWorker0, pacedRedis0, pacedCalls0] = [workersCpu(), await redisCpuMs(r), await redisCalls(r)];
     const start = performance.now();
     for (let i = 0; i < latencyMessages; i++) {
       const due = start + (i * 1000) / rate;
@@ -386,6 +394,10 @@ export async function runBench(opts: {
     }
     const pacedSent = await Promise.all(paced);
     await waitDelivered(pacedSent.map((s) => s.wamid), 'latency phase');
+    await settle('latency phase');
+    const pacedWorker = workersCpu() - pacedWorker0;
+    const pacedRedis = (await redisCpuMs(r)) - pacedRedis0;
+    const pacedCalls = (await redisCalls(r)).all - pacedCalls0.all;
     const latencies = pacedSent.map((s) => delivered.get(s.wamid)! - s.at);
 
     // Idle established conversations: their Redis footprint, per kind of key.
@@ -441,6 +453,9 @@ export async function runBench(opts: {
       total_cpu_ms_per_message: Number(((parentMs + apiCpu + workerCpu + redisCpu + platformCpu) / opts.messages).toFixed(3)),
       redis_commands_per_message: Number(((calls1.all - calls0.all) / opts.messages).toFixed(1)),
       redis_scripts_per_message: Number(((calls1.scripts - calls0.scripts) / opts.messages).toFixed(1)),
+      paced_worker_cpu_ms_per_message: Number((pacedWorker / latencyMessages).toFixed(3)),
+      paced_router_cpu_ms_per_message: Number(((pacedWorker + pacedRedis) / latencyMessages).toFixed(3)),
+      paced_redis_commands_per_message: Number((pacedCalls / latencyMessages).toFixed(1)),
       redis_commands_by_name: topCommands(calls0.byName, calls1.byName, opts.messages),
       worker_rss_mb: workersRss(),
       worker_rss_mb_by_conversations: rssByConversations,

@@ -27,7 +27,7 @@ const FIELDS: (keyof BenchResult)[] = [
   'crypto_ceiling_msgs_per_s', 'ratio_to_crypto_ceiling', 'bullmq_noop_jobs_per_s', 'ratio_to_bullmq_noop',
   'first_contact_per_s', 'redis_bytes_per_conversation', 'cpu_ms_per_message', 'api_cpu_ms_per_message', 'worker_cpu_ms_per_message',
   'platform_cpu_ms_per_message', 'redis_cpu_ms_per_message', 'router_cpu_ms_per_message', 'total_cpu_ms_per_message', 'redis_commands_per_message', 'redis_scripts_per_message',
-  'worker_rss_mb',
+  'paced_worker_cpu_ms_per_message', 'paced_router_cpu_ms_per_message', 'paced_redis_commands_per_message', 'worker_rss_mb',
 ];
 
 /**

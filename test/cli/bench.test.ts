@@ -30,6 +30,11 @@ describe('sealpost bench', () => {
     // So does the API: its CPU per accepted message is its own field, and part of the total.
     expect(r.api_cpu_ms_per_message).toBeGreaterThan(0);
     expect(r.total_cpu_ms_per_message).toBeGreaterThan(r.cpu_ms_per_message! + r.platform_cpu_ms_per_message! + r.api_cpu_ms_per_message!);
+    // The latency phase's own cost: what its messages took in Redis commands (an accept, a commit and more
+    // each) and CPU (no worker processes here: the router's share is Redis's).
+    expect(r.paced_redis_commands_per_message).toBeGreaterThan(5);
+    expect(r.paced_worker_cpu_ms_per_message).toBe(0);
+    expect(r.paced_router_cpu_ms_per_message).toBeGreaterThanOrEqual(0);
     const q = (r as unknown as { latency_quantiles_ms: Record<string, number> }).latency_quantiles_ms;
     expect(q.p50).toBe(r.p50_ms);
     expect(q.p100).toBeGreaterThanOrEqual(q.p99!);
