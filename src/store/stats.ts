@@ -23,6 +23,8 @@ export interface Billing {
 
 const dayOf = (at: number) => new Date(at).toISOString().slice(0, 10);
 const KEEP_MS = 400 * 86_400_000;
+/** How often a process renews a counter key's TTL (see {@link Stats}). */
+const TTL_RENEW_MS = 3_600_000;
 
 /**
  * Statistics and billing: counters per business and day, with no phone number, message id or conversation
@@ -33,16 +35,41 @@ export class Stats {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
+    private readonly now: () => number = Date.now,
   ) {}
 
-  /** Counts of one turn of the event loop, summed per counter key and written in one transaction each. */
+  /**
+   * Counter keys whose TTL this process set within the last TTL_RENEW_MS (key → when): their counts need no
+   * `PEXPIRE`, so a lone count is one `HINCRBY` (at low load, when counts do not coalesce, every status paid a
+   * MULTI, HINCRBY, PEXPIRE, EXEC). Renewed hourly, so a key lost with a Redis that kept nothing and made again
+   * by a count gets its TTL back within the hour.
+   */
+  private readonly ttlSet = new Map<string, number>();
+
+  /** Counts of one turn of the event loop, summed per counter key and written together (a transaction when more than one command). */
   private readonly writes = new Coalescer<Record<string, number>>(async (key, all) => {
     const sums: Record<string, number> = {};
     for (const fields of all) for (const [f, n] of Object.entries(fields)) if (n) sums[f] = (sums[f] ?? 0) + n;
+    const fields = Object.entries(sums).filter(([, n]) => n);
+    if (!fields.length) return;
+    const t = this.now();
+    const renew = !(t - (this.ttlSet.get(key) ?? -Infinity) < TTL_RENEW_MS);
+    if (fields.length === 1 && !renew) {
+      await this.redis.hincrby(key, fields[0]![0], fields[0]![1]);
+      return;
+    }
     const m = this.redis.multi();
-    for (const [f, n] of Object.entries(sums)) if (n) m.hincrby(key, f, n);
-    await m.pexpire(key, KEEP_MS).exec();
+    for (const [f, n] of fields) m.hincrby(key, f, n);
+    if (renew) m.pexpire(key, KEEP_MS);
+    await m.exec();
+    if (renew) this.noteTtl(key, t);
   });
+
+  private noteTtl(key: string, t: number): void {
+    this.ttlSet.set(key, t);
+    // One key per business and day: forget those not renewed lately once there are many.
+    if (this.ttlSet.size > 10_000) for (const [k, at] of this.ttlSet) if (t - at >= TTL_RENEW_MS) this.ttlSet.delete(k);
+  }
 
   /**
    * Adds to counters of one business for the day of `at`; resolves once written. Counts made in the same turn
