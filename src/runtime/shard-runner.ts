@@ -254,9 +254,21 @@ export class ShardRunner {
     return woken;
   }
 
-  /** Sweeps every `everyMs`. */
+  /**
+   * The periodic sweep: of all processes ticking every `everyMs`, the one that takes the period's turn (a key
+   * in the shared store, held for most of a period) sweeps; the others skip. One sweep per period whatever the
+   * number of processes: each sweep is a script per shard (64), which every worker process ran every second
+   * before. A process that stops while holding the turn loses it when the key expires. Answers what
+   * {@link sweep} answered, or null when it was not this process's turn.
+   */
+  async sweepIfDue(everyMs: number): Promise<number | null> {
+    const turn = await this.stores.shared.set(this.keys.sweepTurn(), '1', 'PX', Math.max(1, Math.floor(everyMs * 0.8)), 'NX');
+    return turn ? this.sweep() : null;
+  }
+
+  /** Sweeps every `everyMs`, taking turns with the other processes (see {@link sweepIfDue}). */
   startSweeping(everyMs: number): void {
-    this.sweepTimer = setInterval(() => void this.sweep().catch(() => undefined), everyMs);
+    this.sweepTimer = setInterval(() => void this.sweepIfDue(everyMs).catch(() => undefined), everyMs);
     this.sweepTimer.unref();
   }
 

@@ -88,6 +88,8 @@ export class Keys {
   shardClaimed(shard: number): string { return `${this.shard(shard)}:claimed`; }
   /** String: set while the shard has a wake-up waiting in the wake list (`e`, or `s` for the sends lane): marks push none then. */
   shardAwake(shard: number): string { return `${this.shard(shard)}:awake`; }
+  /** String in the shared store: held by the process whose turn it is to sweep the shards (src/runtime/shard-runner.ts). */
+  sweepTurn(): string { return `${this.prefix}:sweep`; }
   /**
    * List in the shared store: wake-ups of shards (src/runtime/wake-list.ts) waiting for a worker process, one
    * list per lane, both under one hash tag so a worker blocks on the two at once (events before sends).

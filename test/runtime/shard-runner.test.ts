@@ -139,4 +139,16 @@ describe('shard runner', () => {
     await waitFor(async () => (await Promise.all(waIds.map((w) => deviceMessages(platform.url, w)))).every((m) => m.length === 1), 'both delivered', 10_000, 100);
     await waitFor(async () => (await queue.getJobCounts('waiting', 'active', 'prioritized')).active === 0, 'the job done');
   }, 30_000);
+
+  it('the periodic sweep takes turns: of several processes, one sweeps in a period; the next period another may', async () => {
+    const processes = [1, 2, 3].map(() => new ShardRunner(world.stores, keys, host, world.mailboxes, log));
+    const swept = await Promise.all(processes.map((p) => p.sweepIfDue(60_000)));
+    expect(swept.filter((s) => s !== null)).toHaveLength(1);
+    expect(await processes[0]!.sweepIfDue(60_000)).toBeNull();
+    // The turn is held for most of a period, then lapses: the next period's first process sweeps.
+    expect(await redis.pttl(keys.sweepTurn())).toBeGreaterThan(40_000);
+    expect(await redis.pttl(keys.sweepTurn())).toBeLessThanOrEqual(48_000);
+    await redis.del(keys.sweepTurn());
+    expect(await processes[2]!.sweepIfDue(60_000)).not.toBeNull();
+  });
 });
