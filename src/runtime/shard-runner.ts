@@ -11,6 +11,7 @@ import { SENDS_LANE, SHARDS } from './shards.ts';
 const CLAIM = new LuaScript('claim-3.lua');
 const SETTLE = new LuaScript('settle-2.lua');
 const STALE = new LuaScript('stale-4.lua');
+const TURN = new LuaScript('sweep-turn-1.lua');
 
 /** A timer this far past due with no tick fired is fired by the sweep (ticks are at most 2 s late by design). */
 const LOST_TICK_MS = 5000;
@@ -255,20 +256,22 @@ export class ShardRunner {
   }
 
   /**
-   * The periodic sweep: of all processes ticking every `everyMs`, the one that takes the period's turn (a key
-   * in the shared store, held for most of a period) sweeps; the others skip. One sweep per period whatever the
+   * The periodic sweep: of all processes ticking every `everyMs`, the one that takes the period's turn sweeps
+   * (sweep-turn-1.lua: the last sweep's time in the shared store, at least 0.8 of a period old); the others skip. One sweep per period whatever the
    * number of processes: each sweep is a script per shard (64), which every worker process ran every second
-   * before. A process that stops while holding the turn loses it when the key expires. Answers what
+   * before. A process that stops has no turn to give back: the next period's first tick takes it. Answers what
    * {@link sweep} answered, or null when it was not this process's turn.
    */
-  async sweepIfDue(everyMs: number): Promise<number | null> {
-    const turn = await this.stores.shared.set(this.keys.sweepTurn(), '1', 'PX', Math.max(1, Math.floor(everyMs * 0.8)), 'NX');
-    return turn ? this.sweep() : null;
+  async sweepIfDue(everyMs: number, now = Date.now()): Promise<number | null> {
+    const turn = Number(await TURN.run(this.stores.shared, [this.keys.sweepTurn()], [now, Math.floor(everyMs * 0.8), 3_600_000]));
+    return turn ? this.sweep(now) : null;
   }
 
-  /** Sweeps every `everyMs`, taking turns with the other processes (see {@link sweepIfDue}). */
+  /** Sweeps every `everyMs` (the first at once), taking turns with the other processes (see {@link sweepIfDue}). */
   startSweeping(everyMs: number): void {
-    this.sweepTimer = setInterval(() => void this.sweepIfDue(everyMs).catch(() => undefined), everyMs);
+    const tick = () => void this.sweepIfDue(everyMs).catch(() => undefined);
+    tick();
+    this.sweepTimer = setInterval(tick, everyMs);
     this.sweepTimer.unref();
   }
 

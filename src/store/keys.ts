@@ -88,7 +88,7 @@ export class Keys {
   shardClaimed(shard: number): string { return `${this.shard(shard)}:claimed`; }
   /** String: set while the shard has a wake-up waiting in the wake list (`e`, or `s` for the sends lane): marks push none then. */
   shardAwake(shard: number): string { return `${this.shard(shard)}:awake`; }
-  /** String in the shared store: held by the process whose turn it is to sweep the shards (src/runtime/shard-runner.ts). */
+  /** String in the shared store: when the last sweep of the shards began (ms): whose turn is next (src/runtime/shard-runner.ts). */
   sweepTurn(): string { return `${this.prefix}:sweep`; }
   /**
    * List in the shared store: wake-ups of shards (src/runtime/wake-list.ts) waiting for a worker process, one

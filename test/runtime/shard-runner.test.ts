@@ -142,13 +142,14 @@ describe('shard runner', () => {
 
   it('the periodic sweep takes turns: of several processes, one sweeps in a period; the next period another may', async () => {
     const processes = [1, 2, 3].map(() => new ShardRunner(world.stores, keys, host, world.mailboxes, log));
-    const swept = await Promise.all(processes.map((p) => p.sweepIfDue(60_000)));
+    const t = Date.now();
+    const swept = await Promise.all(processes.map((p) => p.sweepIfDue(60_000, t)));
     expect(swept.filter((s) => s !== null)).toHaveLength(1);
-    expect(await processes[0]!.sweepIfDue(60_000)).toBeNull();
-    // The turn is held for most of a period, then lapses: the next period's first process sweeps.
-    expect(await redis.pttl(keys.sweepTurn())).toBeGreaterThan(40_000);
-    expect(await redis.pttl(keys.sweepTurn())).toBeLessThanOrEqual(48_000);
-    await redis.del(keys.sweepTurn());
-    expect(await processes[2]!.sweepIfDue(60_000)).not.toBeNull();
+    // Within 0.8 of a period of that sweep, no one's turn; after it, the first to tick sweeps.
+    expect(await processes[0]!.sweepIfDue(60_000, t + 47_000)).toBeNull();
+    expect(await processes[2]!.sweepIfDue(60_000, t + 48_000)).not.toBeNull();
+    expect(await processes[1]!.sweepIfDue(60_000, t + 48_500)).toBeNull();
+    // The key stays between turns (a prefix's keys do not flicker with each period).
+    expect(await redis.get(keys.sweepTurn())).toBe(String(t + 48_000));
   });
 });
