@@ -106,6 +106,9 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     // Refused private targets are refused on every connection too: a name may resolve elsewhere tomorrow.
     ...(config.webhookDenyPrivate ? { fetchImpl: egressFetch(true) } : {}),
   });
+  // What this process's drains append for a business's webhook is delivered from here at once (a job each
+  // cost ~50 Redis commands when nothing coalesces); the webhooks queue keeps a delayed job as the safety net.
+  ctx.webhooks.deliverDirectly((businessId) => webhooks.deliverNow(businessId));
   const groups = startGroupWorker({ connection, prefix, queueName: keys.queueName('groups'), host: ctx.groupHost, concurrency: 8, log: ctx.log });
   const outbound = startOutboundWorker({
     connection, prefix, queueName: keys.queueName('outbound'), businesses: ctx.businesses, outbound: ctx.outbound, log: ctx.log.child({ component: 'outbound-queue' }),
@@ -142,9 +145,12 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     async close() {
       sweeper.stop();
       await puller.stop();
-      await Promise.all([outbound.close(), conversations.close(), timers.close(), webhooks.worker.close(), groups.close()]);
+      await Promise.all([outbound.close(), conversations.close(), timers.close(), groups.close()]);
       // Drains that outlived their wake-up's loop (a slow conversation) finish before the process goes.
       await runner.close();
+      // Last: the drains above may still have handed webhooks to this process's direct delivery.
+      await ctx.webhooks.settle();
+      await webhooks.close();
     },
   };
 }

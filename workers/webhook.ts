@@ -1,4 +1,5 @@
-import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { DelayedError, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { createLogger } from '../src/log.ts';
@@ -11,6 +12,14 @@ import type { OutboxEntry, WebhookJob, WebhookWakeJob } from '../src/queues/webh
 import { metrics } from '../src/ops/metrics.ts';
 import { queueTelemetry, tracingOn } from '../src/ops/tracing.ts';
 import { inBatchRequest, tracedFetch } from '../src/runtime/trace-context.ts';
+import { LuaScript } from '../src/runtime/lua/read-script.ts';
+
+const RELEASE = new LuaScript('webhook-release-1.lua');
+const RENEW = new LuaScript('renew-1.lua');
+/** How long a business's delivery lock holds without renewal (renewed every third of it while a delivery runs). */
+const LOCK_MS = 15_000;
+/** A webhooks job that finds the business's delivery held by someone else looks again this much later. */
+const BUSY_RETRY_MS = 1000;
 
 /** Retry policy of webhook deliveries. */
 export interface WebhookBackoff {
@@ -73,6 +82,16 @@ export interface WebhookStats {
   failedAttempts: number;
 }
 
+/** A running webhooks worker: the queue's worker, its counters, and direct delivery for this process's appends. */
+export interface WebhookWorker {
+  worker: Worker<WebhookJob>;
+  stats: WebhookStats;
+  /** See {@link WebhookOutbox.deliverDirectly}: delivers a business's outbox now, in this process. */
+  deliverNow(businessId: string): Promise<'done' | 'busy' | 'failed' | 'skipped'>;
+  /** Waits for the direct deliveries running, then closes the worker. */
+  close(): Promise<void>;
+}
+
 /** Options of {@link startWebhookWorker}. */
 export interface WebhookWorkerOptions {
   connection: ConnectionOptions;
@@ -103,8 +122,10 @@ export interface WebhookWorkerOptions {
  * `maxBatch`), one signed POST per phone number; only HTTP 200 is success, then they leave the outbox.
  * Anything else fails the attempt, which BullMQ retries with exponential backoff and jitter; an update that fails an attempt made at or after `maxAgeMs` since it was queued is
  * dropped (logged as `webhook dropped`, counted, `onDropped`), so nothing is dropped without a last attempt.
+ * Jobs and this process's direct deliveries ({@link WebhookWorker.deliverNow}) take the business's delivery
+ * lock, so one deliverer at a time sends a business's updates, in order.
  */
-export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker<WebhookJob>; stats: WebhookStats } {
+export function startWebhookWorker(opts: WebhookWorkerOptions): WebhookWorker {
   const log = createLogger('webhooks');
   const stats: WebhookStats = { delivered: 0, dropped: 0, failedAttempts: 0 };
   const maxBatch = opts.maxBatch ?? 1000;
@@ -129,13 +150,13 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
     }
   };
   const isPermanent = (e: unknown) => e instanceof WebhookRejectedError && e.permanent;
-  const dropped = (job: Job, businessId: string, count: number, reason: string) => {
+  const dropped = (jobId: string | undefined, businessId: string, count: number, reason: string) => {
     stats.dropped += count;
-    log.warn({ business_id: businessId, job_id: job.id, dropped: count, reason }, 'webhook dropped');
-    opts.onDropped?.(businessId, count, job.id);
+    log.warn({ business_id: businessId, job_id: jobId, dropped: count, reason }, 'webhook dropped');
+    opts.onDropped?.(businessId, count, jobId);
   };
 
-  const drainOutbox = async (job: Job, businessId: string) => {
+  const drainOutbox = async (jobId: string | undefined, businessId: string) => {
     const key = opts.keys.webhookOutbox(businessId);
     for (;;) {
       const redis = await opts.storeOf(businessId);
@@ -174,8 +195,8 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
           if (keep.length) tx.lpush(key, ...[...keep].reverse());
           await tx.exec();
         }
-        if (count('hopeless')) dropped(job, businessId, count('hopeless'), reason);
-        if (count('expired')) dropped(job, businessId, count('expired'), `age limit reached: ${reason}`);
+        if (count('hopeless')) dropped(jobId, businessId, count('hopeless'), reason);
+        if (count('expired')) dropped(jobId, businessId, count('expired'), `age limit reached: ${reason}`);
         // The other numbers were not tried yet (hopeless), or nothing owed is left in this batch: go on now.
         if (hopeless !== null || !keep.length) continue;
         const oldest = Math.min(...entries.filter((_, i) => fate[i] === 'keep').map((x) => x.t));
@@ -186,9 +207,64 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
     }
   };
 
+  /**
+   * Delivers the business's outbox under its delivery lock (one deliverer per business at a time, whether a
+   * job or a direct delivery, so a business's updates go out in order): 'busy' when someone else holds it
+   * (they deliver what waits, updates appended meanwhile included: they release only an empty outbox).
+   */
+  const holdAndDrain = async (businessId: string, jobId: string | undefined): Promise<'done' | 'busy'> => {
+    const redis = await opts.storeOf(businessId);
+    const lock = opts.keys.webhookLock(businessId);
+    const outbox = opts.keys.webhookOutbox(businessId);
+    const token = randomUUID();
+    if ((await redis.set(lock, token, 'PX', LOCK_MS, 'NX')) !== 'OK') return 'busy';
+    const renew = setInterval(() => void RENEW.run(redis, [lock], [token, LOCK_MS]).catch(() => undefined), LOCK_MS / 3);
+    try {
+      for (;;) {
+        await drainOutbox(jobId, businessId);
+        // Released only when nothing waits; 0: updates came meanwhile, theirs to us; -1: the lock lapsed (a
+        // stall): whoever holds it now delivers.
+        if (Number(await RELEASE.run(redis, [lock, outbox], [token, ''])) !== 0) return 'done';
+      }
+    } catch (e) {
+      await RELEASE.run(redis, [lock, outbox], [token, '1']).catch(() => undefined);
+      throw e;
+    } finally {
+      clearInterval(renew);
+    }
+  };
+
+  /** Direct deliveries running in this process (bounded by `concurrency`; close() waits for them). */
+  const directs = new Set<Promise<unknown>>();
+  /**
+   * Delivers the business's outbox now, in this process, if no one else is delivering it ('busy') and this
+   * process has room ('skipped' otherwise); 'failed' when an attempt failed (the webhooks queue retries).
+   */
+  const deliverNow = async (businessId: string): Promise<'done' | 'busy' | 'failed' | 'skipped'> => {
+    if (directs.size >= opts.concurrency) return 'skipped';
+    const p = holdAndDrain(businessId, undefined).then((r) => r, (e: unknown) => {
+      stats.failedAttempts++;
+      log.debug({ business_id: businessId, err: (e as Error).message }, 'webhook attempt failed');
+      return 'failed' as const;
+    });
+    directs.add(p);
+    try {
+      return await p;
+    } finally {
+      directs.delete(p);
+    }
+  };
+
   const worker = new Worker<WebhookJob>(
     opts.queueName,
-    async (job) => drainOutbox(job, parseJob(job.data).business_id),
+    async (job, token) => {
+      const businessId = parseJob(job.data).business_id;
+      if ((await holdAndDrain(businessId, job.id)) === 'busy') {
+        // Someone delivers it now; should they die, their lock lapses and this job finds it free.
+        await job.moveToDelayed(Date.now() + BUSY_RETRY_MS, token);
+        throw new DelayedError();
+      }
+    },
     {
       connection: opts.connection,
       prefix: opts.prefix,
@@ -206,5 +282,9 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): { worker: Worker
     }
   });
   worker.on('error', (err) => log.error({ err: err.message }, 'webhook worker error'));
-  return { worker, stats };
+  const close = async () => {
+    while (directs.size) await Promise.allSettled([...directs]);
+    await worker.close();
+  };
+  return { worker, stats, deliverNow, close };
 }

@@ -110,11 +110,50 @@ export class WebhookOutbox {
     return pending;
   }
 
+  /** This process's direct delivery (a worker process's), if any: see {@link deliverDirectly}. */
+  private direct: ((businessId: string) => Promise<'done' | 'busy' | 'failed' | 'skipped'>) | null = null;
+  private safetyMs = SAFETY_MS;
+
+  /**
+   * In a process that runs the webhooks worker: deliver what this process appends at once, from here, under
+   * the business's delivery lock (workers/webhook.ts), instead of through a job each. Each wake-up still adds
+   * a webhooks job, delayed by `safetyMs` and deduplicated per business (so at most one waits, and an add
+   * that finds it costs a few commands): it delivers whatever a direct delivery left, should its process
+   * die or its attempt fail, and from there BullMQ's retries take over. At low load, when every status is a
+   * wake-up of its own, a job's add, fetch and completion cost ~50 Redis commands each.
+   */
+  deliverDirectly(deliver: (businessId: string) => Promise<'done' | 'busy' | 'failed' | 'skipped'>, safetyMs = SAFETY_MS): void {
+    this.direct = deliver;
+    this.safetyMs = safetyMs;
+  }
+
+  /** Direct deliveries started here and not finished. */
+  private readonly delivering = new Set<Promise<void>>();
+
   /** Makes sure a wake-up of the business's outbox is coming (deduplicated per business). */
   async wake(businessId: string): Promise<void> {
+    const direct = this.direct;
     await this.queue.add('deliver', { business_id: businessId }, {
       ...WEBHOOK_JOB_OPTS,
+      ...(direct ? { delay: this.safetyMs } : {}),
       deduplication: { id: businessId, keepLastIfActive: true },
     });
+    if (!direct) return;
+    // Not awaited: a drain never waits on a business's endpoint. The job added above covers every outcome
+    // (a failed attempt, a full process, a holder that dies); 'busy': the holder delivers these too.
+    const p = direct(businessId).then(async (r) => {
+      // No room here now: the waiting job goes at once instead of after its delay.
+      if (r === 'skipped') await this.queue.add('deliver', { business_id: businessId }, { ...WEBHOOK_JOB_OPTS, deduplication: { id: businessId, keepLastIfActive: true, reschedule: true } });
+    }).catch(() => undefined);
+    this.delivering.add(p);
+    void p.finally(() => this.delivering.delete(p));
+  }
+
+  /** Waits for the direct deliveries started here (a process shutting down). */
+  async settle(): Promise<void> {
+    while (this.delivering.size) await Promise.allSettled([...this.delivering]);
   }
 }
+
+/** How long the safety job of a directly delivered wake-up waits (see {@link WebhookOutbox.deliverDirectly}). */
+const SAFETY_MS = 1000;

@@ -68,6 +68,8 @@ export class Keys {
   message(id: string, wamid: string): string { return `${this.conv(id)}:m:${wamid}`; }
   /** List: a business's pending webhook updates, delivered in order, batched. */
   webhookOutbox(businessId: string): string { return `${this.prefix}:{w:${businessId}}:out`; }
+  /** String: the token of whoever delivers the business's webhooks now (a worker's direct delivery or a webhooks job), with a TTL. */
+  webhookLock(businessId: string): string { return `${this.prefix}:{w:${businessId}}:lock`; }
   /** Hash: one business's aggregate counters for one day (no user identifiers). */
   stats(businessId: string, day: string): string { return `${this.prefix}:stats:${businessId}:${day}`; }
   /**

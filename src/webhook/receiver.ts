@@ -22,6 +22,10 @@ export interface WebhookReceiver {
   failWith(status: number | null): void;
   /** Fails this share (0..1) of POSTs with 500, and/or delays every answer (a slow endpoint). */
   misbehave(opts: { failRate?: number; delayMs?: number }): void;
+  /** Signed POSTs received and not answered yet (held by `delayMs`). */
+  answering(): number;
+  /** Signed POSTs answered with a failure so far (`failWith`, `failRate`). */
+  refused(): number;
   close(): Promise<void>;
 }
 
@@ -50,6 +54,8 @@ export async function startWebhookReceiver(opts: {
   let failStatus: number | null = null;
   let failRate = 0;
   let delayMs = 0;
+  let answering = 0;
+  let refused = 0;
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method === 'GET') {
@@ -67,8 +73,12 @@ export async function startWebhookReceiver(opts: {
       res.writeHead(401, { 'content-type': 'text/plain' });
       return res.end('bad signature');
     }
-    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    if (delayMs) {
+      answering++;
+      await new Promise((r) => setTimeout(r, delayMs)).finally(() => answering--);
+    }
     if (failStatus !== null || (failRate > 0 && Math.random() < failRate)) {
+      refused++;
       res.writeHead(failStatus ?? 500);
       return res.end();
     }
@@ -104,6 +114,8 @@ export async function startWebhookReceiver(opts: {
     statuses: () => values().flatMap((v: any) => v.statuses ?? []),
     messages: () => values().flatMap((v: any) => v.messages ?? []),
     failWith: (s) => { failStatus = s; },
+    answering: () => answering,
+    refused: () => refused,
     misbehave: (o) => {
       failRate = o.failRate ?? 0;
       delayMs = o.delayMs ?? 0;

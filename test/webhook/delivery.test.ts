@@ -58,7 +58,7 @@ describe('webhook delivery', () => {
       concurrency: 4, backoff: { baseMs: baseMs ?? 20, maxMs: maxMs ?? 100, maxAgeMs: maxAgeMs ?? 60_000 }, timeoutMs: 2000,
       ...rest,
     });
-    stop.push(() => w.worker.close());
+    stop.push(() => w.close());
     return w;
   }
   const finished = (w: ReturnType<typeof worker>, event: 'completed' | 'failed', jobId: string) =>
@@ -316,6 +316,69 @@ describe('webhook delivery', () => {
       await waitFor(() => fast.statuses().length === 1, 'fast business delivered');
       expect(slow.state.answered).toBe(0); // B was delivered while A's endpoint was still holding its request
       await slow.close(); // rather than let the worker's close wait out the held request
+    });
+  });
+
+  describe('direct delivery from the appending process', () => {
+    it('delivers at once, in order, with no job run: the queue keeps one delayed job per business as its safety net', async () => {
+      const ep = await scriptedEndpoint([]);
+      stop.push(ep.close);
+      const w = worker(ep.url);
+      outbox.deliverDirectly((b) => w.deliverNow(b), 60_000);
+      for (let i = 1; i <= 5; i++) await outbox.enqueue('b1', 'pn1', [status(`wamid.D${i}`)], 60_000);
+      await waitFor(() => w.stats.delivered === 5, 'all five delivered');
+      await outbox.settle();
+      expect(ep.seen.filter((x) => x.status === 200).flatMap((x) => statusesOf(x.body))).toEqual([1, 2, 3, 4, 5].map((i) => `wamid.D${i}:sent`));
+      expect(await queue.getJobCounts('delayed', 'completed', 'active', 'wait')).toEqual({ delayed: 1, completed: 0, active: 0, wait: 0 });
+      // Nothing waits, and the delivery lock is given back.
+      expect(await redis.llen(keys.webhookOutbox('b1'))).toBe(0);
+      expect(await redis.exists(keys.webhookLock('b1'))).toBe(0);
+    });
+
+    it('a holder that died: its lock lapses, and the safety job delivers what it left, once', async () => {
+      const ep = await scriptedEndpoint([]);
+      stop.push(ep.close);
+      const w = worker(ep.url);
+      outbox.deliverDirectly((b) => w.deliverNow(b), 200);
+      // Another process took the lock and died (it is never released, only lapses).
+      await redis.set(keys.webhookLock('b1'), 'a-process-that-died', 'PX', 1500);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.ORPHAN')], 60_000);
+      await outbox.settle();
+      expect(ep.seen).toEqual([]); // the direct delivery found the lock held and left it to its holder
+      await waitFor(() => w.stats.delivered === 1, 'delivered by the job once the lock lapsed', 10_000);
+      await waitFor(async () => (await queue.getJobCounts('completed')).completed === 1, 'the job completed');
+      expect(ep.seen.flatMap((x) => statusesOf(x.body))).toEqual(['wamid.ORPHAN:sent']);
+    });
+
+    it('a failed attempt is retried by the job: everything arrives once, in order', async () => {
+      const ep = await scriptedEndpoint([503, 503]);
+      stop.push(ep.close);
+      const w = worker(ep.url);
+      outbox.deliverDirectly((b) => w.deliverNow(b), 100);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.R1')], 60_000);
+      await outbox.enqueue('b1', 'pn1', [status('wamid.R2'), status('wamid.R2', 'delivered')], 60_000);
+      await waitFor(() => w.stats.delivered === 3, 'all three', 10_000);
+      expect(ep.seen.filter((x) => x.status === 200).flatMap((x) => statusesOf(x.body))).toEqual(['wamid.R1:sent', 'wamid.R2:sent', 'wamid.R2:delivered']);
+      expect(await redis.exists(keys.webhookLock('b1'))).toBe(0);
+    });
+
+    it('two processes appending for one business at once: one delivers at a time, each update once, each process\'s in its order', async () => {
+      const ep = await scriptedEndpoint([]);
+      stop.push(ep.close);
+      const [w1, w2] = [worker(ep.url), worker(ep.url)];
+      const other = new WebhookOutbox(async () => redis, keys, queue, dataKeyOf);
+      outbox.deliverDirectly((b) => w1.deliverNow(b), 60_000);
+      other.deliverDirectly((b) => w2.deliverNow(b), 60_000);
+      await Promise.all([
+        (async () => { for (let i = 0; i < 20; i++) await outbox.enqueue('b1', 'pn1', [status(`wamid.A${i}`)], 60_000); })(),
+        (async () => { for (let i = 0; i < 20; i++) await other.enqueue('b1', 'pn1', [status(`wamid.B${i}`)], 60_000); })(),
+      ]);
+      await waitFor(() => w1.stats.delivered + w2.stats.delivered === 40, 'all forty', 10_000);
+      await Promise.all([outbox.settle(), other.settle()]);
+      const got = ep.seen.filter((x) => x.status === 200).flatMap((x) => statusesOf(x.body));
+      expect(got).toHaveLength(40);
+      expect(new Set(got).size).toBe(40);
+      for (const tag of ['A', 'B']) expect(got.filter((x) => x.startsWith(`wamid.${tag}`))).toEqual(Array.from({ length: 20 }, (_, i) => `wamid.${tag}${i}:sent`));
     });
   });
 });
