@@ -107,7 +107,7 @@ export function startWorkers(ctx: RouterContext, opts: { pull?: boolean } = {}):
     ...(config.webhookDenyPrivate ? { fetchImpl: egressFetch(true) } : {}),
   });
   // What this process's drains append for a business's webhook is delivered from here at once (a job each
-  // cost ~50 Redis commands when nothing coalesces); the webhooks queue keeps a delayed job as the safety net.
+  // cost ~60 Redis commands when nothing coalesces); the webhooks queue keeps a delayed job as the safety net.
   ctx.webhooks.deliverDirectly((businessId) => webhooks.deliverNow(businessId));
   const groups = startGroupWorker({ connection, prefix, queueName: keys.queueName('groups'), host: ctx.groupHost, concurrency: 8, log: ctx.log });
   const outbound = startOutboundWorker({

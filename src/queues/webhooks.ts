@@ -33,6 +33,13 @@ export interface OutboxEntry {
 // Enough attempts that the age limit, not the count, ends the retries (7 days at a 1 h cap is ~180).
 const ATTEMPTS = 1_000_000;
 
+/**
+ * What a direct delivery of a business's outbox came to (workers/webhook.ts): delivered; 'busy', someone else
+ * holds the business's delivery and delivers these too; 'failed', an attempt failed; 'skipped', no room in
+ * the process.
+ */
+export type DirectDelivery = 'done' | 'busy' | 'failed' | 'skipped';
+
 /** Options every webhooks job is added with: retried by the `webhook` strategy, finished jobs kept visible. */
 export const WEBHOOK_JOB_OPTS = {
   attempts: ATTEMPTS,
@@ -111,7 +118,7 @@ export class WebhookOutbox {
   }
 
   /** This process's direct delivery (a worker process's), if any: see {@link deliverDirectly}. */
-  private direct: ((businessId: string) => Promise<'done' | 'busy' | 'failed' | 'skipped'>) | null = null;
+  private direct: ((businessId: string) => Promise<DirectDelivery>) | null = null;
   private safetyMs = SAFETY_MS;
 
   /**
@@ -120,9 +127,9 @@ export class WebhookOutbox {
    * a webhooks job, delayed by `safetyMs` and deduplicated per business (so at most one waits, and an add
    * that finds it costs a few commands): it delivers whatever a direct delivery left, should its process
    * die or its attempt fail, and from there BullMQ's retries take over. At low load, when every status is a
-   * wake-up of its own, a job's add, fetch and completion cost ~50 Redis commands each.
+   * wake-up of its own, a job's add, fetches and completion cost ~60 Redis commands each.
    */
-  deliverDirectly(deliver: (businessId: string) => Promise<'done' | 'busy' | 'failed' | 'skipped'>, safetyMs = SAFETY_MS): void {
+  deliverDirectly(deliver: (businessId: string) => Promise<DirectDelivery>, safetyMs = SAFETY_MS): void {
     this.direct = deliver;
     this.safetyMs = safetyMs;
   }
@@ -133,20 +140,24 @@ export class WebhookOutbox {
   /** Makes sure a wake-up of the business's outbox is coming (deduplicated per business). */
   async wake(businessId: string): Promise<void> {
     const direct = this.direct;
-    await this.queue.add('deliver', { business_id: businessId }, {
-      ...WEBHOOK_JOB_OPTS,
-      ...(direct ? { delay: this.safetyMs } : {}),
-      deduplication: { id: businessId, keepLastIfActive: true },
-    });
+    await this.addWake(businessId, direct ? { delay: this.safetyMs } : {});
     if (!direct) return;
     // Not awaited: a drain never waits on a business's endpoint. The job added above covers every outcome
     // (a failed attempt, a full process, a holder that dies); 'busy': the holder delivers these too.
     const p = direct(businessId).then(async (r) => {
       // No room here now: the waiting job goes at once instead of after its delay.
-      if (r === 'skipped') await this.queue.add('deliver', { business_id: businessId }, { ...WEBHOOK_JOB_OPTS, deduplication: { id: businessId, keepLastIfActive: true, reschedule: true } });
+      if (r === 'skipped') await this.addWake(businessId, {}, true);
     }).catch(() => undefined);
     this.delivering.add(p);
     void p.finally(() => this.delivering.delete(p));
+  }
+
+  /** The business's wake-up job (deduplicated per business); `reschedule`: a delayed one waiting is moved to now. */
+  private async addWake(businessId: string, opts: { delay?: number }, reschedule = false): Promise<void> {
+    await this.queue.add('deliver', { business_id: businessId }, {
+      ...WEBHOOK_JOB_OPTS, ...opts,
+      deduplication: { id: businessId, keepLastIfActive: true, ...(reschedule ? { reschedule: true } : {}) },
+    });
   }
 
   /** Waits for the direct deliveries started here (a process shutting down). */

@@ -257,9 +257,9 @@ export class ShardRunner {
 
   /**
    * The periodic sweep: of all processes ticking every `everyMs`, the one that takes the period's turn sweeps
-   * (sweep-turn-1.lua: the last sweep's time in the shared store, at least 0.8 of a period old); the others skip. One sweep per period whatever the
-   * number of processes: each sweep is a script per shard (64), which every worker process ran every second
-   * before. A process that stops has no turn to give back: the next period's first tick takes it. Answers what
+   * (sweep-turn-1.lua: the last sweep's time in the shared store, at least 0.8 of a period old); the others
+   * skip. One sweep per period whatever the number of processes: each sweep is a script per shard (64), which
+   * every worker process ran every second before. A process that stops has no turn to give back: the next period's first tick takes it. Answers what
    * {@link sweep} answered, or null when it was not this process's turn.
    */
   async sweepIfDue(everyMs: number, now = Date.now()): Promise<number | null> {

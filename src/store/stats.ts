@@ -53,7 +53,8 @@ export class Stats {
     const fields = Object.entries(sums).filter(([, n]) => n);
     if (!fields.length) return;
     const t = this.now();
-    const renew = !(t - (this.ttlSet.get(key) ?? -Infinity) < TTL_RENEW_MS);
+    const last = this.ttlSet.get(key);
+    const renew = last === undefined || t - last >= TTL_RENEW_MS;
     if (fields.length === 1 && !renew) {
       await this.redis.hincrby(key, fields[0]![0], fields[0]![1]);
       return;
