@@ -362,6 +362,21 @@ describe('webhook delivery', () => {
       expect(await redis.exists(keys.webhookLock('b1'))).toBe(0);
     });
 
+    it('a process with no room for another direct delivery hands the business to the queue at once, not after the safety delay', async () => {
+      const slow = await scriptedEndpoint([], { hangMs: 3000 });
+      const fast = await startWebhookReceiver({ appSecret: SECRET, verifyToken: 'v' });
+      stop.push(slow.close, fast.close);
+      // One direct delivery at a time in this process, and a safety delay far past the test.
+      const w = worker((b) => ({ url: b === 'slow' ? slow.url : fast.url, appSecret: SECRET, wabaId: 'w', displayPhoneNumber: '1555' }), { concurrency: 1, timeoutMs: 10_000 });
+      outbox.deliverDirectly((b) => w.deliverNow(b), 60_000);
+      await outbox.enqueue('slow', 'pn', [status('wamid.S')], 60_000);
+      await slow.requests(1);
+      await outbox.enqueue('fast', 'pn', [status('wamid.F')], 60_000);
+      await waitFor(() => fast.statuses().length === 1, 'the other business delivered by its job', 10_000);
+      expect(slow.state.answered).toBe(0);
+      await slow.close();
+    });
+
     it('two processes appending for one business at once: one delivers at a time, each update once, each process\'s in its order', async () => {
       const ep = await scriptedEndpoint([]);
       stop.push(ep.close);
