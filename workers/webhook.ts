@@ -8,7 +8,7 @@ import { open } from '../src/store/sealer.ts';
 import { deliverWebhook, WebhookRejectedError, type FetchLike, type WebhookTargetResolver } from '../src/webhook/delivery.ts';
 import type { ChangeValue } from '../src/webhook/envelope.ts';
 import { RECOVERY } from '../src/queues/recovery.ts';
-import type { OutboxEntry, WebhookJob, WebhookWakeJob } from '../src/queues/webhooks.ts';
+import type { DirectDelivery, OutboxEntry, WebhookJob, WebhookWakeJob } from '../src/queues/webhooks.ts';
 import { metrics } from '../src/ops/metrics.ts';
 import { queueTelemetry, tracingOn } from '../src/ops/tracing.ts';
 import { inBatchRequest, tracedFetch } from '../src/runtime/trace-context.ts';
@@ -87,7 +87,7 @@ export interface WebhookWorker {
   worker: Worker<WebhookJob>;
   stats: WebhookStats;
   /** See {@link WebhookOutbox.deliverDirectly}: delivers a business's outbox now, in this process. */
-  deliverNow(businessId: string): Promise<'done' | 'busy' | 'failed' | 'skipped'>;
+  deliverNow(businessId: string): Promise<DirectDelivery>;
   /** Waits for the direct deliveries running, then closes the worker. */
   close(): Promise<void>;
 }
@@ -240,7 +240,7 @@ export function startWebhookWorker(opts: WebhookWorkerOptions): WebhookWorker {
    * Delivers the business's outbox now, in this process, if no one else is delivering it ('busy') and this
    * process has room ('skipped' otherwise); 'failed' when an attempt failed (the webhooks queue retries).
    */
-  const deliverNow = async (businessId: string): Promise<'done' | 'busy' | 'failed' | 'skipped'> => {
+  const deliverNow = async (businessId: string): Promise<DirectDelivery> => {
     if (directs.size >= opts.concurrency) return 'skipped';
     const p = holdAndDrain(businessId, undefined).then((r) => r, (e: unknown) => {
       stats.failedAttempts++;
